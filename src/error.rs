@@ -1,0 +1,190 @@
+//! The error a session call can return, and the response it becomes.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::store::StoreError;
+
+/// Why a session call failed.
+///
+/// It implements [`IntoResponse`], so a handler can use `?` on session calls:
+/// a store outage becomes 503 with `Retry-After`, a value that no longer
+/// deserializes becomes 500, a value over the configured limits 413. The
+/// cause is logged with `tracing`; the session id never is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value could not be serialized to JSON.
+    #[error("attribute {name:?} could not be serialized")]
+    Serialize {
+        /// The attribute's name.
+        name: String,
+        /// The serde_json error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value does not deserialize into the type asked for.
+    #[error("attribute {name:?} could not be deserialized")]
+    Deserialize {
+        /// The attribute's name.
+        name: String,
+        /// The serde_json error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value, name or attribute count is over the configured limit.
+    #[error("attribute {name:?}: {what} is over the limit of {limit}")]
+    TooLarge {
+        /// The attribute's name (cut to 64 bytes).
+        name: String,
+        /// Which limit: "value bytes", "name bytes" or "attribute count".
+        what: &'static str,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// An argument is out of range, such as an idle timeout of zero.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// [`Session::update`](crate::Session::update) kept losing the race for
+    /// one attribute.
+    #[error("attribute {name:?} kept changing under concurrent updates")]
+    Contended {
+        /// The attribute's name.
+        name: String,
+    },
+    /// The operating system could not supply random bytes for a new id.
+    #[error("the operating system's random number generator failed")]
+    Random(#[source] getrandom::Error),
+    /// The handler asked for a `Session` but no [`SessionLayer`](crate::SessionLayer)
+    /// wraps the route.
+    #[error("no SessionLayer wraps this route")]
+    MissingLayer,
+}
+
+impl SessionError {
+    /// The status a request gets for this error.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Contended { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub(crate) fn too_large(name: &str, what: &'static str, limit: usize) -> Self {
+        let mut cut = name.len().min(64);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Self::TooLarge {
+            name: name[..cut].to_owned(),
+            what,
+            limit,
+        }
+    }
+
+    /// The response for this error, with `Retry-After` set to `retry_after`
+    /// when the error is passing.
+    pub(crate) fn to_response(&self, retry_after: Duration) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %chain(self), status = status.as_u16(), "session error");
+        } else {
+            tracing::warn!(error = %chain(self), status = status.as_u16(), "session error");
+        }
+        let body = status.canonical_reason().unwrap_or("error");
+        let mut response = (status, body).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = retry_after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let mut response = self.to_response(Duration::from_secs(1));
+        response
+            .extensions_mut()
+            .insert(SessionFailure(Arc::new(self)));
+        response
+    }
+}
+
+/// Put in a response's extensions when the session layer replaced or
+/// answered it because of a [`SessionError`], for outer layers to inspect.
+#[derive(Debug, Clone)]
+pub struct SessionFailure(pub Arc<SessionError>);
+
+/// An error and its sources, joined by `": "`, for logs and health reports.
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Operation, StoreErrorKind};
+
+    #[test]
+    fn store_outage_is_503_with_retry_after() {
+        let e = SessionError::from(StoreError::without_source(
+            "redis",
+            Operation::Load,
+            StoreErrorKind::Unavailable,
+        ));
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(response.extensions().get::<SessionFailure>().is_some());
+    }
+
+    #[test]
+    fn bad_value_is_500_and_large_is_413() {
+        let source = serde_json::from_str::<u8>("\"x\"").unwrap_err();
+        let e = SessionError::Deserialize {
+            name: "cart".into(),
+            source,
+        };
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let e = SessionError::too_large(&"é".repeat(100), "name bytes", 256);
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        if let SessionError::TooLarge { name, .. } = e {
+            assert_eq!(name.len(), 64);
+        }
+    }
+
+    #[test]
+    fn chain_joins_sources() {
+        let io = std::io::Error::other("refused");
+        let e = StoreError::new(
+            "postgres",
+            Operation::Apply,
+            StoreErrorKind::Unavailable,
+            io,
+        );
+        assert_eq!(
+            chain(&e),
+            "postgres store: apply failed: unavailable: refused"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The middleware: cookie in, session handle for the handler, commit out.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use cookie::Cookie;
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{ConfigError, SessionConfig};
+use crate::error::SessionFailure;
+use crate::session::{CookieAction, Session, SessionId, Shared};
+use crate::store::SessionStore;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds a [`Session`] to every request and commits what the handler changed.
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use http::{Request, StatusCode, header};
+/// use tower::ServiceExt;
+/// use tower_httpsession::{MemoryStore, Session, SessionError, SessionLayer};
+///
+/// async fn visit(session: Session) -> Result<String, SessionError> {
+///     let n = session.update("visits", |n: Option<u32>| n.unwrap_or(0) + 1).await?;
+///     Ok(n.to_string())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let app = Router::new()
+///     .route("/", get(visit))
+///     .layer(SessionLayer::new(MemoryStore::default()));
+///
+/// let response = app.oneshot(Request::new(Body::empty())).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+/// assert!(cookie.starts_with("SESSION="));
+/// assert!(cookie.contains("HttpOnly") && cookie.contains("Secure"));
+/// # }
+/// ```
+///
+/// When the store fails, the handler's response is replaced: 503 with
+/// `Retry-After` for an outage, 500 otherwise, with the [`SessionError`] in
+/// the response extensions as a [`SessionFailure`] and logged with `tracing`.
+/// A cookie that is malformed, forged, unknown or expired is no session: the
+/// handler gets a new one and the browser is told to drop the old cookie.
+#[derive(Clone)]
+pub struct SessionLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("store", &self.shared.store)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl SessionLayer {
+    /// A layer over `store` with the default [`SessionConfig`].
+    #[must_use]
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::from_parts(Arc::new(store), SessionConfig::default())
+    }
+
+    /// A layer over `store` with `config`, checked.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] that names the rule the configuration breaks.
+    pub fn with_config(
+        store: impl SessionStore,
+        config: SessionConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::shared(Arc::new(store), config)
+    }
+
+    /// A layer over a store already shared as `Arc<dyn SessionStore>`, such
+    /// as one a [profile](crate::profile) built.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] that names the rule the configuration breaks.
+    pub fn shared(
+        store: Arc<dyn SessionStore>,
+        config: SessionConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::from_parts(store, config))
+    }
+
+    fn from_parts(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared { store, config }),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let cookie = session_cookie(request.headers(), &self.shared.config.cookie_name);
+        let session = Session::new(self.shared.clone(), cookie);
+        request.extensions_mut().insert(session.clone());
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let response = inner.call(request).await?.map(Body::new);
+            Ok(finish(&shared, &session, response).await)
+        })
+    }
+}
+
+/// Commits the session and sets the cookie, or replaces the response with
+/// the error's if the commit failed.
+async fn finish(
+    shared: &Shared,
+    session: &Session,
+    mut response: Response<Body>,
+) -> Response<Body> {
+    let config = &shared.config;
+    match session.commit().await {
+        Ok(CookieAction::Keep) => response,
+        Ok(CookieAction::Set(id)) => {
+            append_cookie(response.headers_mut(), &session_cookie_value(config, &id));
+            response
+        }
+        Ok(CookieAction::Remove) => {
+            append_cookie(response.headers_mut(), &removal_cookie(config));
+            response
+        }
+        Err(error) => {
+            let mut failed = error.to_response(config.retry_after);
+            failed
+                .extensions_mut()
+                .insert(SessionFailure(Arc::new(error)));
+            failed
+        }
+    }
+}
+
+/// The first cookie named `name` whose value is a well-formed id.
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == name)
+        .find_map(|c| SessionId::from_cookie_value(c.value()))
+}
+
+fn base_cookie(config: &SessionConfig, value: String) -> Cookie<'static> {
+    let mut cookie = Cookie::build((config.cookie_name.clone(), value))
+        .path(config.path.clone())
+        .secure(config.secure)
+        .http_only(config.http_only)
+        .same_site(config.same_site)
+        .build();
+    if let Some(domain) = &config.domain {
+        cookie.set_domain(domain.clone());
+    }
+    cookie
+}
+
+fn session_cookie_value(config: &SessionConfig, id: &SessionId) -> Cookie<'static> {
+    base_cookie(config, id.expose_cookie_value())
+}
+
+fn removal_cookie(config: &SessionConfig) -> Cookie<'static> {
+    let mut cookie = base_cookie(config, String::new());
+    cookie.make_removal();
+    cookie
+}
+
+fn append_cookie(headers: &mut HeaderMap, cookie: &Cookie<'static>) {
+    // The configuration was validated, so every part is header-safe; a
+    // failure here would drop the cookie, never panic.
+    match HeaderValue::try_from(cookie.to_string()) {
+        Ok(value) => {
+            headers.append(header::SET_COOKIE, value);
+        }
+        Err(error) => {
+            tracing::error!(%error, "session cookie is not a valid header value");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let id = SessionId::generate().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; SESSION=bad"));
+        let value = format!("theme=dark; SESSION={}", id.expose_cookie_value());
+        headers.append(header::COOKIE, HeaderValue::try_from(value).unwrap());
+        assert_eq!(session_cookie(&headers, "SESSION"), Some(id));
+        assert_eq!(session_cookie(&headers, "other"), None);
+    }
+
+    #[test]
+    fn removal_cookie_keeps_attributes() {
+        let config = SessionConfig::default()
+            .with_path("/app")
+            .with_domain(Some("example.com".into()));
+        let text = removal_cookie(&config).to_string();
+        for part in [
+            "SESSION=",
+            "Path=/app",
+            "Domain=example.com",
+            "Secure",
+            "SameSite=Lax",
+            "Max-Age=0",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+    }
+}

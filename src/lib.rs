@@ -1,0 +1,75 @@
+//! Servlet-style HTTP sessions for axum and tower apps that run as several
+//! instances behind a load balancer.
+//!
+//! - A [`Session`] extractor with the servlet's API: `get`, `set`, `remove`,
+//!   `attribute_names`, `invalidate`, `max_inactive_interval`, `change_id`,
+//!   and an atomic `update`.
+//! - Minimal writes: the session records which attributes a request changed
+//!   and the [`SessionLayer`] writes only those, in one store call, so a
+//!   request that changes one small value in a large session sends a few
+//!   bytes, and two requests that change different attributes at the same
+//!   time both keep their change.
+//! - Stores shared by every instance: Redis (feature `redis`) and PostgreSQL
+//!   (feature `postgres`), or the bounded in-process [`MemoryStore`].
+//! - [`health`]: actuator-style endpoints a load balancer polls, with an
+//!   ACL-protected toggle to take an instance out of rotation for a deploy.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode, header};
+//! use tower::ServiceExt;
+//! use tower_httpsession::{MemoryStore, Session, SessionError, SessionLayer};
+//!
+//! async fn login(session: Session) -> Result<&'static str, SessionError> {
+//!     session.change_id().await?; // against session fixation
+//!     session.set("user", "alice").await?;
+//!     Ok("welcome")
+//! }
+//!
+//! async fn whoami(session: Session) -> Result<String, SessionError> {
+//!     Ok(session.get::<String>("user").await?.unwrap_or_else(|| "nobody".into()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let app = Router::new()
+//!     .route("/login", get(login))
+//!     .route("/whoami", get(whoami))
+//!     .layer(SessionLayer::new(MemoryStore::default()));
+//!
+//! let response = app
+//!     .clone()
+//!     .oneshot(Request::get("/login").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! let set_cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+//! let cookie = set_cookie.split(';').next().unwrap().to_owned();
+//!
+//! let response = app
+//!     .oneshot(
+//!         Request::get("/whoami")
+//!             .header(header::COOKIE, cookie)
+//!             .body(Body::empty())
+//!             .unwrap(),
+//!     )
+//!     .await
+//!     .unwrap();
+//! let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+//! assert_eq!(&body[..], b"alice");
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod config;
+mod error;
+mod layer;
+pub mod session;
+pub mod store;
+
+pub use crate::config::{ConfigError, SessionConfig};
+pub use crate::error::{SessionError, SessionFailure};
+pub use crate::layer::{SessionLayer, SessionService};
+pub use crate::session::{Session, SessionId};
+pub use crate::store::{MemoryStore, SessionStore, StoreError};

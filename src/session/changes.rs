@@ -1,0 +1,278 @@
+//! What one request changed in a session.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::session::id::VerifierHash;
+use crate::store::Record;
+
+/// A new last-access time and the expiry that follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    /// When the session was last used.
+    pub last_accessed: OffsetDateTime,
+    /// When the store may forget the session: the earlier of the idle and the
+    /// absolute deadline.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The delta a request made to a stored session, committed in one store call.
+///
+/// An attribute name is either set, removed or untouched, never two of these:
+/// the methods keep that true, so a store can write the set names and delete
+/// the removed ones in any order. Attribute values are serde_json text.
+///
+/// `Debug` prints attribute names and value sizes, never values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    set: BTreeMap<String, String>,
+    removed: BTreeSet<String>,
+    max_inactive: Option<Duration>,
+    new_verifier: Option<VerifierHash>,
+    touch: Option<Touch>,
+}
+
+impl ChangeSet {
+    /// An empty change set.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `name` now holds `json`.
+    pub fn set_attribute(&mut self, name: impl Into<String>, json: impl Into<String>) {
+        let name = name.into();
+        self.removed.remove(&name);
+        self.set.insert(name, json.into());
+    }
+
+    /// Records that `name` was removed.
+    pub fn remove_attribute(&mut self, name: impl Into<String>) {
+        let name = name.into();
+        self.set.remove(&name);
+        self.removed.insert(name);
+    }
+
+    /// Drops any change recorded for `name`.
+    pub fn forget_attribute(&mut self, name: &str) {
+        self.set.remove(name);
+        self.removed.remove(name);
+    }
+
+    /// Records a new idle timeout.
+    pub fn set_max_inactive(&mut self, interval: Option<Duration>) {
+        self.max_inactive = interval;
+    }
+
+    /// Records a new verifier hash: the id changed, the old cookie must stop
+    /// working.
+    pub fn set_new_verifier(&mut self, hash: Option<VerifierHash>) {
+        self.new_verifier = hash;
+    }
+
+    /// Records a new last-access time and expiry.
+    pub fn set_touch(&mut self, touch: Option<Touch>) {
+        self.touch = touch;
+    }
+
+    /// The attributes set, by name, with their serde_json text.
+    pub fn attributes_set(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.set.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The names removed.
+    pub fn attributes_removed(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.removed.iter().map(String::as_str)
+    }
+
+    /// The change recorded for one attribute: `Some(Some(json))` set,
+    /// `Some(None)` removed, `None` untouched.
+    #[must_use]
+    pub fn attribute(&self, name: &str) -> Option<Option<&str>> {
+        if let Some(v) = self.set.get(name) {
+            Some(Some(v))
+        } else if self.removed.contains(name) {
+            Some(None)
+        } else {
+            None
+        }
+    }
+
+    /// The new idle timeout, if it changed.
+    #[must_use]
+    pub fn max_inactive(&self) -> Option<Duration> {
+        self.max_inactive
+    }
+
+    /// The new verifier hash, if the id changed.
+    #[must_use]
+    pub fn new_verifier(&self) -> Option<&VerifierHash> {
+        self.new_verifier.as_ref()
+    }
+
+    /// The new last-access time and expiry, if any.
+    #[must_use]
+    pub fn touch(&self) -> Option<&Touch> {
+        self.touch.as_ref()
+    }
+
+    /// Whether anything beyond a touch changed.
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        !self.set.is_empty()
+            || !self.removed.is_empty()
+            || self.max_inactive.is_some()
+            || self.new_verifier.is_some()
+    }
+
+    /// Whether there is nothing at all to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        !self.has_changes() && self.touch.is_none()
+    }
+
+    /// Applies the delta to a whole record: for stores that keep records
+    /// whole (the memory store, the tower-sessions adapter).
+    pub fn apply_to(&self, record: &mut Record) {
+        for name in &self.removed {
+            record.attributes.remove(name);
+        }
+        for (name, json) in &self.set {
+            record.attributes.insert(name.clone(), json.clone());
+        }
+        if let Some(interval) = self.max_inactive {
+            record.max_inactive = interval;
+        }
+        if let Some(hash) = self.new_verifier {
+            record.verifier = hash;
+        }
+        if let Some(touch) = self.touch {
+            record.last_accessed = touch.last_accessed;
+            record.expires_at = touch.expires_at;
+        }
+    }
+}
+
+impl fmt::Debug for ChangeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Sizes<'a>(&'a BTreeMap<String, String>);
+        impl fmt::Debug for Sizes<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .iter()
+                            .map(|(k, v)| (k, format!("{} bytes", v.len()))),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("ChangeSet")
+            .field("set", &Sizes(&self.set))
+            .field("removed", &self.removed)
+            .field("max_inactive", &self.max_inactive)
+            .field("new_verifier", &self.new_verifier.is_some())
+            .field("touch", &self.touch)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_then_remove_leaves_only_the_removal() {
+        let mut c = ChangeSet::new();
+        c.set_attribute("a", "1");
+        c.remove_attribute("a");
+        assert_eq!(c.attribute("a"), Some(None));
+        assert_eq!(c.attributes_set().len(), 0);
+        assert_eq!(c.attributes_removed().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn remove_then_set_leaves_only_the_set() {
+        let mut c = ChangeSet::new();
+        c.remove_attribute("a");
+        c.set_attribute("a", "2");
+        assert_eq!(c.attribute("a"), Some(Some("2")));
+        assert_eq!(c.attributes_removed().len(), 0);
+    }
+
+    #[test]
+    fn last_set_wins_and_names_are_unique() {
+        let mut c = ChangeSet::new();
+        c.set_attribute("a", "1");
+        c.set_attribute("a", "2");
+        c.set_attribute("b", "3");
+        assert_eq!(
+            c.attributes_set().collect::<Vec<_>>(),
+            [("a", "2"), ("b", "3")]
+        );
+    }
+
+    #[test]
+    fn forget_drops_the_change() {
+        let mut c = ChangeSet::new();
+        c.set_attribute("a", "1");
+        c.forget_attribute("a");
+        assert!(c.is_empty());
+        assert_eq!(c.attribute("a"), None);
+    }
+
+    #[test]
+    fn touch_alone_is_not_a_change() {
+        let mut c = ChangeSet::new();
+        let now = OffsetDateTime::now_utc();
+        c.set_touch(Some(Touch {
+            last_accessed: now,
+            expires_at: now,
+        }));
+        assert!(!c.has_changes());
+        assert!(!c.is_empty());
+        c.set_max_inactive(Some(Duration::from_secs(5)));
+        assert!(c.has_changes());
+    }
+
+    #[test]
+    fn debug_shows_sizes_not_values() {
+        let mut c = ChangeSet::new();
+        c.set_attribute("card", "\"4111111111111111\"");
+        let printed = format!("{c:?}");
+        assert!(printed.contains("card"));
+        assert!(printed.contains("18 bytes"));
+        assert!(!printed.contains("4111"));
+    }
+
+    #[test]
+    fn apply_to_changes_only_the_delta() {
+        let now = OffsetDateTime::now_utc();
+        let mut record = Record {
+            verifier: crate::SessionId::generate().unwrap().verifier_hash(),
+            created: now,
+            last_accessed: now,
+            max_inactive: Duration::from_secs(60),
+            expires_at: now,
+            attributes: [("keep", "1"), ("drop", "2"), ("change", "3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let mut c = ChangeSet::new();
+        c.remove_attribute("drop");
+        c.set_attribute("change", "4");
+        c.set_attribute("add", "5");
+        c.set_max_inactive(Some(Duration::from_secs(10)));
+        c.apply_to(&mut record);
+        let mut names: Vec<_> = record.attributes.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["add", "change", "keep"]);
+        assert_eq!(record.attributes["change"], "4");
+        assert_eq!(record.attributes["keep"], "1");
+        assert_eq!(record.max_inactive, Duration::from_secs(10));
+    }
+}

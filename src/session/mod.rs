@@ -1,0 +1,657 @@
+//! The per-request session handle.
+
+pub(crate) mod changes;
+pub(crate) mod id;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard, OnceCell};
+
+use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
+use crate::error::SessionError;
+use crate::store::{
+    self, Applied, ChangeSet, Created, Record, SessionStore, StoreKey, Swap, Touch,
+};
+
+pub use self::id::SessionId;
+
+/// How many times [`Session::update`] retries a lost compare-and-set.
+const UPDATE_ATTEMPTS: usize = 128;
+/// How many fresh ids [`Session`] draws if a new one is taken.
+const CREATE_ATTEMPTS: usize = 4;
+
+/// What the layer shares with every session handle.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) config: SessionConfig,
+}
+
+/// A servlet-style HTTP session: named attributes kept in the shared store.
+///
+/// Take it as an axum extractor in any handler behind a
+/// [`SessionLayer`](crate::SessionLayer); plain tower services find it in the
+/// request extensions. It is a cheap handle: clones share one state.
+///
+/// The session is loaded the first time a method needs it, so a handler that
+/// never calls one costs no store round trip. Every method that may load is
+/// `async`. Changes are recorded, not written: when the response goes out,
+/// the layer writes exactly the attributes this request changed, in one store
+/// call. A session is stored, and its cookie sent, only once it holds an
+/// attribute.
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use tower_httpsession::{MemoryStore, Session, SessionError, SessionLayer};
+///
+/// async fn add_to_cart(session: Session) -> Result<String, SessionError> {
+///     let mut cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+///     cart.push("teapot".to_owned());
+///     session.set("cart", &cart).await?;
+///     Ok(format!("{} items", cart.len()))
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/cart", post(add_to_cart))
+///     .layer(SessionLayer::new(MemoryStore::default()));
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    cookie: Option<SessionId>,
+    state: OnceCell<Mutex<Loaded>>,
+}
+
+/// The session as this request sees it.
+struct Loaded {
+    id: SessionId,
+    /// Whether the record exists in the store.
+    stored: bool,
+    /// The values as stored (as loaded, or as a compare-and-set left them).
+    original: HashMap<String, String>,
+    /// What this request changed.
+    changes: ChangeSet,
+    created: OffsetDateTime,
+    last_accessed: OffsetDateTime,
+    max_inactive: Duration,
+    original_max_inactive: Duration,
+    /// The request's time, used for the touch and the expiry.
+    now: OffsetDateTime,
+    touch_due: bool,
+    /// A stored session this request invalidated, deleted at commit.
+    to_delete: Option<StoreKey>,
+    /// The request's cookie named no live session: remove it unless a new
+    /// one is sent.
+    cookie_stale: bool,
+    /// Send the id in a new cookie even if the session was stored before.
+    id_changed: bool,
+}
+
+/// What the response's `Set-Cookie` must do after a commit.
+#[derive(Debug)]
+pub(crate) enum CookieAction {
+    Keep,
+    Set(SessionId),
+    Remove,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("store", &self.inner.shared.store.backend())
+            .field("has_cookie", &self.inner.cookie.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loaded {
+    fn fresh(
+        config: &SessionConfig,
+        now: OffsetDateTime,
+        cookie_stale: bool,
+    ) -> Result<Self, SessionError> {
+        Ok(Self {
+            id: SessionId::generate().map_err(SessionError::Random)?,
+            stored: false,
+            original: HashMap::new(),
+            changes: ChangeSet::new(),
+            created: now,
+            last_accessed: now,
+            max_inactive: config.max_inactive,
+            original_max_inactive: config.max_inactive,
+            now,
+            touch_due: false,
+            to_delete: None,
+            cookie_stale,
+            id_changed: false,
+        })
+    }
+
+    fn from_record(
+        id: SessionId,
+        record: Record,
+        config: &SessionConfig,
+        now: OffsetDateTime,
+    ) -> Self {
+        let touch_interval = config.touch_interval_for(record.max_inactive);
+        let since = now - record.last_accessed;
+        Self {
+            id,
+            stored: true,
+            original: record.attributes,
+            changes: ChangeSet::new(),
+            created: record.created,
+            last_accessed: record.last_accessed,
+            max_inactive: record.max_inactive,
+            original_max_inactive: record.max_inactive,
+            now,
+            touch_due: since >= touch_interval,
+            to_delete: None,
+            cookie_stale: false,
+            id_changed: false,
+        }
+    }
+
+    /// The value this request sees: its own change, else the stored one.
+    fn value(&self, name: &str) -> Option<&str> {
+        match self.changes.attribute(name) {
+            Some(changed) => changed,
+            None => self.original.get(name).map(String::as_str),
+        }
+    }
+
+    fn attribute_count(&self) -> usize {
+        let removed = self
+            .changes
+            .attributes_removed()
+            .filter(|n| self.original.contains_key(*n))
+            .count();
+        let added = self
+            .changes
+            .attributes_set()
+            .filter(|(n, _)| !self.original.contains_key(*n))
+            .count();
+        self.original.len() - removed + added
+    }
+
+    fn is_empty(&self) -> bool {
+        self.attribute_count() == 0
+    }
+
+    /// Checks `json` for `name` against the configured limits.
+    fn check_limits(
+        &self,
+        name: &str,
+        json: &str,
+        config: &SessionConfig,
+    ) -> Result<(), SessionError> {
+        if name.len() > config.max_name_bytes {
+            return Err(SessionError::too_large(
+                name,
+                "name bytes",
+                config.max_name_bytes,
+            ));
+        }
+        if json.len() > config.max_attribute_bytes {
+            return Err(SessionError::too_large(
+                name,
+                "value bytes",
+                config.max_attribute_bytes,
+            ));
+        }
+        if self.value(name).is_none() && self.attribute_count() >= config.max_attributes {
+            return Err(SessionError::too_large(
+                name,
+                "attribute count",
+                config.max_attributes,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records `json` for `name`, or no change if it equals the stored value.
+    fn record_set(
+        &mut self,
+        name: &str,
+        json: String,
+        config: &SessionConfig,
+    ) -> Result<(), SessionError> {
+        self.check_limits(name, &json, config)?;
+        if self.original.get(name) == Some(&json) {
+            self.changes.forget_attribute(name);
+        } else {
+            self.changes.set_attribute(name, json);
+        }
+        Ok(())
+    }
+
+    fn expiry(&self, config: &SessionConfig, last_accessed: OffsetDateTime) -> OffsetDateTime {
+        let idle = last_accessed.saturating_add(to_time(self.max_inactive));
+        match config.absolute_timeout {
+            Some(limit) => idle.min(self.created.saturating_add(to_time(limit))),
+            None => idle,
+        }
+    }
+
+    fn record(&self, config: &SessionConfig) -> Record {
+        let mut attributes = self.original.clone();
+        for name in self.changes.attributes_removed() {
+            attributes.remove(name);
+        }
+        for (name, json) in self.changes.attributes_set() {
+            attributes.insert(name.to_owned(), json.to_owned());
+        }
+        Record {
+            verifier: self.id.verifier_hash(),
+            created: self.created,
+            last_accessed: self.now,
+            max_inactive: self.max_inactive,
+            expires_at: self.expiry(config, self.now),
+            attributes,
+        }
+    }
+}
+
+fn to_time(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<SessionId>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                cookie,
+                state: OnceCell::new(),
+            }),
+        }
+    }
+
+    fn config(&self) -> &SessionConfig {
+        &self.inner.shared.config
+    }
+
+    fn store(&self) -> &dyn SessionStore {
+        &*self.inner.shared.store
+    }
+
+    /// Locks the state, loading the session first if no call has yet.
+    async fn loaded(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+        let state = self
+            .inner
+            .state
+            .get_or_try_init(|| async { self.load().await.map(Mutex::new) })
+            .await?;
+        Ok(state.lock().await)
+    }
+
+    async fn load(&self) -> Result<Loaded, SessionError> {
+        let config = self.config();
+        let now = store::now();
+        let Some(id) = &self.inner.cookie else {
+            return Loaded::fresh(config, now, false);
+        };
+        let key = id.store_key();
+        let Some(record) = self.store().load(&key).await? else {
+            return Loaded::fresh(config, now, true);
+        };
+        if !id.matches(&record.verifier) {
+            tracing::debug!("session cookie verifier does not match; starting a new session");
+            return Loaded::fresh(config, now, true);
+        }
+        let absolute_end = config
+            .absolute_timeout
+            .map(|limit| record.created.saturating_add(to_time(limit)));
+        if record.expires_at <= now || absolute_end.is_some_and(|end| end <= now) {
+            tracing::debug!("session past its timeout; deleting it");
+            self.store().delete(&key).await?;
+            return Loaded::fresh(config, now, true);
+        }
+        Ok(Loaded::from_record(id.clone(), record, config, now))
+    }
+
+    /// The value of attribute `name`, deserialized, or `None` if the session
+    /// has no such attribute.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Deserialize`] if the stored value is not a `T`;
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, SessionError> {
+        let loaded = self.loaded().await?;
+        let Some(json) = loaded.value(name) else {
+            return Ok(None);
+        };
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|source| SessionError::Deserialize {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Sets attribute `name` to `value`. Setting the value the store already
+    /// holds is no change and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::TooLarge`] past the configured limits,
+    /// [`SessionError::Serialize`] if `value` does not serialize.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), SessionError> {
+        let json = serde_json::to_string(value).map_err(|source| SessionError::Serialize {
+            name: name.to_owned(),
+            source,
+        })?;
+        let mut loaded = self.loaded().await?;
+        loaded.record_set(name, json, self.config())
+    }
+
+    /// Removes attribute `name`, returning whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
+        let mut loaded = self.loaded().await?;
+        let present = loaded.value(name).is_some();
+        if loaded.original.contains_key(name) {
+            loaded.changes.remove_attribute(name);
+        } else {
+            loaded.changes.forget_attribute(name);
+        }
+        Ok(present)
+    }
+
+    /// The names of the session's attributes, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn attribute_names(&self) -> Result<Vec<String>, SessionError> {
+        let loaded = self.loaded().await?;
+        let mut names: Vec<String> = loaded
+            .original
+            .keys()
+            .filter(|n| loaded.changes.attribute(n).is_none())
+            .cloned()
+            .chain(loaded.changes.attributes_set().map(|(n, _)| n.to_owned()))
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Ends the session: the store forgets it when the response goes out and
+    /// the browser is told to drop its cookie. The handle then stands for a
+    /// new, empty session, which is stored only if the request sets an
+    /// attribute on it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn invalidate(&self) -> Result<(), SessionError> {
+        let mut loaded = self.loaded().await?;
+        let old_key = loaded
+            .stored
+            .then(|| loaded.id.store_key())
+            .or(loaded.to_delete.take());
+        let mut fresh = Loaded::fresh(self.config(), loaded.now, true)?;
+        fresh.to_delete = old_key;
+        *loaded = fresh;
+        Ok(())
+    }
+
+    /// The idle timeout: how long the session lives without a request.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn max_inactive_interval(&self) -> Result<Duration, SessionError> {
+        self.read(|l| l.max_inactive).await
+    }
+
+    /// Sets this session's idle timeout, between 1 second and 400 days.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::InvalidArgument`] outside that range.
+    pub async fn set_max_inactive_interval(&self, interval: Duration) -> Result<(), SessionError> {
+        if interval < Duration::from_secs(1) || interval > MAX_INACTIVE_LIMIT {
+            return Err(SessionError::InvalidArgument(
+                "max inactive interval must be between 1 second and 400 days",
+            ));
+        }
+        let mut loaded = self.loaded().await?;
+        loaded.max_inactive = interval;
+        let changed = interval != loaded.original_max_inactive;
+        loaded.changes.set_max_inactive(changed.then_some(interval));
+        Ok(())
+    }
+
+    /// The session's id. It stays private to the layer and the browser:
+    /// `Debug` prints nothing of it.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn id(&self) -> Result<SessionId, SessionError> {
+        self.read(|l| l.id.clone()).await
+    }
+
+    /// Whether the browser does not know this session yet: it was created in
+    /// this request, or has not been stored because it holds no attribute.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn is_new(&self) -> Result<bool, SessionError> {
+        self.read(|l| !l.stored).await
+    }
+
+    /// When the session was created.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn creation_time(&self) -> Result<OffsetDateTime, SessionError> {
+        self.read(|l| l.created).await
+    }
+
+    /// When the session was last used before this request, as stored: to
+    /// spare writes, the store records an access at most once per touch
+    /// interval (see [`SessionConfig::with_touch_interval`]).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] if the session could not be loaded.
+    pub async fn last_accessed_time(&self) -> Result<OffsetDateTime, SessionError> {
+        self.read(|l| l.last_accessed).await
+    }
+
+    /// Gives the session a new id and keeps its attributes: call it when the
+    /// user logs in, against session fixation. The old cookie stops working
+    /// in the same store write that commits the request.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Random`] if no random bytes could be had.
+    pub async fn change_id(&self) -> Result<(), SessionError> {
+        let mut loaded = self.loaded().await?;
+        let id = loaded
+            .id
+            .with_new_verifier()
+            .map_err(SessionError::Random)?;
+        if loaded.stored {
+            loaded.changes.set_new_verifier(Some(id.verifier_hash()));
+            loaded.id_changed = true;
+        }
+        loaded.id = id;
+        Ok(())
+    }
+
+    /// Atomically replaces attribute `name` with `f(old)` and returns the new
+    /// value: concurrent updates of one attribute in one session never lose
+    /// each other's change.
+    ///
+    /// Unlike [`set`](Self::set), the write happens now, as a compare-and-set
+    /// in the store; if another request changed the value meanwhile, `f` runs
+    /// again on the newer value. `f` may therefore run more than once and
+    /// should do nothing but compute.
+    ///
+    /// ```
+    /// # use tower_httpsession::{Session, SessionError};
+    /// async fn hit(session: Session) -> Result<String, SessionError> {
+    ///     let hits = session.update("hits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+    ///     Ok(hits.to_string())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Contended`] if the compare-and-set lost 128 times in a
+    /// row; the other errors as for [`get`](Self::get) and [`set`](Self::set).
+    pub async fn update<T, F>(&self, name: &str, mut f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let config = self.config();
+        let mut loaded = self.loaded().await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let old = match loaded.value(name) {
+                Some(json) => Some(serde_json::from_str(json).map_err(|source| {
+                    SessionError::Deserialize {
+                        name: name.to_owned(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+            let new = f(old);
+            let json = serde_json::to_string(&new).map_err(|source| SessionError::Serialize {
+                name: name.to_owned(),
+                source,
+            })?;
+            if !loaded.stored {
+                // Nobody else knows this session yet: a local change is atomic.
+                loaded.record_set(name, json, config)?;
+                return Ok(new);
+            }
+            loaded.check_limits(name, &json, config)?;
+            let expected = loaded.original.get(name).cloned();
+            if expected.as_deref() == Some(json.as_str()) {
+                loaded.changes.forget_attribute(name);
+                return Ok(new);
+            }
+            let key = loaded.id.store_key();
+            match self
+                .store()
+                .compare_and_set(&key, name, expected.as_deref(), Some(&json))
+                .await?
+            {
+                Swap::Swapped => {
+                    loaded.original.insert(name.to_owned(), json);
+                    loaded.changes.forget_attribute(name);
+                    return Ok(new);
+                }
+                Swap::Mismatch { current } => {
+                    match current {
+                        Some(value) => loaded.original.insert(name.to_owned(), value),
+                        None => loaded.original.remove(name),
+                    };
+                    loaded.changes.forget_attribute(name);
+                    tokio::task::yield_now().await;
+                }
+                Swap::Gone => {
+                    tracing::debug!("session ended during update; continuing with a new one");
+                    *loaded = Loaded::fresh(config, loaded.now, true)?;
+                }
+            }
+        }
+        Err(SessionError::Contended {
+            name: name.to_owned(),
+        })
+    }
+
+    async fn read<R>(&self, f: impl FnOnce(&Loaded) -> R) -> Result<R, SessionError> {
+        Ok(f(&*self.loaded().await?))
+    }
+
+    /// Writes what the request changed; called by the layer once the
+    /// handler has answered.
+    pub(crate) async fn commit(&self) -> Result<CookieAction, SessionError> {
+        let config = self.config();
+        let store = self.store();
+        let Some(state) = self.inner.state.get() else {
+            return Ok(CookieAction::Keep);
+        };
+        let mut loaded = state.lock().await;
+        if let Some(old) = loaded.to_delete.take() {
+            store.delete(&old).await?;
+        }
+        if loaded.stored {
+            if !loaded.changes.has_changes() && !loaded.touch_due {
+                return Ok(CookieAction::Keep);
+            }
+            let touch = Touch {
+                last_accessed: loaded.now,
+                expires_at: loaded.expiry(config, loaded.now),
+            };
+            loaded.changes.set_touch(Some(touch));
+            return match store.apply(&loaded.id.store_key(), &loaded.changes).await? {
+                Applied::Written if loaded.id_changed => Ok(CookieAction::Set(loaded.id.clone())),
+                Applied::Written => Ok(CookieAction::Keep),
+                Applied::Gone => {
+                    tracing::debug!("session ended by another request; its changes are dropped");
+                    Ok(CookieAction::Remove)
+                }
+            };
+        }
+        if loaded.is_empty() {
+            return Ok(if loaded.cookie_stale {
+                CookieAction::Remove
+            } else {
+                CookieAction::Keep
+            });
+        }
+        let mut record = loaded.record(config);
+        for _ in 0..CREATE_ATTEMPTS {
+            match store.create(&loaded.id.store_key(), &record).await? {
+                Created::Stored => return Ok(CookieAction::Set(loaded.id.clone())),
+                Created::KeyTaken => {
+                    loaded.id = SessionId::generate().map_err(SessionError::Random)?;
+                    record.verifier = loaded.id.verifier_hash();
+                }
+            }
+        }
+        Err(SessionError::InvalidArgument(
+            "every freshly drawn session id was taken; the random number generator is broken",
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = SessionError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
+            tracing::error!("a handler takes a Session but no SessionLayer wraps its route");
+            SessionError::MissingLayer
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The store contract and the stores that keep it.
+//!
+//! A [`SessionStore`] keeps records keyed by [`StoreKey`]. The session layer
+//! calls it at most twice per request: one [`load`](SessionStore::load) when
+//! the handler first touches the session, and one
+//! [`create`](SessionStore::create) or [`apply`](SessionStore::apply) when the
+//! response goes out, and only if something changed.
+//!
+//! # The contract
+//!
+//! Every store, whatever keeps its bytes, promises the following. The
+//! behavioural suite in [`testing`] (feature `testing`) checks each promise
+//! against a live store, and every store in this crate runs it.
+//!
+//! - **Expired records are gone.** `load`, `apply` and `compare_and_set`
+//!   treat a record whose `expires_at` has passed exactly like a missing one.
+//! - **`create` never overwrites.** If the key exists, it answers
+//!   [`Created::KeyTaken`] and writes nothing; the layer draws a new id.
+//! - **`apply` writes only the delta, atomically.** Attributes named in the
+//!   [`ChangeSet`] are written or deleted; every other attribute keeps
+//!   whatever another request wrote meanwhile. All of it lands or none of it.
+//! - **`apply` never resurrects.** If the record was deleted or expired
+//!   meanwhile, it answers [`Applied::Gone`] and writes nothing.
+//! - **`compare_and_set` is atomic** for one attribute: it swaps only if the
+//!   stored value is still the expected one (`None`: absent), and otherwise
+//!   answers the current value so the caller can retry.
+//! - **`delete` is idempotent.**
+//! - **Values round-trip exactly**: the serde_json text given is the text
+//!   returned, whatever characters it holds.
+//! - **Errors say what failed**: [`StoreError`] names the backend and the
+//!   operation and keeps the cause as its source.
+
+mod error;
+pub mod memory;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub use self::error::{Operation, StoreError, StoreErrorKind};
+pub use self::memory::MemoryStore;
+pub use crate::session::changes::{ChangeSet, Touch};
+pub use crate::session::id::{StoreKey, VerifierHash};
+
+/// One stored session.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Hash of the cookie's verifier; see [`SessionId`](crate::SessionId).
+    pub verifier: VerifierHash,
+    /// When the session was created.
+    pub created: OffsetDateTime,
+    /// When the session was last used (as last written: touches are
+    /// throttled).
+    pub last_accessed: OffsetDateTime,
+    /// The idle timeout of this session.
+    pub max_inactive: Duration,
+    /// When the store may forget the session.
+    pub expires_at: OffsetDateTime,
+    /// Attribute values as serde_json text, by name.
+    pub attributes: HashMap<String, String>,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.attributes.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Record")
+            .field("created", &self.created)
+            .field("last_accessed", &self.last_accessed)
+            .field("max_inactive", &self.max_inactive)
+            .field("expires_at", &self.expires_at)
+            .field("attributes", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`SessionStore::create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Created {
+    /// The record was stored.
+    Stored,
+    /// A record with that key exists; nothing was written.
+    KeyTaken,
+}
+
+/// What [`SessionStore::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Applied {
+    /// The change set was written.
+    Written,
+    /// The session was deleted or expired meanwhile; nothing was written.
+    Gone,
+}
+
+/// What [`SessionStore::compare_and_set`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Swap {
+    /// The stored value was the expected one and now is the new one.
+    Swapped,
+    /// The stored value differs from the expected one; nothing was written.
+    Mismatch {
+        /// The value the store holds now (`None`: absent).
+        current: Option<String>,
+    },
+    /// The session was deleted or expired; nothing was written.
+    Gone,
+}
+
+/// Whether a store answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// The store answered.
+    Up,
+    /// The store did not answer, or answered with an error.
+    Down,
+}
+
+/// The result of [`SessionStore::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Up or down.
+    pub status: HealthStatus,
+    /// The store's name, such as `"redis"`.
+    pub backend: &'static str,
+    /// How long the check took.
+    pub latency: Duration,
+    /// What went wrong, when down.
+    pub error: Option<String>,
+    /// How many sessions the store holds, where it can count cheaply.
+    pub sessions: Option<u64>,
+}
+
+impl StoreHealth {
+    /// Runs `check` and reports its outcome with the time it took.
+    pub async fn measure<F>(backend: &'static str, check: F) -> Self
+    where
+        F: Future<Output = Result<Option<u64>, StoreError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let outcome = check.await;
+        let latency = started.elapsed();
+        match outcome {
+            Ok(sessions) => Self {
+                status: HealthStatus::Up,
+                backend,
+                latency,
+                error: None,
+                sessions,
+            },
+            Err(e) => Self {
+                status: HealthStatus::Down,
+                backend,
+                latency,
+                error: Some(crate::error::chain(&e)),
+                sessions: None,
+            },
+        }
+    }
+}
+
+/// Where sessions live. Object safe: the layer holds an
+/// `Arc<dyn SessionStore>`. See the [module docs](self) for the contract.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// A short name for logs and health reports, such as `"redis"`.
+    fn backend(&self) -> &'static str;
+
+    /// Loads a live record, or `None` if there is none (or it expired).
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
+
+    /// Stores a new record unless the key is taken.
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError>;
+
+    /// Applies a change set atomically to a live record.
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError>;
+
+    /// Sets one attribute to `new` (`None`: removes it) if it currently holds
+    /// `expected` (`None`: absent).
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError>;
+
+    /// Deletes a record; deleting a missing one is not an error.
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
+
+    /// Checks that the store answers.
+    async fn health(&self) -> StoreHealth;
+}
+
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        (**self).create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        (**self).apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        (**self).compare_and_set(key, name, expected, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+    async fn health(&self) -> StoreHealth {
+        (**self).health().await
+    }
+}
+
+/// Milliseconds since the Unix epoch, the resolution every store keeps.
+#[must_use]
+pub fn unix_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The inverse of [`unix_millis`]; `None` if out of range.
+#[must_use]
+pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// A duration in whole milliseconds, saturating.
+#[must_use]
+pub fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The current time at the millisecond resolution stores keep, so that a
+/// record round-trips exactly.
+#[must_use]
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    from_unix_millis(unix_millis(t)).unwrap_or(t)
+}
