@@ -64,6 +64,7 @@
 
 pub mod config;
 mod error;
+pub mod health;
 mod layer;
 pub mod session;
 pub mod store;

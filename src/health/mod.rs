@@ -1,0 +1,1 @@
+//! Health endpoints (in progress on its own branch).

@@ -1,0 +1,1 @@
+//! PostgreSQL store (in progress on its own branch).

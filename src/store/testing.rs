@@ -1,0 +1,1 @@
+//! The behavioural suite every store runs (in progress).
