@@ -46,7 +46,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 ///
 /// When the store fails, the handler's response is replaced: 503 with
-/// `Retry-After` for an outage, 500 otherwise, with the [`SessionError`] in
+/// `Retry-After` for an outage, 500 otherwise, with the [`SessionError`](crate::SessionError) in
 /// the response extensions as a [`SessionFailure`] and logged with `tracing`.
 /// A cookie that is malformed, forged, unknown or expired is no session: the
 /// handler gets a new one and the browser is told to drop the old cookie.
@@ -84,7 +84,7 @@ impl SessionLayer {
     }
 
     /// A layer over a store already shared as `Arc<dyn SessionStore>`, such
-    /// as one a [profile](crate::profile) built.
+    /// as one a profile built.
     ///
     /// # Errors
     ///
