@@ -1,0 +1,283 @@
+//! Load benchmark: this crate side by side with bare axum and tower-sessions,
+//! over the memory, Redis and PostgreSQL stores.
+//!
+//! `cargo bench --bench load` runs every scenario against every app, prints
+//! one table with ratios and the bars the crate must clear, and rewrites the
+//! results section of `BENCHMARKS.md` and the chart `docs/benchmarks.svg`.
+//! `BENCH_QUICK=1 cargo bench --bench load` (or `-- --quick`) walks the same
+//! code paths in seconds and writes its report under `target/` instead.
+//!
+//! Server and load generator share the machine in one process: the apps run
+//! on a tokio runtime of one worker thread, the load generator on a second,
+//! single-threaded runtime on the main thread. Store servers (Redis,
+//! PostgreSQL) are separate processes on the same machine.
+
+#[path = "load/accounting.rs"]
+#[allow(clippy::cast_precision_loss, reason = "counters are far below 2^52")]
+mod accounting;
+#[path = "load/apps.rs"]
+mod apps;
+#[path = "load/client.rs"]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "request counts are far below 2^52"
+)]
+mod client;
+#[path = "load/report.rs"]
+#[allow(clippy::cast_precision_loss, reason = "chart coordinates are small")]
+mod report;
+#[path = "load/scenarios.rs"]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "latencies and counts are far below 2^52"
+)]
+mod scenarios;
+#[path = "load/stores.rs"]
+mod stores;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::apps::AppSpec;
+use crate::report::{Outcome, Results};
+use crate::scenarios::{Scenario, Settings, Target};
+
+/// The error type of the bench's plumbing.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const RESULTS_START: &str = "<!-- results:start (written by cargo bench --bench load) -->";
+const RESULTS_END: &str = "<!-- results:end -->";
+
+fn main() -> Result<(), BoxError> {
+    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
+        || std::env::args().any(|a| a == "--quick");
+    let settings = if quick {
+        Settings::quick()
+    } else {
+        Settings::full()
+    };
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()?;
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let env = stores::Env::from_environment();
+    client.block_on(env.ensure_services())?;
+
+    let started = Instant::now();
+    let noise = client.block_on(idle_noise(&env))?;
+    eprintln!("== idle noise on the store servers over 1 s: {noise}");
+    let mut results = Results::default();
+    for spec in AppSpec::ALL {
+        run_app(&server, &client, &env, spec, &settings, &mut results)?;
+    }
+    let elapsed = started.elapsed();
+
+    let facts = machine_facts(quick, elapsed, &noise);
+    let table = results.table();
+    let checks = results.checks();
+    let notes = results.notes();
+    println!("\n{facts}\n{table}\n{checks}");
+    if !notes.is_empty() {
+        println!("Notes:\n{notes}");
+    }
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (markdown, chart) = if quick {
+        let dir = root.join("target/bench-load");
+        std::fs::create_dir_all(&dir)?;
+        (dir.join("BENCHMARKS.md"), dir.join("benchmarks.svg"))
+    } else {
+        (root.join("BENCHMARKS.md"), root.join("docs/benchmarks.svg"))
+    };
+    if let Some(dir) = chart.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    results.chart(&chart, &chart_subtitle())?;
+    write_results(&markdown, &facts, &table, &checks, &notes)?;
+    println!("wrote {} and {}", markdown.display(), chart.display());
+    Ok(())
+}
+
+/// Builds `spec`, serves it on a loopback port, runs every scenario against
+/// it, and stops it.
+fn run_app(
+    server: &tokio::runtime::Runtime,
+    client: &tokio::runtime::Runtime,
+    env: &stores::Env,
+    spec: AppSpec,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), BoxError> {
+    eprintln!("== {spec}");
+    let built = server.block_on(stores::build(spec, env));
+    let (router, resources) = match built {
+        Ok(Ok(built)) => built,
+        Ok(Err(stores::Unavailable(why))) => {
+            eprintln!("   not measured: {why}");
+            for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
+                results.push(spec, scenario, Outcome::Unavailable(why));
+            }
+            return Ok(());
+        }
+        Err(error) => {
+            eprintln!("   could not be built: {error}");
+            for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
+                results.push(spec, scenario, Outcome::Failed(error.to_string()));
+            }
+            return Ok(());
+        }
+    };
+    let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = server.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let accounting = client.block_on(scenarios::accounting_for(spec, env))?;
+    let mut target = Target {
+        addr,
+        spec,
+        accounting,
+    };
+    for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
+        let began = Instant::now();
+        let outcome = match client.block_on(scenarios::run(&mut target, scenario, settings)) {
+            Ok(measured) => Outcome::Measured(measured),
+            Err(error) => Outcome::Failed(error.to_string()),
+        };
+        eprintln!(
+            "   {:<28} {:>6.1} s  {}",
+            scenario.label(),
+            began.elapsed().as_secs_f64(),
+            summary(&outcome)
+        );
+        results.push(spec, scenario, outcome);
+    }
+    let _ = stop.send(());
+    server.block_on(async {
+        // Open keep-alive connections end with the client runtime's tasks.
+        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+        resources.close().await;
+    });
+    Ok(())
+}
+
+fn summary(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Measured(m) => format!(
+            "{:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms{}",
+            m.requests_per_second,
+            m.p50_ms,
+            m.p99_ms,
+            m.cost
+                .map(|c| format!("  {}", c.describe()))
+                .unwrap_or_default()
+        ),
+        Outcome::Unavailable(why) => format!("not measured: {why}"),
+        Outcome::Failed(error) => format!("FAILED: {error}"),
+    }
+}
+
+/// What the store servers counted over one idle second: other clients of
+/// the same servers would show up here, and in the results.
+async fn idle_noise(env: &stores::Env) -> Result<String, BoxError> {
+    let mut redis = accounting::Resp::connect(&env.redis_addr).await?;
+    let pg = stores::connect_pg(&env.bench_database_url, 1).await?;
+    let redis_before = redis.snapshot().await?;
+    let pg_before = accounting::pg_snapshot(&pg).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let redis_cost = redis_before.delta(redis.snapshot().await?);
+    let pg_cost = pg_before.delta(accounting::pg_snapshot(&pg).await?);
+    pg.close().await;
+    Ok(format!(
+        "Redis {}; PostgreSQL {}",
+        redis_cost.describe(),
+        pg_cost.describe()
+    ))
+}
+
+fn machine_facts(quick: bool, elapsed: Duration, noise: &str) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown CPU".to_owned(), |(_, m)| m.trim().to_owned());
+    let memory = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0),
+        );
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let mode = if quick {
+        "QUICK MODE (smoke test, numbers mean nothing)"
+    } else {
+        "full run"
+    };
+    let date = time::OffsetDateTime::now_utc();
+    format!(
+        "- Command: `cargo bench --bench load` ({mode}, {:.0} s)\n\
+         - Date: {} {:02}:{:02} UTC\n\
+         - Machine: {cores} cores (`nproc`), {memory} memory, {cpu}, Linux {kernel}\n\
+         - Load: 32 keep-alive HTTP/1.1 connections, one session each; 2 s warm-up, \
+         then 3 runs of 4 s, medians (quick mode: shorter)\n\
+         - Idle noise on the store servers before the run, over 1 s: {noise}",
+        elapsed.as_secs_f64(),
+        date.date(),
+        date.hour(),
+        date.minute(),
+    )
+}
+
+fn chart_subtitle() -> String {
+    let date = time::OffsetDateTime::now_utc().date();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    format!(
+        "cargo bench --bench load, {date}, {cores} cores; server on 1 tokio worker, load generator on another thread, 32 connections"
+    )
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Replaces the results section of `path` (between the markers), or writes
+/// a new file holding only that section.
+fn write_results(
+    path: &PathBuf,
+    facts: &str,
+    table: &str,
+    checks: &str,
+    notes: &str,
+) -> Result<(), BoxError> {
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("\nNotes from the run:\n\n{notes}")
+    };
+    let section = format!(
+        "{RESULTS_START}\n{facts}\n\n{table}\n### The bars\n\n{checks}{notes}{RESULTS_END}"
+    );
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (current.find(RESULTS_START), current.find(RESULTS_END)) {
+        (Some(start), Some(end)) if start < end => format!(
+            "{}{section}{}",
+            &current[..start],
+            &current[end + RESULTS_END.len()..]
+        ),
+        _ => format!("# Benchmarks\n\n{section}\n"),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
+}
