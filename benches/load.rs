@@ -71,8 +71,48 @@ fn main() -> Result<(), BoxError> {
     let noise = client.block_on(idle_noise(&env))?;
     eprintln!("== idle noise on the store servers over 1 s: {noise}");
     let mut results = Results::default();
+    let mut running = Vec::new();
     for spec in AppSpec::ALL {
-        run_app(&server, &client, &env, spec, &settings, &mut results)?;
+        if let Some(app) = start_app(&server, &client, &env, spec, &mut results)? {
+            running.push(app);
+        }
+    }
+    let mut targets: Vec<Target> = running.iter_mut().filter_map(|a| a.target.take()).collect();
+    for scenario in Scenario::ALL.into_iter().filter(|s| s.is_throughput()) {
+        let began = Instant::now();
+        eprintln!("== {}: every app in turn", scenario.label());
+        let outcomes = client.block_on(scenarios::throughput(&mut targets, scenario, &settings));
+        for (target, outcome) in targets.iter().zip(outcomes) {
+            let outcome = outcome.map_or_else(Outcome::Failed, Outcome::Measured);
+            eprintln!("   {:<44} {}", target.spec.to_string(), summary(&outcome));
+            results.push(target.spec, scenario, outcome);
+        }
+        eprintln!("   ({:.1} s)", began.elapsed().as_secs_f64());
+    }
+    for target in &mut targets {
+        let spec = target.spec;
+        for scenario in Scenario::ALL
+            .into_iter()
+            .filter(|s| !s.is_throughput() && s.applies_to(spec))
+        {
+            let began = Instant::now();
+            let outcome = match client.block_on(scenarios::run_one(target, scenario, &settings)) {
+                Ok(measured) => Outcome::Measured(measured),
+                Err(error) => Outcome::Failed(error.to_string()),
+            };
+            eprintln!(
+                "== {}, {} ({:.1} s): {}",
+                target.spec,
+                scenario.label(),
+                began.elapsed().as_secs_f64(),
+                summary(&outcome)
+            );
+            results.push(target.spec, scenario, outcome);
+        }
+    }
+    drop(targets);
+    for app in running {
+        app.stop(&server);
     }
     let elapsed = started.elapsed();
 
@@ -102,33 +142,52 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Builds `spec`, serves it on a loopback port, runs every scenario against
-/// it, and stops it.
-fn run_app(
+/// An app served on a loopback port.
+struct RunningApp {
+    target: Option<Target>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    resources: stores::Resources,
+}
+
+impl RunningApp {
+    /// Stops serving and closes the store's connections.
+    fn stop(self, server: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let (serving, resources) = (self.serving, self.resources);
+        server.block_on(async {
+            // Keep-alive connections end with the load generator's tasks.
+            let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
+            resources.close().await;
+        });
+    }
+}
+
+/// Builds `spec` over an empty store and serves it on a loopback port; an
+/// app that cannot be built is recorded as such in `results`.
+fn start_app(
     server: &tokio::runtime::Runtime,
     client: &tokio::runtime::Runtime,
     env: &stores::Env,
     spec: AppSpec,
-    settings: &Settings,
     results: &mut Results,
-) -> Result<(), BoxError> {
-    eprintln!("== {spec}");
-    let built = server.block_on(stores::build(spec, env));
-    let (router, resources) = match built {
+) -> Result<Option<RunningApp>, BoxError> {
+    let scenarios = Scenario::ALL.into_iter().filter(|s| s.applies_to(spec));
+    let (router, resources) = match server.block_on(stores::build(spec, env)) {
         Ok(Ok(built)) => built,
         Ok(Err(stores::Unavailable(why))) => {
-            eprintln!("   not measured: {why}");
-            for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
+            eprintln!("== {spec}: not measured: {why}");
+            for scenario in scenarios {
                 results.push(spec, scenario, Outcome::Unavailable(why));
             }
-            return Ok(());
+            return Ok(None);
         }
         Err(error) => {
-            eprintln!("   could not be built: {error}");
-            for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
+            eprintln!("== {spec}: could not be built: {error}");
+            for scenario in scenarios {
                 results.push(spec, scenario, Outcome::Failed(error.to_string()));
             }
-            return Ok(());
+            return Ok(None);
         }
     };
     let listener = server.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -142,32 +201,17 @@ fn run_app(
             .await
     });
     let accounting = client.block_on(scenarios::accounting_for(spec, env))?;
-    let mut target = Target {
-        addr,
-        spec,
-        accounting,
-    };
-    for scenario in Scenario::ALL.into_iter().filter(|s| s.applies_to(spec)) {
-        let began = Instant::now();
-        let outcome = match client.block_on(scenarios::run(&mut target, scenario, settings)) {
-            Ok(measured) => Outcome::Measured(measured),
-            Err(error) => Outcome::Failed(error.to_string()),
-        };
-        eprintln!(
-            "   {:<28} {:>6.1} s  {}",
-            scenario.label(),
-            began.elapsed().as_secs_f64(),
-            summary(&outcome)
-        );
-        results.push(spec, scenario, outcome);
-    }
-    let _ = stop.send(());
-    server.block_on(async {
-        // Open keep-alive connections end with the client runtime's tasks.
-        let _ = tokio::time::timeout(Duration::from_secs(5), serving).await;
-        resources.close().await;
-    });
-    Ok(())
+    eprintln!("== {spec}: serving on {addr}");
+    Ok(Some(RunningApp {
+        target: Some(Target {
+            addr,
+            spec,
+            accounting,
+        }),
+        stop,
+        serving,
+        resources,
+    }))
 }
 
 fn summary(outcome: &Outcome) -> String {

@@ -97,12 +97,22 @@ impl fmt::Display for AppSpec {
     }
 }
 
-/// The attribute value of index `i`, `size` bytes long.
+/// The attribute value of index `i`: `size` bytes of letters and digits that
+/// look random, so that no store's compression (PostgreSQL's TOAST) makes a
+/// big session small.
 pub(crate) fn attribute_value(i: usize, size: usize) -> String {
-    let mut value = format!("{i:04}-");
-    value.extend(std::iter::repeat_n('x', size.saturating_sub(value.len())));
-    value.truncate(size);
-    value
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // xorshift64*, seeded by the index: the same value on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (i as u64 + 1);
+    (0..size)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let n = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 58;
+            char::from(ALPHABET[usize::try_from(n).unwrap_or(0) % ALPHABET.len()])
+        })
+        .collect()
 }
 
 /// The routes on bare axum: the same paths, answered without a session.

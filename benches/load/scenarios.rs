@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub(crate) run: Duration,
     /// Measured runs of each throughput scenario; medians are reported.
     pub(crate) runs: usize,
+    /// The phase over which a store's accounting is taken, per app.
+    pub(crate) accounting: Duration,
     /// Clients of the lost-update scenario, and the sets each sends.
     pub(crate) lost_update_clients: usize,
     pub(crate) lost_update_sets: u64,
@@ -77,6 +79,7 @@ impl Settings {
             warmup: Duration::from_secs(2),
             run: Duration::from_secs(4),
             runs: 3,
+            accounting: Duration::from_secs(3),
             lost_update_clients: 16,
             lost_update_sets: 50,
             counter_clients: 32,
@@ -93,6 +96,7 @@ impl Settings {
             warmup: Duration::from_millis(100),
             run: Duration::from_millis(200),
             runs: 2,
+            accounting: Duration::from_millis(200),
             lost_update_clients: 16,
             lost_update_sets: 5,
             counter_clients: 8,
@@ -199,59 +203,151 @@ fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
-/// Runs `scenario` against `target`.
-pub(crate) async fn run(
+impl Scenario {
+    /// The route and the sessions of a throughput scenario: (attributes,
+    /// bytes each) seeded into every connection's session.
+    fn load_shape(self) -> Option<(Route, usize, usize)> {
+        match self {
+            Self::Bare => Some((Route::Bare, 1, 100)),
+            Self::Read => Some((Route::Read, 20, 100)),
+            Self::WriteSmallInBigSession => Some((Route::Write, 50, 1000)),
+            Self::LostUpdate | Self::Counter => None,
+        }
+    }
+
+    /// Whether every app takes its turn in each run ([`throughput`]) rather
+    /// than one app after another ([`correctness`]).
+    pub(crate) fn is_throughput(self) -> bool {
+        self.load_shape().is_some()
+    }
+}
+
+/// Runs a correctness scenario against `target`.
+pub(crate) async fn run_one(
     target: &mut Target,
     scenario: Scenario,
     settings: &Settings,
 ) -> Result<Measured, BoxError> {
     match scenario {
-        Scenario::Bare => throughput(target, Route::Bare, (1, 100), settings).await,
-        Scenario::Read => throughput(target, Route::Read, (20, 100), settings).await,
-        Scenario::WriteSmallInBigSession => {
-            throughput(target, Route::Write, (50, 1000), settings).await
-        }
         Scenario::LostUpdate => lost_update(target, settings).await,
         Scenario::Counter => counter(target, settings).await,
+        _ => Err(format!("{} is a throughput scenario", scenario.label()).into()),
     }
 }
 
-/// Warm-up, then `runs` measured runs of `route` over one session per
-/// connection, each seeded with `seed` = (attributes, bytes each).
-async fn throughput(
-    target: &mut Target,
-    route: Route,
-    (count, size): (usize, usize),
+/// What a throughput scenario gathers for one app.
+struct Gathered {
+    cookies: Vec<Option<String>>,
+    loads: Vec<Load>,
+    cost: Option<Cost>,
+}
+
+/// Runs a throughput scenario against every target, interleaved so that
+/// whatever else the machine does weighs on every app alike: one session
+/// per connection, each seeded; a warm-up per app; then `runs` rounds in
+/// which every app takes its turn (the order rotating each round). The
+/// store's accounting is taken afterwards, one app at a time, over a phase
+/// of its own.
+pub(crate) async fn throughput(
+    targets: &mut [Target],
+    scenario: Scenario,
     settings: &Settings,
-) -> Result<Measured, BoxError> {
-    let mut cookies = Vec::with_capacity(settings.connections);
-    for _ in 0..settings.connections {
+) -> Vec<Result<Measured, String>> {
+    let Some((route, count, size)) = scenario.load_shape() else {
+        let error = format!("{} is not a throughput scenario", scenario.label());
+        return targets.iter().map(|_| Err(error.clone())).collect();
+    };
+    let mut gathered: Vec<Result<Gathered, String>> = Vec::with_capacity(targets.len());
+    for target in targets.iter() {
+        gathered.push(
+            seed_all(target, settings.connections, count, size)
+                .await
+                .map(|cookies| Gathered {
+                    cookies,
+                    loads: Vec::with_capacity(settings.runs),
+                    cost: None,
+                })
+                .map_err(|e| format!("seeding: {e}")),
+        );
+    }
+    for (target, state) in targets.iter().zip(&mut gathered) {
+        if let Ok(g) = state
+            && let Err(e) = client::drive(target.addr, &g.cookies, route, settings.warmup).await
+        {
+            *state = Err(format!("warm-up: {e}"));
+        }
+    }
+    let n = targets.len();
+    for round in 0..settings.runs {
+        for turn in 0..n {
+            let i = (round + turn) % n;
+            if let Ok(g) = &mut gathered[i] {
+                match client::drive(targets[i].addr, &g.cookies, route, settings.run).await {
+                    Ok(load) => g.loads.push(load),
+                    Err(e) => gathered[i] = Err(format!("run {round}: {e}")),
+                }
+            }
+        }
+    }
+    for (target, state) in targets.iter_mut().zip(&mut gathered) {
+        if let Ok(g) = state
+            && !matches!(target.accounting, Accounting::None)
+        {
+            match account(target, &g.cookies, route, settings).await {
+                Ok(cost) => g.cost = cost,
+                Err(e) => *state = Err(format!("accounting: {e}")),
+            }
+        }
+    }
+    gathered
+        .into_iter()
+        .map(|state| state.map(|g| summarize(&g.loads, g.cost, None)))
+        .collect()
+}
+
+async fn seed_all(
+    target: &Target,
+    connections: usize,
+    count: usize,
+    size: usize,
+) -> Result<Vec<Option<String>>, BoxError> {
+    let mut cookies = Vec::with_capacity(connections);
+    for _ in 0..connections {
         cookies.push(match target.spec.krate {
             Crate::Bare => None,
             Crate::Ours | Crate::Peer => Some(seed(target.addr, count, size).await?),
         });
     }
-    client::drive(target.addr, &cookies, route, settings.warmup).await?;
+    Ok(cookies)
+}
+
+/// The store's accounting per request over a phase of load on this app
+/// alone.
+async fn account(
+    target: &mut Target,
+    cookies: &[Option<String>],
+    route: Route,
+    settings: &Settings,
+) -> Result<Option<Cost>, BoxError> {
     let before = target.accounting.snapshot(settings).await?;
-    let mut loads: Vec<Load> = Vec::with_capacity(settings.runs);
-    for _ in 0..settings.runs {
-        loads.push(client::drive(target.addr, &cookies, route, settings.run).await?);
-    }
-    let requests: u64 = loads.iter().map(Load::requests).sum();
-    let cost = target
+    let load = client::drive(target.addr, cookies, route, settings.accounting).await?;
+    target
         .accounting
-        .cost_since(before, settings, requests)
-        .await?;
-    Ok(Measured {
+        .cost_since(before, settings, load.requests())
+        .await
+}
+
+fn summarize(loads: &[Load], cost: Option<Cost>, kept: Option<Kept>) -> Measured {
+    Measured {
         requests_per_second: median(loads.iter().map(Load::requests_per_second).collect()),
         p50_ms: median(loads.iter().map(|l| ms(&l.latency, 0.50)).collect()),
         p99_ms: median(loads.iter().map(|l| ms(&l.latency, 0.99)).collect()),
-        requests,
+        requests: loads.iter().map(Load::requests).sum(),
         failed: loads.iter().map(|l| l.failed).sum(),
         first_failure: loads.iter().find_map(|l| l.first_failure.clone()),
         cost,
-        kept: None,
-    })
+        kept,
+    }
 }
 
 /// Clients of one session, all at once, each sending `per_client` requests
@@ -351,16 +447,7 @@ async fn correctness(
         .accounting
         .cost_since(before, settings, requests)
         .await?;
-    Ok(Measured {
-        requests_per_second: median(loads.iter().map(Load::requests_per_second).collect()),
-        p50_ms: median(loads.iter().map(|l| ms(&l.latency, 0.50)).collect()),
-        p99_ms: median(loads.iter().map(|l| ms(&l.latency, 0.99)).collect()),
-        requests,
-        failed: loads.iter().map(|l| l.failed).sum(),
-        first_failure: loads.iter().find_map(|l| l.first_failure.clone()),
-        cost,
-        kept: worst,
-    })
+    Ok(summarize(&loads, cost, worst))
 }
 
 /// Reads a correctness scenario's outcome back from the app.
