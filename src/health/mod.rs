@@ -1,1 +1,5 @@
-//! Health endpoints (in progress on its own branch).
+//! Health endpoints (in progress): the traffic state machine so far.
+
+pub mod state;
+
+pub use self::state::{TrafficPhase, TrafficState, Transition, TransitionError};
