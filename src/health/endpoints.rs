@@ -284,7 +284,10 @@ pub(super) async fn put_state(State(inner): State<Arc<Inner>>, request: Request)
             ));
         }
     };
-    let target = match serde_json::from_slice::<PutBody>(&bytes) {
+    // an object only: serde would also read a struct from `["UP"]`
+    let parsed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .and_then(|object| PutBody::deserialize(serde_json::Value::Object(object)));
+    let target = match parsed {
         Ok(PutBody { status }) => status,
         Err(e) => {
             return rejected(format!(
