@@ -1,5 +1,8 @@
 //! Every health endpoint and status, through `oneshot`.
 
+// helpers outside #[test] fns unwrap too: a test should fail loudly
+#![allow(clippy::unwrap_used)]
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
