@@ -163,10 +163,18 @@ pub(crate) async fn build(
             return Ok(Err(Unavailable("RedisStore has not landed yet")));
         }
         (Crate::Ours, Backend::Postgres) => {
-            // Slot: `PostgresStore` (src/store/postgres.rs, feature
-            // `postgres`) has not landed yet. Build it on
-            // `env.bench_database_url` with STORE_CONNECTIONS connections.
-            return Ok(Err(Unavailable("PostgresStore has not landed yet")));
+            use tower_httpsession::store::postgres::PostgresStore;
+            let store = PostgresStore::builder(env.bench_database_url.clone())
+                .with_max_connections(STORE_CONNECTIONS)
+                .connect()
+                .await?;
+            store.migrate().await?;
+            let schema = store.schema();
+            sqlx::query(&format!("truncate {schema}.attributes, {schema}.sessions"))
+                .execute(store.pool())
+                .await?;
+            resources.pg = Some(store.pool().clone());
+            apps::ours(SessionLayer::with_config(store, our_config())?)
         }
         (Crate::Peer, Backend::Memory) => {
             apps::peer(peer_layer(tower_sessions::MemoryStore::default()))
