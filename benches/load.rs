@@ -72,13 +72,17 @@ fn main() -> Result<(), BoxError> {
     eprintln!("== idle noise on the store servers over 1 s: {noise}");
     let mut results = Results::default();
     let mut running = Vec::new();
-    for spec in AppSpec::ALL {
+    let only = Only::from_environment();
+    for spec in AppSpec::ALL.into_iter().filter(|a| only.app(*a)) {
         if let Some(app) = start_app(&server, &client, &env, spec, &mut results)? {
             running.push(app);
         }
     }
     let mut targets: Vec<Target> = running.iter_mut().filter_map(|a| a.target.take()).collect();
-    for scenario in Scenario::ALL.into_iter().filter(|s| s.is_throughput()) {
+    for scenario in Scenario::ALL
+        .into_iter()
+        .filter(|s| s.is_throughput() && only.scenario(*s))
+    {
         let began = Instant::now();
         eprintln!("== {}: every app in turn", scenario.label());
         let outcomes = client.block_on(scenarios::throughput(&mut targets, scenario, &settings));
@@ -93,7 +97,7 @@ fn main() -> Result<(), BoxError> {
         let spec = target.spec;
         for scenario in Scenario::ALL
             .into_iter()
-            .filter(|s| !s.is_throughput() && s.applies_to(spec))
+            .filter(|s| !s.is_throughput() && s.applies_to(spec) && only.scenario(*s))
         {
             let began = Instant::now();
             let outcome = match client.block_on(scenarios::run_one(target, scenario, &settings)) {
@@ -116,7 +120,7 @@ fn main() -> Result<(), BoxError> {
     }
     let elapsed = started.elapsed();
 
-    let facts = machine_facts(quick, elapsed, &noise);
+    let facts = machine_facts(quick, &settings, elapsed, &noise);
     let table = results.table();
     let checks = results.checks();
     let notes = results.notes();
@@ -126,7 +130,7 @@ fn main() -> Result<(), BoxError> {
     }
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (markdown, chart) = if quick {
+    let (markdown, chart) = if quick || only.is_partial() {
         let dir = root.join("target/bench-load");
         std::fs::create_dir_all(&dir)?;
         (dir.join("BENCHMARKS.md"), dir.join("benchmarks.svg"))
@@ -140,6 +144,41 @@ fn main() -> Result<(), BoxError> {
     write_results(&markdown, &facts, &table, &checks, &notes)?;
     println!("wrote {} and {}", markdown.display(), chart.display());
     Ok(())
+}
+
+/// A part of the matrix, for profiling one app or scenario: `BENCH_APP`
+/// (a substring of the app's name, such as `httpsession / postgres`) and
+/// `BENCH_SCENARIO` (a scenario's name). A partial run writes its report
+/// under `target/`.
+struct Only {
+    app: Option<String>,
+    scenario: Option<String>,
+}
+
+impl Only {
+    fn from_environment() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            app: var("BENCH_APP"),
+            scenario: var("BENCH_SCENARIO"),
+        }
+    }
+
+    fn app(&self, spec: AppSpec) -> bool {
+        self.app
+            .as_ref()
+            .is_none_or(|part| spec.to_string().contains(part.as_str()))
+    }
+
+    fn scenario(&self, scenario: Scenario) -> bool {
+        self.scenario
+            .as_ref()
+            .is_none_or(|name| scenario.label() == name)
+    }
+
+    fn is_partial(&self) -> bool {
+        self.app.is_some() || self.scenario.is_some()
+    }
 }
 
 /// An app served on a loopback port.
@@ -248,7 +287,7 @@ async fn idle_noise(env: &stores::Env) -> Result<String, BoxError> {
     ))
 }
 
-fn machine_facts(quick: bool, elapsed: Duration, noise: &str) -> String {
+fn machine_facts(quick: bool, settings: &Settings, elapsed: Duration, noise: &str) -> String {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -274,13 +313,17 @@ fn machine_facts(quick: bool, elapsed: Duration, noise: &str) -> String {
         "- Command: `cargo bench --bench load` ({mode}, {:.0} s)\n\
          - Date: {} {:02}:{:02} UTC\n\
          - Machine: {cores} cores (`nproc`), {memory} memory, {cpu}, Linux {kernel}\n\
-         - Load: 32 keep-alive HTTP/1.1 connections, one session each; 2 s warm-up, \
-         then 3 runs of 4 s, medians (quick mode: shorter)\n\
+         - Load: {} keep-alive HTTP/1.1 connections, one session each; {:.1} s warm-up, \
+         then {} rounds of {:.1} s per app, medians\n\
          - Idle noise on the store servers before the run, over 1 s: {noise}",
         elapsed.as_secs_f64(),
         date.date(),
         date.hour(),
         date.minute(),
+        settings.connections,
+        settings.warmup.as_secs_f64(),
+        settings.runs,
+        settings.run.as_secs_f64(),
     )
 }
 

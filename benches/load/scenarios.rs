@@ -77,8 +77,8 @@ impl Settings {
         Self {
             connections: 32,
             warmup: Duration::from_secs(2),
-            run: Duration::from_secs(4),
-            runs: 3,
+            run: Duration::from_millis(2_500),
+            runs: 5,
             accounting: Duration::from_secs(3),
             lost_update_clients: 16,
             lost_update_sets: 50,
