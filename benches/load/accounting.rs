@@ -121,6 +121,9 @@ pub(crate) struct PgCounters {
     transactions: i64,
     rows: i64,
     wal: i64,
+    /// Transactions of every other database: a sign that another client
+    /// wrote WAL during the phase.
+    others: i64,
 }
 
 /// PostgreSQL reports a backend's counters at most once a second while it
@@ -129,10 +132,13 @@ pub(crate) struct PgCounters {
 pub(crate) const PG_STATS_SETTLE: Duration = Duration::from_millis(10_500);
 
 pub(crate) async fn pg_snapshot(pool: &PgPool) -> Result<PgCounters, BoxError> {
-    let (transactions, rows, wal): (i64, i64, i64) = sqlx::query_as(
+    let (transactions, rows, wal, others): (i64, i64, i64, i64) = sqlx::query_as(
         "select (xact_commit + xact_rollback)::int8,
                 (tup_inserted + tup_updated + tup_deleted)::int8,
-                (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8
+                (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8,
+                (select coalesce(sum(o.xact_commit + o.xact_rollback), 0)::int8
+                   from pg_stat_database o
+                  where o.datname is distinct from current_database())
            from pg_stat_database where datname = current_database()",
     )
     .fetch_one(pool)
@@ -141,6 +147,7 @@ pub(crate) async fn pg_snapshot(pool: &PgPool) -> Result<PgCounters, BoxError> {
         transactions,
         rows,
         wal,
+        others,
     })
 }
 
@@ -152,6 +159,7 @@ impl PgCounters {
             transactions: (later.transactions - self.transactions - 1).max(0) as f64,
             rows: (later.rows - self.rows).max(0) as f64,
             wal_bytes: (later.wal - self.wal).max(0) as f64,
+            other_transactions: (later.others - self.others).max(0) as f64,
         }
     }
 }
@@ -167,6 +175,9 @@ pub(crate) enum Cost {
         transactions: f64,
         rows: f64,
         wal_bytes: f64,
+        /// Transactions of other databases over the whole phase (not per
+        /// request): other clients whose WAL is counted too.
+        other_transactions: f64,
     },
 }
 
@@ -182,10 +193,12 @@ impl Cost {
                 transactions,
                 rows,
                 wal_bytes,
+                other_transactions,
             } => Self::Postgres {
                 transactions: transactions / n,
                 rows: rows / n,
                 wal_bytes: wal_bytes / n,
+                other_transactions,
             },
         }
     }
@@ -216,10 +229,21 @@ impl Cost {
                 transactions,
                 rows,
                 wal_bytes,
-            } => format!(
-                "{transactions:.2} xact, {rows:.2} rows, {} B WAL",
-                thousands(wal_bytes)
-            ),
+                other_transactions,
+            } => {
+                let noise = if other_transactions > 0.0 {
+                    format!(
+                        " (other databases: {} xact in the phase)",
+                        thousands(other_transactions)
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{transactions:.2} xact, {rows:.2} rows, {} B WAL{noise}",
+                    thousands(wal_bytes)
+                )
+            }
         }
     }
 }
