@@ -1,0 +1,137 @@
+//! What each fuzz target does with its input, shared with the crate's tests.
+//!
+//! The fuzz targets in `fuzz_targets/` call these functions, and
+//! `tests/security_fuzz_seeds.rs` includes this file and calls the same
+//! functions on every checked-in seed under `fuzz/seeds/<target>/`, so the
+//! seeds run in every `cargo test` even where libFuzzer cannot be built.
+//!
+//! Each function panics if the crate breaks a promise on that input; any
+//! other outcome (including "the input is refused") is a pass.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{HeaderValue, Request, StatusCode, header};
+use tower::ServiceExt as _;
+use tower_httpsession::store::StoreKey;
+use tower_httpsession::{MemoryStore, Session, SessionError, SessionId, SessionLayer};
+
+/// Length of a well-formed cookie value.
+const COOKIE_VALUE_LEN: usize = 64;
+/// Characters a cookie value and its store key share: the selector's first
+/// 15 bytes encode to 20 characters, and the 21st carries 6 more of its bits.
+const SHARED_PREFIX: usize = 21;
+
+/// `SessionId::from_cookie_value` and `StoreKey::parse` on arbitrary bytes.
+///
+/// Promises checked: no panic; a value that parses is exactly one canonical
+/// 64-character base64url value that re-encodes to itself; its store key is
+/// well formed, shares the selector's characters, and is not a cookie; `Debug`
+/// prints none of it.
+pub fn cookie_value(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        // A header value that is not text never reaches the parser: the
+        // layer reads cookies with `HeaderValue::to_str`.
+        return;
+    };
+    if let Some(id) = SessionId::from_cookie_value(text) {
+        assert_eq!(text.len(), COOKIE_VALUE_LEN);
+        assert_eq!(
+            id.expose_cookie_value(),
+            text,
+            "accepted a non-canonical id"
+        );
+        let key = id.store_key();
+        assert_eq!(StoreKey::parse(key.as_str()).as_ref(), Some(&key));
+        assert_eq!(key.as_str()[..SHARED_PREFIX], text[..SHARED_PREFIX]);
+        assert!(SessionId::from_cookie_value(key.as_str()).is_none());
+        assert!(id.matches(&id.verifier_hash()));
+        let printed = format!("{id:?} {key:?} {:?}", id.verifier_hash());
+        assert!(!printed.contains(text) && !printed.contains(key.as_str()));
+    }
+    if let Some(key) = StoreKey::parse(text) {
+        assert_eq!(key.as_str(), text);
+        assert!(SessionId::from_cookie_value(text).is_none());
+    }
+}
+
+/// The store every [`cookie_header`] call shares. Bounded, so a long fuzzing
+/// run does not grow without end.
+fn store() -> MemoryStore {
+    static STORE: OnceLock<MemoryStore> = OnceLock::new();
+    STORE.get_or_init(|| MemoryStore::new(1_000)).clone()
+}
+
+thread_local! {
+    static RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let runtime = slot.get_or_insert_with(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+        });
+        runtime.block_on(future)
+    })
+}
+
+/// Reads an attribute no cookie can reach, then sets it.
+async fn visit(session: Session) -> Result<&'static str, SessionError> {
+    let seen: Option<bool> = session.get("seen").await?;
+    session.set("seen", &true).await?;
+    Ok(if seen.is_some() { "known" } else { "fresh" })
+}
+
+/// One request with `data` as its `Cookie` header through a router behind
+/// the session layer.
+///
+/// Promises checked: no panic; the answer is 200; the handler never sees a
+/// session (nobody can guess a live id); the response sets exactly one new,
+/// well-formed session cookie whose value does not occur in the input, so the
+/// server never adopts an id the client chose.
+pub fn cookie_header(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        // Bytes no HTTP parser lets through as a header value.
+        return;
+    };
+    let request = Request::get("/")
+        .header(header::COOKIE, value)
+        .body(Body::empty())
+        .expect("a valid request");
+    let layer = SessionLayer::with_config(
+        store(),
+        tower_httpsession::SessionConfig::default().with_insecure_cookie_over_http(),
+    )
+    .expect("a valid configuration");
+    let app = Router::new().route("/", get(visit)).layer(layer);
+    block_on(async move {
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookies: Vec<&str> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("a Set-Cookie header is text"))
+            .collect();
+        assert_eq!(cookies.len(), 1, "{cookies:?}");
+        let pair = cookies[0].split(';').next().expect("a name=value pair");
+        let (name, value) = pair.split_once('=').expect("name=value");
+        assert_eq!(name, "SESSION");
+        assert!(SessionId::from_cookie_value(value).is_some(), "{value:?}");
+        assert!(
+            !data.windows(value.len()).any(|w| w == value.as_bytes()),
+            "the server adopted an id from the request"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 64)
+            .await
+            .expect("a short body");
+        assert_eq!(&body[..], b"fresh", "an unknown cookie reached a session");
+    });
+}
