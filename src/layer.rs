@@ -174,6 +174,15 @@ async fn finish(
     mut response: Response<Body>,
 ) -> Response<Body> {
     let config = &shared.config;
+    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && response.extensions().get::<SessionFailure>().is_some()
+    {
+        // A handler returned a session error: the configured delay applies.
+        let secs = config.retry_after.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     match session.commit().await {
         Ok(CookieAction::Keep) => response,
         Ok(CookieAction::Set(id)) => {
@@ -341,7 +350,7 @@ mod tests {
         );
         let response = app.oneshot(request(Some(&cookie))).await.unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }
 
     #[tokio::test]
