@@ -46,3 +46,8 @@ fn cookie_value_seeds() {
 fn cookie_header_seeds() {
     run("cookie_header", targets::cookie_header);
 }
+
+#[test]
+fn health_put_seeds() {
+    run("health_put", targets::health_put);
+}

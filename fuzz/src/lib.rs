@@ -135,3 +135,118 @@ pub fn cookie_header(data: &[u8]) {
         assert_eq!(&body[..], b"fresh", "an unknown cookie reached a session");
     });
 }
+
+/// The bearer token of the ACL [`health_put`] runs behind.
+const HEALTH_TOKEN: &str = "fuzz-health-token-0123456789";
+
+/// What the toggle must answer to an allowed caller: `Some(target)` for one
+/// of the three bodies it documents, `None` for anything else.
+fn expected_target(body: &[u8]) -> Option<&'static str> {
+    if body.len() > 1024 {
+        return None;
+    }
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) else {
+        return None;
+    };
+    if object.len() != 1 {
+        return None;
+    }
+    match object.get("status")?.as_str()? {
+        "UP" => Some("RUNNING"),
+        "DOWN" | "OUT_OF_SERVICE" => Some("OUT_OF_SERVICE"),
+        _ => None,
+    }
+}
+
+/// Whether `value` presents [`HEALTH_TOKEN`] as a bearer token: the scheme
+/// in any case, the token exactly, surrounding blanks ignored.
+fn presents_token(value: &[u8]) -> bool {
+    let scheme = b"bearer ";
+    value.len() > scheme.len()
+        && value[..scheme.len()].eq_ignore_ascii_case(scheme)
+        && value[scheme.len()..].trim_ascii() == HEALTH_TOKEN.as_bytes()
+}
+
+async fn put(
+    app: &Router,
+    peer: &str,
+    headers: &[(http::HeaderName, HeaderValue)],
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let mut request = Request::put("/actuator/health")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a valid request");
+    for (name, value) in headers {
+        request.headers_mut().append(name.clone(), value.clone());
+    }
+    let peer: std::net::SocketAddr = peer.parse().expect("a socket address");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .expect("a short body");
+    (status, body.to_vec())
+}
+
+/// The toggle's `PUT` with `data` as its body, and as the `Authorization`
+/// and `X-Forwarded-For` of a caller outside the ACL.
+///
+/// Promises checked: no panic and never a 5xx; an allowed caller gets 200
+/// exactly for the three documented bodies (and the state follows) and 400
+/// for anything else; a caller outside the allowed network, whatever it
+/// forwards, gets 403 and changes nothing unless it presents the token.
+pub fn health_put(data: &[u8]) {
+    use tower_httpsession::health::{Acl, Health, TrafficPhase};
+
+    let acl = Acl::builder()
+        .allow("127.0.0.1/32")
+        .bearer_token(HEALTH_TOKEN)
+        .build()
+        .expect("a valid ACL");
+    let health = Health::new(MemoryStore::new(10)).with_acl(acl);
+    let state = health.traffic_state();
+    let app = health.router();
+    block_on(async move {
+        // An allowed caller: the body alone decides.
+        let (status, answer) = put(&app, "127.0.0.1:4000", &[], data.to_vec()).await;
+        match expected_target(data) {
+            Some(traffic) => {
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{:?}",
+                    String::from_utf8_lossy(&answer)
+                );
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&answer).expect("a JSON answer");
+                assert_eq!(answer["traffic"], traffic);
+            }
+            None => assert_eq!(status, StatusCode::BAD_REQUEST),
+        }
+        state.mark_running().expect("back to running");
+
+        // A caller outside the network that puts the input everywhere a
+        // credential could hide.
+        let mut headers = Vec::new();
+        if let Ok(value) = HeaderValue::from_bytes(data) {
+            headers.push((header::AUTHORIZATION, value.clone()));
+            headers.push((http::HeaderName::from_static("x-forwarded-for"), value));
+        }
+        let body = br#"{"status": "OUT_OF_SERVICE"}"#.to_vec();
+        let (status, _) = put(&app, "203.0.113.9:4000", &headers, body).await;
+        if presents_token(data) {
+            assert_eq!(status, StatusCode::OK);
+        } else {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(
+                state.phase(),
+                TrafficPhase::Running,
+                "a refused PUT took effect"
+            );
+        }
+    });
+}
