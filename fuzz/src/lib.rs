@@ -9,7 +9,6 @@
 //! other outcome (including "the input is refused") is a pass.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
@@ -58,13 +57,6 @@ pub fn cookie_value(data: &[u8]) {
     }
 }
 
-/// The store every [`cookie_header`] call shares. Bounded, so a long fuzzing
-/// run does not grow without end.
-fn store() -> MemoryStore {
-    static STORE: OnceLock<MemoryStore> = OnceLock::new();
-    STORE.get_or_init(|| MemoryStore::new(1_000)).clone()
-}
-
 thread_local! {
     static RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
 }
@@ -105,8 +97,11 @@ pub fn cookie_header(data: &[u8]) {
         .header(header::COOKIE, value)
         .body(Body::empty())
         .expect("a valid request");
+    // A fresh store per input. libFuzzer watches comparisons, so it learns
+    // the cookie value the check below compares with the input and writes it
+    // into the next input; with a shared store that cookie would be live.
     let layer = SessionLayer::with_config(
-        store(),
+        MemoryStore::new(16),
         tower_httpsession::SessionConfig::default().with_insecure_cookie_over_http(),
     )
     .expect("a valid configuration");
