@@ -568,3 +568,24 @@ async fn a_store_failure_answers_without_the_id() {
         "\"alice\""
     );
 }
+
+/// A response that sets the session cookie must not be kept by a shared
+/// cache, which would hand the cookie to the next visitor.
+#[tokio::test]
+#[ignore = "fails: the layer adds no Cache-Control to a response that sets the session cookie"]
+async fn a_response_that_sets_the_cookie_is_not_cacheable() {
+    let (_, app) = setup();
+    for (uri, cookie) in [("/login/alice", None), ("/set/a/1", None)] {
+        let answer = send(&app, Method::POST, uri, cookie).await;
+        assert!(answer.cookie().is_some());
+        let cache = answer
+            .headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            cache.contains("no-store") || cache.contains("private"),
+            "{uri}: Set-Cookie with Cache-Control {cache:?}"
+        );
+    }
+}
