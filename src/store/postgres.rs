@@ -1,1 +1,0 @@
-//! PostgreSQL store (in progress on its own branch).

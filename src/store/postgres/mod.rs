@@ -1,0 +1,795 @@
+//! PostgreSQL store through sqlx (feature `postgres`).
+//!
+//! Sessions live in two tables of a schema of the store's own (by default
+//! [`DEFAULT_SCHEMA`]): one row per session, and one row per attribute keyed
+//! by (session, name). A request that changes one attribute writes that one
+//! row and the session's timestamps, nothing else; every operation is one
+//! SQL statement, so one round trip. See `migrations/` for the schema.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::{Router, routing::get};
+//! use tower_httpsession::store::postgres::PostgresStore;
+//! use tower_httpsession::{Session, SessionError, SessionLayer};
+//!
+//! async fn visit(session: Session) -> Result<String, SessionError> {
+//!     let n = session.update("visits", |n: Option<u32>| n.unwrap_or(0) + 1).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = PostgresStore::builder("postgres://app@db.internal/app")
+//!     .with_schema("sessions")
+//!     .connect()
+//!     .await?;
+//! store.migrate().await?; // safe when several instances start at once
+//! let _cleanup = store.spawn_cleanup(Duration::from_secs(60), 1_000);
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(visit))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! # Outages
+//!
+//! Every call is bounded in time: taking a connection from the pool by the
+//! acquire timeout ([`DEFAULT_ACQUIRE_TIMEOUT`]), the whole call by the
+//! operation timeout ([`DEFAULT_OPERATION_TIMEOUT`]). An unreachable server,
+//! a connection that broke or was terminated, or a call that ran out of time
+//! fails with [`StoreErrorKind::Unavailable`], which the session layer turns
+//! into 503 with `Retry-After`. Pooled connections are checked before use, so
+//! the pool replaces broken ones by itself once the server answers again.
+//! Connections carry an `application_name` ([`DEFAULT_APPLICATION_NAME`]) so
+//! that they are easy to find in `pg_stat_activity`.
+
+mod cleanup;
+mod error;
+mod sql;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+use time::OffsetDateTime;
+
+use self::error::{from_migrate, from_sqlx, timed_out};
+use self::sql::Statements;
+use super::{
+    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
+    StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis, unix_millis,
+};
+
+pub use self::cleanup::CleanupHandle;
+
+/// The name this store gives in errors and health reports.
+const BACKEND: &str = "postgres";
+
+/// The schema the store keeps its tables in unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "tower_httpsession";
+/// The `application_name` of the store's connections unless the URL or the
+/// builder names one.
+pub const DEFAULT_APPLICATION_NAME: &str = "tower-httpsession";
+/// How long a call waits for a pooled connection before it fails as
+/// unavailable.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a whole call may take before it fails as unavailable.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The size of the connection pool the builder makes.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// How many times `compare_and_set` retries when a failed swap finds the
+/// expected value back in place.
+const CAS_ATTEMPTS: usize = 8;
+
+/// The schema, applied by [`PostgresStore::migrate`].
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A [`SessionStore`] in PostgreSQL. Clones share one pool.
+///
+/// Build it with [`PostgresStore::builder`] (or [`PostgresStore::connect`])
+/// from a URL, or with [`PostgresStore::from_pool`] from a pool the
+/// application already has; then call [`migrate`](Self::migrate) once at
+/// start-up and, on at least one instance,
+/// [`spawn_cleanup`](Self::spawn_cleanup). See the [module docs](self).
+///
+/// `Debug` prints the schema and the pool's state, never the URL or its
+/// password.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    schema: String,
+    sql: Statements,
+    operation_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("pool_size", &self.inner.pool.size())
+            .field("pool_idle", &self.inner.pool.num_idle())
+            .field("pool_closed", &self.inner.pool.is_closed())
+            .field("operation_timeout", &self.inner.operation_timeout)
+            .finish()
+    }
+}
+
+/// Checks that `schema` is a lowercase SQL identifier that needs no quoting,
+/// so that it can be written into statements and `search_path` as is.
+fn check_schema(schema: &str) -> Result<(), StoreError> {
+    let mut chars = schema.chars();
+    let valid = schema.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with("pg_");
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::new(
+            BACKEND,
+            Operation::Connect,
+            StoreErrorKind::Config,
+            "the schema name must be 1 to 63 characters of a-z, 0-9 and _, \
+             start with a letter or _, and not start with pg_",
+        ))
+    }
+}
+
+/// A time at the millisecond resolution every store keeps.
+fn millis(t: OffsetDateTime) -> OffsetDateTime {
+    from_unix_millis(unix_millis(t)).unwrap_or(t)
+}
+
+impl PostgresStore {
+    /// A builder for a store connecting to `url`, such as
+    /// `postgres://user:password@host:5432/database`.
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            application_name: None,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            test_before_acquire: true,
+        }
+    }
+
+    /// Connects to `url` with the builder's defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// A store over a pool the application built, in [`DEFAULT_SCHEMA`].
+    ///
+    /// The pool's own settings apply: give it an acquire timeout and keep
+    /// `test_before_acquire` on, or an outage may hold calls until the
+    /// operation timeout.
+    #[must_use]
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self::from_parts(pool, DEFAULT_SCHEMA.to_owned(), DEFAULT_OPERATION_TIMEOUT)
+    }
+
+    fn from_parts(pool: PgPool, schema: String, operation_timeout: Duration) -> Self {
+        let sql = Statements::new(&schema);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                sql,
+                operation_timeout,
+            }),
+        }
+    }
+
+    /// The same store, keeping its tables in `schema` instead.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreErrorKind::Config`] error unless `schema` is 1 to 63
+    /// characters of `a-z`, `0-9` and `_`, not starting with a digit or
+    /// `pg_`.
+    pub fn with_schema(self, schema: &str) -> Result<Self, StoreError> {
+        check_schema(schema)?;
+        Ok(Self::from_parts(
+            self.inner.pool.clone(),
+            schema.to_owned(),
+            self.inner.operation_timeout,
+        ))
+    }
+
+    /// The same store, with calls bounded by `timeout` instead of
+    /// [`DEFAULT_OPERATION_TIMEOUT`].
+    #[must_use]
+    pub fn with_operation_timeout(self, timeout: Duration) -> Self {
+        Self::from_parts(self.inner.pool.clone(), self.inner.schema.clone(), timeout)
+    }
+
+    /// The connection pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema that holds the store's tables.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Creates the schema if needed and applies the store's migrations.
+    ///
+    /// Safe to call from several instances at once: sqlx's migrator holds an
+    /// advisory lock while it works, and the others wait for it. The
+    /// migrations run on a connection of their own whose `search_path` is
+    /// the store's schema, so sqlx's `_sqlx_migrations` table for the store
+    /// lives in that schema and the application's own one (usually in
+    /// `public`) is neither read nor written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Unavailable`] if the server cannot be reached;
+    /// [`StoreErrorKind::Config`] if the database holds migrations this
+    /// version does not know or that differ from its own, or the user may
+    /// not create the schema.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let schema = self.schema();
+        let options = (*self.pool().connect_options())
+            .clone()
+            .options([("search_path", schema)]);
+        let connect_timeout = self.pool().options().get_acquire_timeout();
+        let mut conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| timed_out(Operation::Migrate, connect_timeout))?
+            .map_err(|e| from_sqlx(Operation::Migrate, e))?;
+        let result = async {
+            ensure_schema(&mut conn, schema).await?;
+            MIGRATOR.run(&mut conn).await.map_err(from_migrate)
+        }
+        .await;
+        let _ = conn.close().await;
+        result
+    }
+
+    /// Deletes at most `batch` expired sessions (the oldest first) with their
+    /// attributes, and answers how many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] for [`Operation::Cleanup`].
+    pub async fn delete_expired(&self, batch: u32) -> Result<u64, StoreError> {
+        let op = Operation::Cleanup;
+        self.bounded(op, async {
+            sqlx::query(&self.inner.sql.delete_expired)
+                .bind(i64::from(batch))
+                .execute(self.pool())
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(|e| from_sqlx(op, e))
+        })
+        .await
+    }
+
+    /// Starts a task that deletes expired sessions every `interval`, in
+    /// batches of at most `batch` rows, until a batch comes back short.
+    ///
+    /// Database errors are logged with `tracing` and the task tries again at
+    /// the next interval. Sessions are also treated as gone as soon as they
+    /// expire, whether or not the task has run; it only reclaims the space.
+    /// One instance running it is enough, though several do no harm (each
+    /// skips the rows another is deleting).
+    ///
+    /// Must be called within a tokio runtime. The task runs until the
+    /// returned handle is stopped or dropped, or the pool is closed.
+    pub fn spawn_cleanup(&self, interval: Duration, batch: u32) -> CleanupHandle {
+        cleanup::spawn(self.clone(), interval, batch.max(1))
+    }
+
+    /// Runs `call`, failing as unavailable if it takes longer than the
+    /// operation timeout.
+    async fn bounded<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.inner.operation_timeout;
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(operation, limit)))
+    }
+
+    async fn try_create(&self, key: &StoreKey, record: &Record) -> Result<bool, sqlx::Error> {
+        let (names, values): (Vec<&str>, Vec<&str>) = record
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .unzip();
+        sqlx::query_scalar(&self.inner.sql.create)
+            .bind(key.as_str())
+            .bind(record.verifier.as_bytes().as_slice())
+            .bind(millis(record.created))
+            .bind(millis(record.last_accessed))
+            .bind(duration_millis(record.max_inactive))
+            .bind(millis(record.expires_at))
+            .bind(names.as_slice())
+            .bind(values.as_slice())
+            .fetch_one(self.pool())
+            .await
+    }
+
+    /// One compare-and-set attempt: whether a row was written.
+    async fn try_swap(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = &self.inner.sql;
+        let query = match (expected, new) {
+            (Some(expected), Some(new)) => sqlx::query(&sql.cas_replace)
+                .bind(key.as_str())
+                .bind(name)
+                .bind(expected)
+                .bind(new),
+            (Some(expected), None) => sqlx::query(&sql.cas_remove)
+                .bind(key.as_str())
+                .bind(name)
+                .bind(expected),
+            (None, Some(new)) => sqlx::query(&sql.cas_insert)
+                .bind(key.as_str())
+                .bind(name)
+                .bind(new),
+            // Absent stays absent: nothing to write, the check decides.
+            (None, None) => return Ok(false),
+        };
+        Ok(query.execute(self.pool()).await?.rows_affected() == 1)
+    }
+
+    /// After a failed attempt: `None` if the session is gone, else the
+    /// attribute's value now.
+    async fn current(
+        &self,
+        key: &StoreKey,
+        name: &str,
+    ) -> Result<Option<Option<String>>, sqlx::Error> {
+        sqlx::query_scalar(&self.inner.sql.cas_current)
+            .bind(key.as_str())
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+    }
+}
+
+/// Creates `schema` unless it exists. Two instances may race to create it;
+/// the loser's duplicate error is recognised by its kind and code.
+async fn ensure_schema(conn: &mut PgConnection, schema: &str) -> Result<(), StoreError> {
+    let op = Operation::Migrate;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| from_sqlx(op, e))?;
+    if exists {
+        return Ok(());
+    }
+    // `schema` was checked to need no quoting.
+    match sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db))
+            if db.is_unique_violation() || db.code().as_deref() == Some("42P06") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(from_sqlx(op, e)),
+    }
+}
+
+/// Decodes a loaded row into a record.
+fn record_from_row(
+    (verifier, created, last_accessed, idle_ms, expires_at, names, values): LoadedRow,
+) -> Result<Record, StoreError> {
+    let corrupt = |what: &'static str| {
+        StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, what)
+    };
+    let verifier = VerifierHash::from_slice(&verifier)
+        .ok_or_else(|| corrupt("stored verifier is not 32 bytes"))?;
+    let idle_ms = u64::try_from(idle_ms).map_err(|_| corrupt("stored idle timeout is negative"))?;
+    if names.len() != values.len() {
+        return Err(corrupt("attribute names and values do not pair up"));
+    }
+    Ok(Record {
+        verifier,
+        created,
+        last_accessed,
+        max_inactive: Duration::from_millis(idle_ms),
+        expires_at,
+        attributes: names.into_iter().zip(values).collect::<HashMap<_, _>>(),
+    })
+}
+
+type LoadedRow = (
+    Vec<u8>,
+    OffsetDateTime,
+    OffsetDateTime,
+    i64,
+    OffsetDateTime,
+    Vec<String>,
+    Vec<String>,
+);
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let op = Operation::Load;
+        self.bounded(op, async {
+            let row: Option<LoadedRow> = sqlx::query_as(&self.inner.sql.load)
+                .bind(key.as_str())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| from_sqlx(op, e))?;
+            row.map(record_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        let op = Operation::Create;
+        self.bounded(op, async {
+            let db = |e| from_sqlx(op, e);
+            if self.try_create(key, record).await.map_err(db)? {
+                return Ok(Created::Stored);
+            }
+            // The key is held. If only by an expired session the cleanup
+            // task has not reached, free it and try once more.
+            let freed = sqlx::query(&self.inner.sql.delete_expired_key)
+                .bind(key.as_str())
+                .execute(self.pool())
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if freed > 0 && self.try_create(key, record).await.map_err(db)? {
+                return Ok(Created::Stored);
+            }
+            Ok(Created::KeyTaken)
+        })
+        .await
+    }
+
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        let op = Operation::Apply;
+        self.bounded(op, async {
+            let (set_names, set_values): (Vec<&str>, Vec<&str>) = changes.attributes_set().unzip();
+            let removed: Vec<&str> = changes.attributes_removed().collect();
+            let touch = changes.touch();
+            let written: bool = sqlx::query_scalar(&self.inner.sql.apply)
+                .bind(key.as_str())
+                .bind(touch.map(|t| millis(t.last_accessed)))
+                .bind(touch.map(|t| millis(t.expires_at)))
+                .bind(changes.max_inactive().map(duration_millis))
+                .bind(changes.new_verifier().map(|h| h.as_bytes().as_slice()))
+                .bind(set_names.as_slice())
+                .bind(set_values.as_slice())
+                .bind(removed.as_slice())
+                .fetch_one(self.pool())
+                .await
+                .map_err(|e| from_sqlx(op, e))?;
+            Ok(if written {
+                Applied::Written
+            } else {
+                Applied::Gone
+            })
+        })
+        .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        let op = Operation::CompareAndSet;
+        self.bounded(op, async {
+            let db = |e| from_sqlx(op, e);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.try_swap(key, name, expected, new).await {
+                    Ok(true) => return Ok(Swap::Swapped),
+                    Ok(false) => {}
+                    // The session was deleted between the insert's check
+                    // and its foreign key check.
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                        return Ok(Swap::Gone);
+                    }
+                    Err(e) => return Err(db(e)),
+                }
+                let Some(current) = self.current(key, name).await.map_err(db)? else {
+                    return Ok(Swap::Gone);
+                };
+                if current.as_deref() != expected {
+                    return Ok(Swap::Mismatch { current });
+                }
+                if expected.is_none() && new.is_none() {
+                    return Ok(Swap::Swapped);
+                }
+                // The expected value is back (another request changed it and
+                // changed it back, or an insert that held the name rolled
+                // back): the swap may win now.
+                if attempt >= CAS_ATTEMPTS {
+                    return Ok(Swap::Mismatch { current });
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let op = Operation::Delete;
+        self.bounded(op, async {
+            sqlx::query(&self.inner.sql.delete)
+                .bind(key.as_str())
+                .execute(self.pool())
+                .await
+                .map(drop)
+                .map_err(|e| from_sqlx(op, e))
+        })
+        .await
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let op = Operation::Health;
+        StoreHealth::measure(
+            BACKEND,
+            self.bounded(op, async {
+                let (exists, estimate): (bool, Option<i64>) =
+                    sqlx::query_as(&self.inner.sql.health)
+                        .bind(format!("{}.sessions", self.schema()))
+                        .fetch_one(self.pool())
+                        .await
+                        .map_err(|e| from_sqlx(op, e))?;
+                if !exists {
+                    return Err(StoreError::new(
+                        BACKEND,
+                        op,
+                        StoreErrorKind::Config,
+                        "the sessions table does not exist: call PostgresStore::migrate",
+                    ));
+                }
+                Ok(estimate.and_then(|n| u64::try_from(n).ok()))
+            }),
+        )
+        .await
+    }
+}
+
+/// Builds a [`PostgresStore`] with its own connection pool.
+///
+/// Every setter documents its default.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_httpsession::store::postgres::PostgresStore;
+///
+/// # async fn run() -> Result<(), tower_httpsession::StoreError> {
+/// let store = PostgresStore::builder("postgres://app@127.0.0.1/app")
+///     .with_schema("web_sessions")
+///     .with_max_connections(20)
+///     .with_acquire_timeout(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// # let _ = store; Ok(()) }
+/// ```
+///
+/// `Debug` never prints the URL, which may hold a password.
+#[must_use]
+pub struct PostgresStoreBuilder {
+    url: String,
+    schema: String,
+    application_name: Option<String>,
+    acquire_timeout: Duration,
+    operation_timeout: Duration,
+    max_connections: u32,
+    test_before_acquire: bool,
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("application_name", &self.application_name)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("test_before_acquire", &self.test_before_acquire)
+            .finish()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// The schema for the store's tables. Default: [`DEFAULT_SCHEMA`].
+    /// Checked when the store is built.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The `application_name` of the store's connections. Default: the
+    /// URL's `application_name` if it has one, else
+    /// [`DEFAULT_APPLICATION_NAME`].
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// How long a call waits for a connection before it fails as
+    /// unavailable; also bounds [`connect`](Self::connect). Default:
+    /// [`DEFAULT_ACQUIRE_TIMEOUT`].
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long a whole call may take before it fails as unavailable.
+    /// Default: [`DEFAULT_OPERATION_TIMEOUT`].
+    ///
+    /// A write that times out may still commit on the server.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// The most connections the pool opens. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Whether the pool checks a connection (one round trip, no statement)
+    /// before handing it out. Default: on.
+    ///
+    /// Turning it off saves that round trip per call, but a connection that
+    /// broke while idle (the server restarted, or terminated it) is then
+    /// found broken by the call that uses it: that call fails as
+    /// unavailable, and the pool replaces the connection for the next.
+    pub fn with_unchecked_connections(mut self) -> Self {
+        self.test_before_acquire = false;
+        self
+    }
+
+    fn parts(self) -> Result<(PgPoolOptions, PgConnectOptions, String, Duration), StoreError> {
+        check_schema(&self.schema)?;
+        let options: PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e| from_sqlx(Operation::Connect, e))?;
+        let name = self
+            .application_name
+            .or_else(|| options.get_application_name().map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned());
+        let options = options.application_name(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(self.test_before_acquire);
+        Ok((pool, options, self.schema, self.operation_timeout))
+    }
+
+    /// Connects, opening one connection to check that the server answers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL or schema name, or
+    /// credentials the server refuses; [`StoreErrorKind::Unavailable`] if no
+    /// connection opened within the acquire timeout.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        let limit = self.acquire_timeout;
+        let (pool, options, schema, operation_timeout) = self.parts()?;
+        // The pool bounds its first acquire by the acquire timeout; the outer
+        // bound covers the rest of the handshake.
+        let pool = tokio::time::timeout(
+            limit + Duration::from_millis(250),
+            pool.connect_with(options),
+        )
+        .await
+        .map_err(|_| timed_out(Operation::Connect, limit))?
+        .map_err(|e| from_sqlx(Operation::Connect, e))?;
+        Ok(PostgresStore::from_parts(pool, schema, operation_timeout))
+    }
+
+    /// Builds the store without connecting: the first call opens the first
+    /// connection. Lets an application start while the database is down;
+    /// its calls fail as unavailable until it answers.
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL or schema name.
+    pub fn connect_lazy(self) -> Result<PostgresStore, StoreError> {
+        let (pool, options, schema, operation_timeout) = self.parts()?;
+        Ok(PostgresStore::from_parts(
+            pool.connect_lazy_with(options),
+            schema,
+            operation_timeout,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        for good in ["tower_httpsession", "_s", "s1", &"a".repeat(63)] {
+            assert!(check_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1s",
+            "Upper",
+            "with space",
+            "quote\"",
+            "semi;colon",
+            "pg_catalog",
+            &"a".repeat(64),
+        ] {
+            let e = check_schema(bad).unwrap_err();
+            assert_eq!(e.kind(), StoreErrorKind::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_url() {
+        let builder = PostgresStore::builder("postgres://user:hunter2@db/app");
+        let printed = format!("{builder:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("tower_httpsession"));
+    }
+
+    #[test]
+    fn malformed_url_is_a_config_error() {
+        let e = PostgresStore::builder("not a url").parts().unwrap_err();
+        assert_eq!(e.kind(), StoreErrorKind::Config);
+        assert_eq!(e.operation(), Operation::Connect);
+    }
+
+    #[test]
+    fn times_keep_milliseconds() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(unix_millis(millis(t)), 1_700_000_000_123);
+        assert_eq!(millis(t).nanosecond() % 1_000_000, 0);
+    }
+}

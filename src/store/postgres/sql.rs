@@ -1,0 +1,158 @@
+//! The statements the store runs, with its schema's name written in.
+//!
+//! Every operation is one statement, so one round trip: PostgreSQL runs a
+//! single statement atomically, and the data-modifying CTEs below all see
+//! the same snapshot and commit together.
+
+/// The statements of one schema. Built once per store, so the texts are
+/// stable and sqlx's per-connection cache keeps them prepared.
+#[derive(Debug)]
+pub(super) struct Statements {
+    pub(super) load: String,
+    pub(super) create: String,
+    pub(super) delete_expired_key: String,
+    pub(super) apply: String,
+    pub(super) cas_replace: String,
+    pub(super) cas_remove: String,
+    pub(super) cas_insert: String,
+    pub(super) cas_current: String,
+    pub(super) delete: String,
+    pub(super) delete_expired: String,
+    pub(super) health: String,
+}
+
+impl Statements {
+    /// The statements for `schema`, an identifier already checked to need no
+    /// quoting.
+    pub(super) fn new(schema: &str) -> Self {
+        let sessions = format!("{schema}.sessions");
+        let attributes = format!("{schema}.attributes");
+        Self {
+            // The session row with its attributes aggregated into two arrays
+            // of the same order (one aggregate pass feeds both): one row,
+            // however many attributes. An expired row is not returned.
+            load: format!(
+                "SELECT s.verifier, s.created_at, s.last_accessed_at, s.idle_timeout_ms, \
+                        s.expires_at, a.names, a.vals \
+                 FROM {sessions} s \
+                 CROSS JOIN LATERAL ( \
+                     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS names, \
+                            coalesce(array_agg(value), ARRAY[]::text[]) AS vals \
+                     FROM {attributes} WHERE session_key = s.key \
+                 ) a \
+                 WHERE s.key = $1 AND s.expires_at > now()"
+            ),
+            // The attributes are inserted only if the session row was: a
+            // taken key writes nothing. The foreign key is checked at the end
+            // of the statement, when the new session row is visible.
+            create: format!(
+                "WITH s AS ( \
+                     INSERT INTO {sessions} \
+                         (key, verifier, created_at, last_accessed_at, idle_timeout_ms, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (key) DO NOTHING \
+                     RETURNING key \
+                 ), a AS ( \
+                     INSERT INTO {attributes} (session_key, name, value) \
+                     SELECT s.key, u.name, u.value \
+                     FROM s, unnest($7::text[], $8::text[]) AS u(name, value) \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM s)"
+            ),
+            // Frees a key held by an expired session the cleanup task has not
+            // reached yet, so that `create` can take it.
+            delete_expired_key: format!(
+                "DELETE FROM {sessions} WHERE key = $1 AND expires_at <= now()"
+            ),
+            // The UPDATE locks the session row, so applies to one session run
+            // one after the other, and a concurrent delete either waits for
+            // it or makes it match no row. Only when it matched do the other
+            // two CTEs (which read `s`) write anything: a session deleted or
+            // expired meanwhile is never brought back.
+            //
+            // Names are unique within each array and the two arrays are
+            // disjoint, because a ChangeSet keeps every name either set or
+            // removed, once. So the upsert never meets the same row twice
+            // (which PostgreSQL would refuse), and the DELETE and the upsert
+            // never touch the same row.
+            //
+            // Metadata left NULL keeps its value. Only the attribute rows
+            // named are written: the session's other attributes are neither
+            // read nor rewritten.
+            apply: format!(
+                "WITH s AS ( \
+                     UPDATE {sessions} SET \
+                         last_accessed_at = coalesce($2, last_accessed_at), \
+                         expires_at = coalesce($3, expires_at), \
+                         idle_timeout_ms = coalesce($4, idle_timeout_ms), \
+                         verifier = coalesce($5, verifier) \
+                     WHERE key = $1 AND expires_at > now() \
+                     RETURNING key \
+                 ), removed AS ( \
+                     DELETE FROM {attributes} a USING s \
+                     WHERE a.session_key = s.key AND a.name = ANY($8::text[]) \
+                 ), written AS ( \
+                     INSERT INTO {attributes} (session_key, name, value) \
+                     SELECT s.key, u.name, u.value \
+                     FROM s, unnest($6::text[], $7::text[]) AS u(name, value) \
+                     ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value \
+                 ) \
+                 SELECT EXISTS (SELECT 1 FROM s)"
+            ),
+            // Compare-and-set writes the attribute row alone, with the
+            // expected value in its WHERE clause. A concurrent writer of the
+            // same row makes this wait for its commit, after which PostgreSQL
+            // checks the condition again against the row as now committed:
+            // two swaps from the same value cannot both win.
+            cas_replace: format!(
+                "UPDATE {attributes} a SET value = $4 \
+                 FROM {sessions} s \
+                 WHERE s.key = $1 AND s.expires_at > now() \
+                   AND a.session_key = s.key AND a.name = $2 AND a.value = $3"
+            ),
+            cas_remove: format!(
+                "DELETE FROM {attributes} a USING {sessions} s \
+                 WHERE s.key = $1 AND s.expires_at > now() \
+                   AND a.session_key = s.key AND a.name = $2 AND a.value = $3"
+            ),
+            // Expected absent: insert unless a row exists (or is being
+            // inserted: ON CONFLICT waits for that transaction's outcome).
+            cas_insert: format!(
+                "INSERT INTO {attributes} (session_key, name, value) \
+                 SELECT s.key, $2, $3 FROM {sessions} s \
+                 WHERE s.key = $1 AND s.expires_at > now() \
+                 ON CONFLICT (session_key, name) DO NOTHING"
+            ),
+            // After a failed swap, in a new snapshot: is the session alive,
+            // and what does the attribute hold now?
+            cas_current: format!(
+                "SELECT (SELECT value FROM {attributes} \
+                         WHERE session_key = s.key AND name = $2) \
+                 FROM {sessions} s \
+                 WHERE s.key = $1 AND s.expires_at > now()"
+            ),
+            delete: format!("DELETE FROM {sessions} WHERE key = $1"),
+            // The oldest expired sessions, at most $1 of them, found through
+            // the expiry index. Rows another transaction holds are skipped,
+            // not waited for; the cascade removes their attributes.
+            delete_expired: format!(
+                "WITH doomed AS ( \
+                     SELECT key FROM {sessions} \
+                     WHERE expires_at <= now() \
+                     ORDER BY expires_at \
+                     LIMIT $1 \
+                     FOR UPDATE SKIP LOCKED \
+                 ) \
+                 DELETE FROM {sessions} s USING doomed \
+                 WHERE s.key = doomed.key AND s.expires_at <= now()"
+            ),
+            // Whether the table exists, and the planner's estimate of its row
+            // count (negative until the table was first analysed): no scan.
+            health: "SELECT c.oid IS NOT NULL, \
+                            CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END \
+                     FROM (SELECT to_regclass($1) AS rel) r \
+                     LEFT JOIN pg_catalog.pg_class c ON c.oid = r.rel"
+                .to_owned(),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The PostgreSQL store against a real server: the behavioural suite, the
+//! migrations, the cleanup task and the error paths.
+#![cfg(all(feature = "postgres", feature = "testing"))]
+
+mod postgres_support;
+
+use std::time::{Duration, Instant};
+
+use postgres_support::{SchemaGuard, SuiteStore, connect, database_url, store, unique_name};
+use sqlx::Connection;
+use tower_httpsession::SessionStore;
+use tower_httpsession::store::postgres::PostgresStore;
+use tower_httpsession::store::testing::{fresh_key, record};
+use tower_httpsession::store::{
+    Applied, ChangeSet, Created, HealthStatus, Operation, StoreErrorKind,
+};
+
+async fn make_store() -> SuiteStore {
+    SuiteStore::new().await
+}
+
+tower_httpsession::store_suite!(make_store);
+
+/// The rows of one table of `schema`.
+async fn count(schema: &str, table: &str) -> i64 {
+    let mut conn = connect().await;
+    let n = sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.{table}"))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    let _ = conn.close().await;
+    n
+}
+
+#[tokio::test]
+async fn concurrent_migrations_succeed_and_leave_the_apps_own_alone() {
+    let schema = SchemaGuard::new().await;
+    let app_schema = SchemaGuard::new().await;
+    let mut conn = connect().await;
+    let public_before: Option<(i64, Option<i64>)> = public_migrations(&mut conn).await;
+    // The application's own migrations, in its own schema, claim version 1
+    // with another checksum: a migrator that read this table would fail.
+    for statement in [
+        format!("CREATE SCHEMA {}", app_schema.name),
+        format!(
+            "CREATE TABLE {}._sqlx_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
+             success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL)",
+            app_schema.name
+        ),
+        format!(
+            "INSERT INTO {}._sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (1, 'app', true, '\\x00', 1)",
+            app_schema.name
+        ),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut conn)
+            .await
+            .expect("app schema");
+    }
+    // The application's connections resolve names in its schema first.
+    let url = format!(
+        "{}?options=-c%20search_path%3D{}",
+        database_url(),
+        app_schema.name
+    );
+    let build = || {
+        PostgresStore::builder(url.clone())
+            .with_schema(&schema.name)
+            .with_max_connections(2)
+            .connect()
+    };
+    let (a, b) = (build().await.expect("a"), build().await.expect("b"));
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.expect("first concurrent migrate");
+    rb.expect("second concurrent migrate");
+    a.migrate().await.expect("migrating again is a no-op");
+
+    let ours: Vec<(i64, bool)> = sqlx::query_as(&format!(
+        "SELECT version, success FROM {}._sqlx_migrations ORDER BY version",
+        schema.name
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .expect("store's migrations");
+    assert_eq!(ours, [(1, true)]);
+    let theirs: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(&format!(
+        "SELECT version, description, checksum FROM {}._sqlx_migrations",
+        app_schema.name
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .expect("app's migrations");
+    assert_eq!(theirs, [(1, "app".to_owned(), vec![0u8])]);
+    assert_eq!(public_migrations(&mut conn).await, public_before);
+
+    // The store works through the application's search_path.
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_secs(60), &[("a", "1")]);
+    assert_eq!(a.create(&key, &rec).await.expect("create"), Created::Stored);
+    assert_eq!(b.load(&key).await.expect("load"), Some(rec));
+    let _ = conn.close().await;
+}
+
+/// Rows and highest version of `public._sqlx_migrations`, if it exists.
+async fn public_migrations(conn: &mut sqlx::PgConnection) -> Option<(i64, Option<i64>)> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("regclass");
+    if !exists {
+        return None;
+    }
+    Some(
+        sqlx::query_as("SELECT count(*), max(version) FROM public._sqlx_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("public migrations"),
+    )
+}
+
+#[tokio::test]
+async fn cleanup_removes_expired_sessions_and_only_those() {
+    let (store, schema) = store().await;
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            store.create(&key, &rec).await.expect("create"),
+            Created::Stored
+        );
+        live.push(key);
+    }
+    for _ in 0..5 {
+        let (id, key) = fresh_key();
+        let mut rec = record(&id, Duration::from_secs(600), &[("x", "1"), ("y", "2")]);
+        rec.expires_at = rec.created - Duration::from_secs(1);
+        assert_eq!(
+            store.create(&key, &rec).await.expect("create"),
+            Created::Stored
+        );
+    }
+    assert_eq!(count(&schema.name, "sessions").await, 8);
+
+    // One bounded batch by hand.
+    assert_eq!(store.delete_expired(2).await.expect("batch"), 2);
+    assert_eq!(count(&schema.name, "sessions").await, 6);
+
+    // The task takes the rest, in batches of two.
+    let handle = store.spawn_cleanup(Duration::from_millis(50), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&schema.name, "sessions").await > 3 {
+        assert!(Instant::now() < deadline, "cleanup did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.stop().await;
+    assert_eq!(count(&schema.name, "sessions").await, 3);
+    assert_eq!(count(&schema.name, "attributes").await, 6);
+    for key in &live {
+        let rec = store
+            .load(key)
+            .await
+            .expect("load")
+            .expect("live session kept");
+        assert_eq!(rec.attributes.len(), 2);
+    }
+    assert_eq!(store.delete_expired(100).await.expect("batch"), 0);
+}
+
+#[tokio::test]
+async fn cleanup_survives_database_errors() {
+    // A schema that was never migrated: every batch fails, the task goes on.
+    let schema = SchemaGuard::new().await;
+    let store = PostgresStore::builder(database_url())
+        .with_schema(&schema.name)
+        .connect()
+        .await
+        .expect("connect");
+    let e = store.delete_expired(10).await.expect_err("no table");
+    assert_eq!(e.operation(), Operation::Cleanup);
+    let handle = store.spawn_cleanup(Duration::from_millis(20), 10);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !handle.is_finished(),
+        "the task must keep going after errors"
+    );
+    store.migrate().await.expect("migrate");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!handle.is_finished());
+    handle.abort();
+}
+
+#[tokio::test]
+async fn create_takes_a_key_held_only_by_an_expired_session() {
+    let (store, _schema) = store().await;
+    let (id, key) = fresh_key();
+    let mut old = record(&id, Duration::from_secs(600), &[("old", "1")]);
+    old.expires_at = old.created - Duration::from_secs(1);
+    assert_eq!(
+        store.create(&key, &old).await.expect("create"),
+        Created::Stored
+    );
+    let new = record(&id, Duration::from_secs(600), &[("new", "2")]);
+    assert_eq!(
+        store.create(&key, &new).await.expect("create"),
+        Created::Stored
+    );
+    assert_eq!(store.load(&key).await.expect("load"), Some(new));
+}
+
+#[tokio::test]
+async fn apply_writes_metadata_without_attributes_and_keeps_millis() {
+    let (store, _schema) = store().await;
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    let mut changes = ChangeSet::new();
+    changes.set_max_inactive(Some(Duration::from_millis(1_234_567)));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded.max_inactive, Duration::from_millis(1_234_567));
+    assert_eq!(loaded.expires_at, rec.expires_at, "no touch, no new expiry");
+}
+
+#[tokio::test]
+async fn health_counts_sessions_and_reports_missing_tables() {
+    let (store, schema) = store().await;
+    for _ in 0..4 {
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[]);
+        assert_eq!(
+            store.create(&key, &rec).await.expect("create"),
+            Created::Stored
+        );
+    }
+    let mut conn = connect().await;
+    sqlx::query(&format!("ANALYZE {}.sessions", schema.name))
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    let _ = conn.close().await;
+    let health = store.health().await;
+    assert_eq!(health.status, HealthStatus::Up, "{health:?}");
+    assert_eq!(health.backend, "postgres");
+    assert_eq!(health.sessions, Some(4));
+
+    let unmigrated = SchemaGuard::new().await;
+    let store = PostgresStore::builder(database_url())
+        .with_schema(&unmigrated.name)
+        .connect()
+        .await
+        .expect("connect");
+    let health = store.health().await;
+    assert_eq!(health.status, HealthStatus::Down);
+    assert!(
+        health
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("migrate")),
+        "{health:?}"
+    );
+}
+
+#[tokio::test]
+async fn errors_name_backend_and_operation_and_keep_their_source() {
+    let unmigrated = SchemaGuard::new().await;
+    let store = PostgresStore::builder(database_url())
+        .with_schema(&unmigrated.name)
+        .connect()
+        .await
+        .expect("connect");
+    let (_, key) = fresh_key();
+    let e = store.load(&key).await.expect_err("no table");
+    assert_eq!(e.backend(), "postgres");
+    assert_eq!(e.operation(), Operation::Load);
+    assert_eq!(e.kind(), StoreErrorKind::Config, "undefined table");
+    let source = std::error::Error::source(&e).expect("source kept");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some());
+    let e = store.delete(&key).await.expect_err("no table");
+    assert_eq!(e.operation(), Operation::Delete);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_as_unavailable() {
+    let url = "postgres://postgres:secret-password@127.0.0.1:1/test";
+    let started = Instant::now();
+    let e = PostgresStore::builder(url)
+        .with_acquire_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(e.is_unavailable(), "{e:?}");
+    assert_eq!(e.operation(), Operation::Connect);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let store = PostgresStore::builder(url)
+        .with_acquire_timeout(Duration::from_millis(300))
+        .connect_lazy()
+        .expect("lazy");
+    let (_, key) = fresh_key();
+    let started = Instant::now();
+    let e = store.load(&key).await.expect_err("down");
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let health = store.health().await;
+    assert_eq!(health.status, HealthStatus::Down);
+    assert!(!format!("{store:?} {e:?} {health:?}").contains("secret-password"));
+}
+
+#[tokio::test]
+async fn debug_prints_neither_password_nor_key() {
+    let (store, _schema) = store().await;
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    let printed = format!("{store:?} {key:?} {rec:?}");
+    assert!(!printed.contains(key.as_str()), "{printed}");
+    let builder = PostgresStore::builder("postgres://u:pw-1234@127.0.0.1/test");
+    assert!(!format!("{builder:?}").contains("pw-1234"));
+    let _ = unique_name("x");
+}

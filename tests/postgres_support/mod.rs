@@ -1,0 +1,197 @@
+//! Per-test schemas on the real PostgreSQL server, dropped after the test.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::{Connection, PgConnection};
+use tower_httpsession::SessionStore;
+use tower_httpsession::store::postgres::PostgresStore;
+use tower_httpsession::store::{
+    Applied, ChangeSet, Created, Record, StoreError, StoreHealth, StoreKey, Swap,
+};
+
+/// Schemas of this prefix belong to these tests.
+const PREFIX: &str = "ths_test_";
+/// Schemas older than this are left over from an aborted run.
+const STALE_AFTER_SECS: u64 = 3600;
+
+/// The server to test against: `DATABASE_URL`, read at run time.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A name no other test in any process uses at the same time.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}_{}_{}",
+        unix_secs(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn connect() -> PgConnection {
+    PgConnection::connect(&database_url())
+        .await
+        .expect("connect")
+}
+
+/// A schema dropped (with everything in it) when the guard drops, even if
+/// the test panicked.
+#[derive(Debug)]
+pub struct SchemaGuard {
+    pub name: String,
+}
+
+impl SchemaGuard {
+    /// A fresh schema name; stale schemas of earlier runs are dropped first.
+    pub async fn new() -> Self {
+        drop_stale().await;
+        Self {
+            name: unique_name(PREFIX),
+        }
+    }
+}
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A runtime of its own, so this works from a test's runtime and
+        // while unwinding.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&database_url()).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Drops test schemas left behind by runs that were killed.
+async fn drop_stale() {
+    let mut conn = connect().await;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut conn)
+            .await
+            .expect("list schemas");
+    let now = unix_secs();
+    for name in names {
+        let born = name[PREFIX.len()..]
+            .split('_')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok());
+        if born.is_some_and(|b| b + STALE_AFTER_SECS < now) {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// A migrated store in a fresh schema, with connections named `app_name`.
+pub async fn store_named(app_name: &str) -> (PostgresStore, SchemaGuard) {
+    let guard = SchemaGuard::new().await;
+    let store = PostgresStore::builder(database_url())
+        .with_schema(&guard.name)
+        .with_application_name(app_name)
+        .with_max_connections(8)
+        .connect()
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, guard)
+}
+
+/// A migrated store in a fresh schema.
+pub async fn store() -> (PostgresStore, SchemaGuard) {
+    store_named(&unique_name("ths-test-")).await
+}
+
+/// Terminates every server connection named `app_name`; answers how many.
+pub async fn kill_connections(app_name: &str) -> i64 {
+    let mut conn = connect().await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(app_name)
+    .fetch_one(&mut conn)
+    .await
+    .expect("terminate");
+    let _ = conn.close().await;
+    // Let the server finish closing them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    killed
+}
+
+/// A store that drops its schema when dropped: what the behavioural suite
+/// builds for each check.
+#[derive(Debug)]
+pub struct SuiteStore {
+    store: PostgresStore,
+    _schema: SchemaGuard,
+}
+
+impl SuiteStore {
+    pub async fn new() -> Self {
+        let (store, schema) = store().await;
+        Self {
+            store,
+            _schema: schema,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SuiteStore {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.store.load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        self.store.create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        self.store.apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        self.store.compare_and_set(key, name, expected, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.store.delete(key).await
+    }
+    async fn health(&self) -> StoreHealth {
+        self.store.health().await
+    }
+}
