@@ -8,6 +8,8 @@
 //! `invalidate` or expiry, a cookie sent or kept when it should not be.
 
 mod common;
+#[cfg(feature = "postgres")]
+mod postgres_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -399,4 +401,37 @@ fn memory_store_matches_the_model() {
     check(256, || async {
         Arc::new(MemoryStore::new(10_000)) as Arc<dyn SessionStore>
     });
+}
+
+/// A factory that builds one store on first use, inside the property's own
+/// runtime, and hands out that store to every case: keys are random, so
+/// cases do not meet. `keep` lives as long as the factory (a schema guard,
+/// say) and is dropped with it.
+#[cfg(feature = "postgres")]
+fn shared<K, F, Fut>(
+    build: F,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn SessionStore>>>>
+where
+    K: 'static,
+    F: Fn() -> Fut + Clone + 'static,
+    Fut: Future<Output = (Arc<dyn SessionStore>, K)> + 'static,
+{
+    let cell: Arc<tokio::sync::OnceCell<(Arc<dyn SessionStore>, K)>> = Arc::default();
+    move || {
+        let cell = cell.clone();
+        let build = build.clone();
+        Box::pin(async move { cell.get_or_init(build).await.0.clone() })
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_store_matches_the_model() {
+    check(
+        64,
+        shared(|| async {
+            let (store, schema) = postgres_support::store().await;
+            (Arc::new(store) as Arc<dyn SessionStore>, schema)
+        }),
+    );
 }
