@@ -109,12 +109,17 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server with no persistence on a free loopback port.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(free_port(), &[])
     }
 
-    fn start_with(extra: &[&str]) -> Self {
+    /// Starts a server on `port`.
+    pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let mut server = Self {
-            port: free_port(),
+            port,
             dir: scratch_dir("server"),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
