@@ -46,7 +46,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 ///
 /// When the store fails, the handler's response is replaced: 503 with
-/// `Retry-After` for an outage, 500 otherwise, with the [`SessionError`] in
+/// `Retry-After` for an outage, 500 otherwise, with the [`SessionError`](crate::SessionError) in
 /// the response extensions as a [`SessionFailure`] and logged with `tracing`.
 /// A cookie that is malformed, forged, unknown or expired is no session: the
 /// handler gets a new one and the browser is told to drop the old cookie.
@@ -84,7 +84,7 @@ impl SessionLayer {
     }
 
     /// A layer over a store already shared as `Arc<dyn SessionStore>`, such
-    /// as one a [profile](crate::profile) built.
+    /// as one a profile built.
     ///
     /// # Errors
     ///
@@ -174,6 +174,15 @@ async fn finish(
     mut response: Response<Body>,
 ) -> Response<Body> {
     let config = &shared.config;
+    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && response.extensions().get::<SessionFailure>().is_some()
+    {
+        // A handler returned a session error: the configured delay applies.
+        let secs = config.retry_after.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     match session.commit().await {
         Ok(CookieAction::Keep) => response,
         Ok(CookieAction::Set(id)) => {
@@ -244,7 +253,148 @@ fn append_cookie(headers: &mut HeaderMap, cookie: &Cookie<'static>) {
 
 #[cfg(test)]
 mod tests {
+    use async_trait::async_trait;
+    use axum::Router;
+    use axum::routing::get;
+    use http::StatusCode;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::store::{
+        Applied, ChangeSet, Created, Operation, Record, StoreError, StoreErrorKind, StoreHealth,
+        StoreKey, Swap,
+    };
+    use crate::{MemoryStore, SessionError};
+
+    /// A store whose every call fails as an unreachable server does.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    fn down(operation: Operation) -> StoreError {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        StoreError::new("test", operation, StoreErrorKind::Unavailable, cause)
+    }
+
+    #[async_trait]
+    impl SessionStore for Unreachable {
+        fn backend(&self) -> &'static str {
+            "unreachable"
+        }
+        async fn load(&self, _: &StoreKey) -> Result<Option<Record>, StoreError> {
+            Err(down(Operation::Load))
+        }
+        async fn create(&self, _: &StoreKey, _: &Record) -> Result<Created, StoreError> {
+            Err(down(Operation::Create))
+        }
+        async fn apply(&self, _: &StoreKey, _: &ChangeSet) -> Result<Applied, StoreError> {
+            Err(down(Operation::Apply))
+        }
+        async fn compare_and_set(
+            &self,
+            _: &StoreKey,
+            _: &str,
+            _: Option<&str>,
+            _: Option<&str>,
+        ) -> Result<Swap, StoreError> {
+            Err(down(Operation::CompareAndSet))
+        }
+        async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
+            Err(down(Operation::Delete))
+        }
+        async fn health(&self) -> StoreHealth {
+            StoreHealth::measure("unreachable", async { Err(down(Operation::Health)) }).await
+        }
+    }
+
+    async fn set_then_ignore_error(session: Session) -> &'static str {
+        // The handler swallows the error; the commit still fails.
+        let _ = session.set("a", &1).await;
+        "handler answered"
+    }
+
+    fn request(cookie: Option<&str>) -> Request<Body> {
+        let mut builder = Request::get("/");
+        if let Some(cookie) = cookie {
+            builder = builder.header(header::COOKIE, cookie);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn store_outage_on_commit_replaces_the_response_with_503() {
+        let app = Router::new()
+            .route("/", get(set_then_ignore_error))
+            .layer(SessionLayer::new(Unreachable));
+        let response = app.oneshot(request(None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+        let failure = response.extensions().get::<SessionFailure>().unwrap();
+        assert!(matches!(&*failure.0, SessionError::Store(e) if e.is_unavailable()));
+    }
+
+    #[tokio::test]
+    async fn store_outage_on_load_is_503_through_question_mark() {
+        async fn read(session: Session) -> Result<String, SessionError> {
+            Ok(session.get::<String>("a").await?.unwrap_or_default())
+        }
+        let layer = SessionLayer::with_config(
+            Unreachable,
+            SessionConfig::default().with_retry_after(std::time::Duration::from_secs(7)),
+        )
+        .unwrap();
+        let app = Router::new().route("/", get(read)).layer(layer);
+        let cookie = format!(
+            "SESSION={}",
+            SessionId::generate().unwrap().expose_cookie_value()
+        );
+        let response = app.oneshot(request(Some(&cookie))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[tokio::test]
+    async fn untouched_session_never_reaches_a_down_store() {
+        let app = Router::new()
+            .route("/", get(|| async { "fine" }))
+            .layer(SessionLayer::new(Unreachable));
+        let cookie = format!(
+            "SESSION={}",
+            SessionId::generate().unwrap().expose_cookie_value()
+        );
+        let response = app.oneshot(request(Some(&cookie))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn missing_layer_is_a_500_not_a_200() {
+        let app = Router::new().route("/", get(|_: Session| async { "unreachable" }));
+        let response = app.oneshot(request(None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn oversized_values_are_413() {
+        async fn big(session: Session) -> Result<&'static str, SessionError> {
+            session.set("blob", &"x".repeat(2048)).await?;
+            Ok("stored")
+        }
+        let layer = SessionLayer::with_config(
+            MemoryStore::default(),
+            SessionConfig::default().with_max_attribute_bytes(1024),
+        )
+        .unwrap();
+        let app = Router::new().route("/", get(big)).layer(layer);
+        let response = app.oneshot(request(None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+
+    #[test]
+    fn bad_config_is_refused_when_the_layer_is_built() {
+        let config = SessionConfig::default().with_cookie_name("bad name");
+        assert!(SessionLayer::with_config(MemoryStore::default(), config).is_err());
+    }
 
     #[test]
     fn cookie_is_found_among_others() {

@@ -38,6 +38,8 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,1 +1,495 @@
-//! The behavioural suite every store runs (in progress).
+//! The behavioural suite: the store contract as executable checks.
+//!
+//! Every store in this crate runs it, and a store written elsewhere can too.
+//! Each check is a public async function that panics with a message on a
+//! broken promise; [`store_suite!`](crate::store_suite) turns the whole list
+//! into one `#[tokio::test]` per check:
+//!
+//! ```
+//! use tower_httpsession::MemoryStore;
+//!
+//! async fn make_store() -> MemoryStore {
+//!     MemoryStore::default()
+//! }
+//!
+//! tower_httpsession::store_suite!(make_store);
+//! # fn main() {}
+//! ```
+//!
+//! The calling crate needs `tokio` (with the `macros` and `rt-multi-thread`
+//! features) as a dev-dependency. Checks use fresh random keys, so they can
+//! run in parallel against one store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::SessionId;
+use crate::store::{
+    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreKey, Swap, Touch, now,
+};
+
+/// A fresh random key.
+#[must_use]
+pub fn fresh_key() -> (SessionId, StoreKey) {
+    let id = SessionId::generate().expect("the OS random number generator works");
+    let key = id.store_key();
+    (id, key)
+}
+
+/// A record for `id` that lives for `ttl`, with `attributes`.
+#[must_use]
+pub fn record(id: &SessionId, ttl: Duration, attributes: &[(&str, &str)]) -> Record {
+    let now = now();
+    Record {
+        verifier: id.verifier_hash(),
+        created: now,
+        last_accessed: now,
+        max_inactive: ttl,
+        expires_at: now + ttl,
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+async fn stored(store: &dyn SessionStore, attributes: &[(&str, &str)]) -> (SessionId, StoreKey) {
+    let (id, key) = fresh_key();
+    let created = store
+        .create(&key, &record(&id, Duration::from_secs(600), attributes))
+        .await
+        .expect("create");
+    assert_eq!(created, Created::Stored);
+    (id, key)
+}
+
+async fn attributes(store: &dyn SessionStore, key: &StoreKey) -> HashMap<String, String> {
+    store
+        .load(key)
+        .await
+        .expect("load")
+        .expect("the session exists")
+        .attributes
+}
+
+fn set(pairs: &[(&str, &str)]) -> ChangeSet {
+    let mut changes = ChangeSet::new();
+    for (k, v) in pairs {
+        changes.set_attribute(*k, *v);
+    }
+    changes
+}
+
+/// Loading a key that was never stored gives `None`.
+pub async fn load_missing_is_none(store: &dyn SessionStore) {
+    let (_, key) = fresh_key();
+    assert!(store.load(&key).await.expect("load").is_none());
+}
+
+/// A created record loads back equal, field by field.
+pub async fn create_then_load_round_trips(store: &dyn SessionStore) {
+    let (id, key) = fresh_key();
+    let rec = record(
+        &id,
+        Duration::from_secs(600),
+        &[("user", "\"alice\""), ("n", "1")],
+    );
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded, rec, "the record must round-trip exactly");
+    assert!(id.matches(&loaded.verifier));
+}
+
+/// `create` on a taken key answers `KeyTaken` and keeps the first record.
+pub async fn create_never_overwrites(store: &dyn SessionStore) {
+    let (id, key) = stored(store, &[("owner", "\"first\"")]).await;
+    let second = record(&id, Duration::from_secs(600), &[("owner", "\"second\"")]);
+    assert_eq!(
+        store.create(&key, &second).await.expect("create"),
+        Created::KeyTaken
+    );
+    assert_eq!(attributes(store, &key).await["owner"], "\"first\"");
+}
+
+/// `apply` writes the delta and leaves other attributes alone.
+pub async fn apply_writes_only_the_delta(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("keep", "1"), ("change", "2"), ("drop", "3")]).await;
+    let mut changes = set(&[("change", "20"), ("add", "4")]);
+    changes.remove_attribute("drop");
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let attrs = attributes(store, &key).await;
+    let mut names: Vec<_> = attrs.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["add", "change", "keep"]);
+    assert_eq!(attrs["keep"], "1");
+    assert_eq!(attrs["change"], "20");
+    assert_eq!(attrs["add"], "4");
+}
+
+/// Two change sets on different attributes, applied one after the other
+/// from the same loaded state, both survive.
+pub async fn interleaved_applies_keep_both(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("base", "0")]).await;
+    let first = set(&[("a", "1")]);
+    let second = set(&[("b", "2")]);
+    assert_eq!(
+        store.apply(&key, &first).await.expect("apply"),
+        Applied::Written
+    );
+    assert_eq!(
+        store.apply(&key, &second).await.expect("apply"),
+        Applied::Written
+    );
+    let attrs = attributes(store, &key).await;
+    assert_eq!(
+        (
+            attrs["a"].as_str(),
+            attrs["b"].as_str(),
+            attrs["base"].as_str()
+        ),
+        ("1", "2", "0")
+    );
+}
+
+/// `apply` on a deleted session answers `Gone` and does not bring it back.
+pub async fn apply_never_resurrects(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1")]).await;
+    store.delete(&key).await.expect("delete");
+    let mut changes = set(&[("b", "2")]);
+    let at = now();
+    changes.set_touch(Some(Touch {
+        last_accessed: at,
+        expires_at: at + Duration::from_secs(600),
+    }));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Gone
+    );
+    assert!(
+        store.load(&key).await.expect("load").is_none(),
+        "apply resurrected a deleted session"
+    );
+}
+
+/// `apply` on a key never stored answers `Gone` and creates nothing.
+pub async fn apply_on_missing_is_gone(store: &dyn SessionStore) {
+    let (_, key) = fresh_key();
+    assert_eq!(
+        store.apply(&key, &set(&[("a", "1")])).await.expect("apply"),
+        Applied::Gone
+    );
+    assert!(store.load(&key).await.expect("load").is_none());
+}
+
+/// Metadata changes land: idle timeout, verifier, touch.
+pub async fn apply_writes_metadata(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1")]).await;
+    let new_id = SessionId::generate().expect("rng");
+    let at = now() + Duration::from_secs(5);
+    let mut changes = ChangeSet::new();
+    changes.set_max_inactive(Some(Duration::from_secs(1234)));
+    changes.set_new_verifier(Some(new_id.verifier_hash()));
+    changes.set_touch(Some(Touch {
+        last_accessed: at,
+        expires_at: at + Duration::from_secs(1234),
+    }));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded.max_inactive, Duration::from_secs(1234));
+    assert!(
+        new_id.matches(&loaded.verifier),
+        "the new verifier must be stored"
+    );
+    assert_eq!(loaded.last_accessed, at);
+    assert_eq!(loaded.expires_at, at + Duration::from_secs(1234));
+    assert_eq!(loaded.attributes["a"], "1");
+}
+
+/// A record past its expiry is not loaded, and `apply` treats it as gone.
+pub async fn expired_records_are_gone(store: &dyn SessionStore) {
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_millis(300), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store.load(&key).await.expect("load").is_none(),
+        "an expired record was loaded"
+    );
+    assert_eq!(
+        store.apply(&key, &set(&[("b", "2")])).await.expect("apply"),
+        Applied::Gone
+    );
+    assert!(store.load(&key).await.expect("load").is_none());
+}
+
+/// A touch moves the expiry: a record kept alive by touches outlives its
+/// first deadline.
+pub async fn touch_extends_expiry(store: &dyn SessionStore) {
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_millis(500), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    let mut touch = ChangeSet::new();
+    let at = now();
+    touch.set_touch(Some(Touch {
+        last_accessed: at,
+        expires_at: at + Duration::from_secs(60),
+    }));
+    assert_eq!(
+        store.apply(&key, &touch).await.expect("apply"),
+        Applied::Written
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        store.load(&key).await.expect("load").is_some(),
+        "the touch did not extend the expiry"
+    );
+}
+
+/// `compare_and_set` swaps on a match, reports the current value on a
+/// mismatch, and treats `None` as absent.
+pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("n", "1")]).await;
+    assert_eq!(
+        store
+            .compare_and_set(&key, "n", Some("1"), Some("2"))
+            .await
+            .expect("cas"),
+        Swap::Swapped
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "n", Some("1"), Some("3"))
+            .await
+            .expect("cas"),
+        Swap::Mismatch {
+            current: Some("2".to_owned())
+        }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "fresh", None, Some("1"))
+            .await
+            .expect("cas"),
+        Swap::Swapped
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "fresh", None, Some("9"))
+            .await
+            .expect("cas"),
+        Swap::Mismatch {
+            current: Some("1".to_owned())
+        }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "absent", Some("1"), Some("2"))
+            .await
+            .expect("cas"),
+        Swap::Mismatch { current: None }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "n", Some("2"), None)
+            .await
+            .expect("cas"),
+        Swap::Swapped
+    );
+    let attrs = attributes(store, &key).await;
+    assert!(!attrs.contains_key("n"));
+    assert_eq!(attrs["fresh"], "1");
+    let (_, missing) = fresh_key();
+    assert_eq!(
+        store
+            .compare_and_set(&missing, "n", None, Some("1"))
+            .await
+            .expect("cas"),
+        Swap::Gone
+    );
+    assert!(store.load(&missing).await.expect("load").is_none());
+}
+
+/// 16 concurrent writers of distinct attributes in one session keep all 16.
+pub async fn concurrent_distinct_writes_all_kept(store: Arc<dyn SessionStore>) {
+    let (_, key) = stored(&*store, &[("base", "0")]).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let changes = set(&[(&format!("k{i}"), &i.to_string())]);
+                store.apply(&key, &changes).await.expect("apply")
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), Applied::Written);
+    }
+    let attrs = attributes(&*store, &key).await;
+    for i in 0..16 {
+        assert_eq!(
+            attrs.get(&format!("k{i}")),
+            Some(&i.to_string()),
+            "k{i} was lost"
+        );
+    }
+}
+
+/// 32 concurrent compare-and-set increments of one counter keep all 32.
+pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
+    let (_, key) = stored(&*store, &[("n", "0")]).await;
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut current = Some("0".to_owned());
+                for _ in 0..1000 {
+                    let n: u64 = current
+                        .as_deref()
+                        .map_or(0, |v| v.parse().expect("a number"));
+                    let next = (n + 1).to_string();
+                    match store
+                        .compare_and_set(&key, "n", current.as_deref(), Some(&next))
+                        .await
+                        .expect("cas")
+                    {
+                        Swap::Swapped => return,
+                        Swap::Mismatch { current: now } => current = now,
+                        Swap::Gone => panic!("the session vanished"),
+                    }
+                }
+                panic!("an increment never won its compare-and-set");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(attributes(&*store, &key).await["n"], "32");
+}
+
+/// `delete` removes the record and is idempotent.
+pub async fn delete_is_idempotent(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1")]).await;
+    store.delete(&key).await.expect("delete");
+    store.delete(&key).await.expect("second delete");
+    assert!(store.load(&key).await.expect("load").is_none());
+    let (_, never) = fresh_key();
+    store.delete(&never).await.expect("delete of a missing key");
+}
+
+/// Values and names round-trip exactly: escapes, NUL escapes, non-ASCII,
+/// characters that matter to stores (`:`, `{`, `'`, `%`), and a long value.
+pub async fn values_round_trip_exactly(store: &dyn SessionStore) {
+    let long = serde_json::to_string(&"x".repeat(1024 * 1024)).expect("json");
+    let nul = serde_json::to_string("a\u{0}b").expect("json");
+    let pairs = [
+        ("nul", nul.as_str()),
+        ("unicode", "\"žluťoučký 🐎 \\u2028\""),
+        ("quotes", "\"it's \\\"quoted\\\" % _ \\\\ {braces}\""),
+        ("object", "{\"a\":[1,2.5,null,true],\"b\":{}}"),
+        ("weird:name{x}'%", "0"),
+        ("ключ", "\"значение\""),
+        ("long", long.as_str()),
+        ("", "\"empty name\""),
+    ];
+    let (_, key) = stored(store, &pairs[..4]).await;
+    let rest = set(&pairs[4..]);
+    assert_eq!(
+        store.apply(&key, &rest).await.expect("apply"),
+        Applied::Written
+    );
+    let attrs = attributes(store, &key).await;
+    for (name, value) in pairs {
+        assert_eq!(
+            attrs.get(name).map(String::as_str),
+            Some(value),
+            "attribute {name:?}"
+        );
+    }
+    assert_eq!(attrs.len(), pairs.len());
+}
+
+/// A session with no attributes can be stored and loaded.
+pub async fn empty_session_round_trips(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[]).await;
+    assert!(attributes(store, &key).await.is_empty());
+    let mut removal = ChangeSet::new();
+    removal.remove_attribute("never-there");
+    assert_eq!(
+        store.apply(&key, &removal).await.expect("apply"),
+        Applied::Written
+    );
+}
+
+/// `health` reports up, names the backend and takes a measurable time.
+pub async fn health_is_up(store: &dyn SessionStore) {
+    let health = store.health().await;
+    assert_eq!(health.status, HealthStatus::Up, "{health:?}");
+    assert_eq!(health.backend, store.backend());
+    assert!(health.error.is_none());
+}
+
+/// One `#[tokio::test]` per check of the store contract.
+///
+/// `$make` names an `async fn() -> S` (with `S: SessionStore`) in the calling
+/// module; each test builds its own store with it.
+#[macro_export]
+macro_rules! store_suite {
+    ($make:ident) => {
+        $crate::store_suite!(@tests $make;
+            load_missing_is_none,
+            create_then_load_round_trips,
+            create_never_overwrites,
+            apply_writes_only_the_delta,
+            interleaved_applies_keep_both,
+            apply_never_resurrects,
+            apply_on_missing_is_gone,
+            apply_writes_metadata,
+            expired_records_are_gone,
+            touch_extends_expiry,
+            compare_and_set_semantics,
+            delete_is_idempotent,
+            values_round_trip_exactly,
+            empty_session_round_trips,
+            health_is_up;
+            concurrent_distinct_writes_all_kept,
+            concurrent_increments_all_kept
+        );
+    };
+    (@tests $make:ident; $($check:ident),*; $($shared_check:ident),*) => {
+        mod store_suite {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let store = super::$make().await;
+                    $crate::store::testing::$check(&store).await;
+                }
+            )*
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared_check() {
+                    let store = ::std::sync::Arc::new(super::$make().await);
+                    $crate::store::testing::$shared_check(store).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,180 @@
+//! A small shop: log in with any name, add items to a cart, see the cart,
+//! log out. The page shows what the session knows about itself.
+//!
+//! ```text
+//! cargo run --example shop            # http://127.0.0.1:3000
+//! PORT=8080 cargo run --example shop
+//! ```
+
+use std::net::SocketAddr;
+
+use axum::extract::Form;
+use axum::response::{Html, IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use tower_httpsession::{MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    item: String,
+}
+
+/// Escapes text for HTML: user input never becomes markup.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+async fn page(session: Session) -> Result<Html<String>, SessionError> {
+    let user: Option<String> = session.get("user").await?;
+    let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+    let created = session
+        .creation_time()
+        .await?
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let accessed = session
+        .last_accessed_time()
+        .await?
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let idle = session.max_inactive_interval().await?.as_secs();
+    let new = session.is_new().await?;
+
+    let body = match user {
+        None => r#"<form method="post" action="/login">
+  <label>Name <input name="user" required maxlength="64"></label>
+  <button>Log in</button>
+</form>"#
+            .to_owned(),
+        Some(user) => {
+            let items: String = cart
+                .iter()
+                .map(|item| format!("<li>{}</li>", escape(item)))
+                .collect();
+            format!(
+                r#"<p>Logged in as <b>{user}</b>.</p>
+<h2>Cart ({count} items)</h2>
+<ul>{items}</ul>
+<form method="post" action="/cart">
+  <input name="item" required maxlength="64" placeholder="teapot">
+  <button>Add to cart</button>
+</form>
+<form method="post" action="/logout"><button>Log out</button></form>"#,
+                user = escape(&user),
+                count = cart.len(),
+            )
+        }
+    };
+    Ok(Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Shop</title></head>
+<body>
+<h1>Shop</h1>
+{body}
+<h2>Session</h2>
+<table>
+  <tr><td>new</td><td id="new">{new}</td></tr>
+  <tr><td>created</td><td id="created">{created}</td></tr>
+  <tr><td>last access</td><td id="accessed">{accessed}</td></tr>
+  <tr><td>idle timeout</td><td id="idle">{idle} s</td></tr>
+</table>
+</body></html>"#
+    )))
+}
+
+async fn login(session: Session, Form(login): Form<Login>) -> Result<Redirect, SessionError> {
+    let user = login.user.trim();
+    if user.is_empty() || user.len() > 64 {
+        return Ok(Redirect::to("/"));
+    }
+    // A new id at login: a session id planted before it is worthless after.
+    session.change_id().await?;
+    session.set("user", user).await?;
+    Ok(Redirect::to("/"))
+}
+
+async fn add(session: Session, Form(item): Form<Item>) -> Result<impl IntoResponse, SessionError> {
+    if session.get::<String>("user").await?.is_none() {
+        return Ok(Redirect::to("/"));
+    }
+    let item = item.item.trim().to_owned();
+    if !item.is_empty() && item.len() <= 64 {
+        // Atomic append: two tabs adding at once both keep their item.
+        session
+            .update("cart", |cart: Option<Vec<String>>| {
+                let mut cart = cart.unwrap_or_default();
+                cart.push(item.clone());
+                cart
+            })
+            .await?;
+    }
+    Ok(Redirect::to("/"))
+}
+
+async fn cart(session: Session) -> Result<Json<Vec<String>>, SessionError> {
+    Ok(Json(session.get("cart").await?.unwrap_or_default()))
+}
+
+async fn logout(session: Session) -> Result<Redirect, SessionError> {
+    session.invalidate().await?;
+    Ok(Redirect::to("/"))
+}
+
+fn app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/login", post(login))
+        .route("/cart", post(add))
+        .route("/cart.json", get(cart))
+        .route("/logout", post(logout))
+        .layer(layer)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_httpsession=debug".into()),
+        )
+        .init();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    // Browsers accept Secure cookies from http://127.0.0.1; other clients
+    // (curl, scripts) over plain HTTP need the cookie without it.
+    let config = if std::env::var_os("SESSION_COOKIE_INSECURE").is_some() {
+        SessionConfig::default().with_insecure_cookie_over_http()
+    } else {
+        SessionConfig::default()
+    };
+    let layer = SessionLayer::with_config(MemoryStore::default(), config)?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("shop on http://{addr}");
+    axum::serve(
+        listener,
+        app(layer).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,707 @@
+//! Who may change the traffic state or see health details.
+//!
+//! An [`Acl`] allows callers by address (CIDR ranges matched against the
+//! socket peer), by bearer token, or by both. It denies by default: a
+//! [`Health`](super::Health) router without one refuses every `PUT` and
+//! shows details to no one.
+//!
+//! # The caller's address
+//!
+//! The address is the socket peer, from axum's
+//! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo); serve the app
+//! with `into_make_service_with_connect_info::<SocketAddr>()`. Without it
+//! the ACL cannot tell who is calling and refuses.
+//!
+//! `X-Forwarded-For` is read only when the peer is a
+//! [trusted proxy](AclBuilder::trust_proxy). Then the caller is the
+//! rightmost address in the header that is not itself a trusted proxy: the
+//! entries to its left were written by the client and prove nothing. A
+//! header that does not parse is refused, not skipped. IPv4-mapped IPv6
+//! addresses (`::ffff:10.0.0.1`) are matched as IPv4.
+//!
+//! # The token
+//!
+//! `Authorization: Bearer <token>`, compared in constant time against a hash
+//! of the configured token, so neither its bytes nor its length leak through
+//! timing. `Debug` never prints it.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The shortest bearer token an [`Acl`] accepts.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The most `X-Forwarded-For` entries read; a longer chain is refused.
+const MAX_FORWARDED: usize = 32;
+
+/// Which callers may change the traffic state and see health details.
+///
+/// ```
+/// use tower_httpsession::health::Acl;
+///
+/// let acl = Acl::builder()
+///     .allow("10.0.0.0/8")
+///     .allow("fd00::/8")
+///     .trust_proxy("10.0.0.2") // the balancer, which sets X-Forwarded-For
+///     .bearer_token("d5b1c0a4e7f94a3b9c2d")
+///     .build()
+///     .unwrap();
+/// // the token never shows
+/// assert!(!format!("{acl:?}").contains("d5b1"));
+///
+/// let bad = Acl::builder().allow("10.0.0.0/33").build().unwrap_err();
+/// assert!(bad.to_string().contains("10.0.0.0/33"));
+/// ```
+#[derive(Clone)]
+pub struct Acl {
+    networks: Vec<IpNet>,
+    trusted_proxies: Vec<IpNet>,
+    token: Option<[u8; 32]>,
+    require_both: bool,
+}
+
+impl fmt::Debug for Acl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acl")
+            .field("networks", &self.networks)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("require_both", &self.require_both)
+            .finish()
+    }
+}
+
+/// Builds an [`Acl`]; the configuration is checked by
+/// [`build`](Self::build).
+#[derive(Clone, Default)]
+#[must_use]
+pub struct AclBuilder {
+    networks: Vec<String>,
+    trusted_proxies: Vec<String>,
+    token: Option<String>,
+    require_both: bool,
+}
+
+impl fmt::Debug for AclBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AclBuilder")
+            .field("networks", &self.networks)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("require_both", &self.require_both)
+            .finish()
+    }
+}
+
+impl AclBuilder {
+    /// Allows callers from a network, given as CIDR (`"10.0.0.0/8"`,
+    /// `"fd00::/8"`) or as one address (`"127.0.0.1"`, `"::1"`). Default:
+    /// none.
+    pub fn allow(mut self, cidr: impl Into<String>) -> Self {
+        self.networks.push(cidr.into());
+        self
+    }
+
+    /// Trusts a proxy (CIDR or one address) to report the client in
+    /// `X-Forwarded-For`. Default: none, and the header is ignored.
+    ///
+    /// A trusted proxy is not thereby allowed: list it with
+    /// [`allow`](Self::allow) too if it should be.
+    pub fn trust_proxy(mut self, cidr: impl Into<String>) -> Self {
+        self.trusted_proxies.push(cidr.into());
+        self
+    }
+
+    /// Allows callers that send `Authorization: Bearer <token>`. Default: no
+    /// token. It must be at least [`MIN_TOKEN_LEN`] bytes of visible ASCII.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Requires a caller to come from an allowed network *and* send the
+    /// token. Default: either one is enough.
+    pub fn require_both(mut self) -> Self {
+        self.require_both = true;
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// An [`AclError`] naming what is wrong.
+    pub fn build(self) -> Result<Acl, AclError> {
+        let networks = parse_all(&self.networks, AclError::InvalidNetwork)?;
+        let trusted_proxies = parse_all(&self.trusted_proxies, AclError::InvalidProxy)?;
+        let token = match &self.token {
+            None => None,
+            Some(t) if t.len() < MIN_TOKEN_LEN => return Err(AclError::TokenTooShort),
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(AclError::TokenNotVisibleAscii);
+            }
+            Some(t) => Some(digest(t.as_bytes())),
+        };
+        if networks.is_empty() && token.is_none() {
+            return Err(AclError::NothingAllowed);
+        }
+        if self.require_both && (networks.is_empty() || token.is_none()) {
+            return Err(AclError::BothNeedsNetworkAndToken);
+        }
+        Ok(Acl {
+            networks,
+            trusted_proxies,
+            token,
+            require_both: self.require_both,
+        })
+    }
+}
+
+fn parse_all(values: &[String], err: fn(String) -> AclError) -> Result<Vec<IpNet>, AclError> {
+    values
+        .iter()
+        .map(|v| parse_net(v).ok_or_else(|| err(v.clone())))
+        .collect()
+}
+
+fn parse_net(value: &str) -> Option<IpNet> {
+    let value = value.trim();
+    let net = match value.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(value.parse::<IpAddr>().ok()?),
+    };
+    // a mapped IPv6 range such as ::ffff:10.0.0.0/104 is matched as IPv4
+    Some(match net {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => {
+                IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).ok()?
+            }
+            _ => net,
+        },
+        IpNet::V4(_) => net,
+    })
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// An [`Acl`] configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AclError {
+    /// An allowed network is neither CIDR nor an address.
+    #[error("allowed network {0:?} is neither a CIDR range nor an IP address")]
+    InvalidNetwork(String),
+    /// A trusted proxy is neither CIDR nor an address.
+    #[error("trusted proxy {0:?} is neither a CIDR range nor an IP address")]
+    InvalidProxy(String),
+    /// The token is shorter than [`MIN_TOKEN_LEN`].
+    #[error("the bearer token must be at least {MIN_TOKEN_LEN} bytes")]
+    TokenTooShort,
+    /// The token holds bytes a header value cannot carry as a bearer token.
+    #[error("the bearer token must be visible ASCII without spaces")]
+    TokenNotVisibleAscii,
+    /// Neither a network nor a token: the ACL would allow no one.
+    #[error("the ACL allows no one: give at least one network or a token")]
+    NothingAllowed,
+    /// `require_both` without a network or without a token.
+    #[error("require_both needs at least one network and a token")]
+    BothNeedsNetworkAndToken,
+}
+
+/// Why a caller was refused; logged, never sent to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No ACL is configured: deny by default.
+    NoAcl,
+    /// The request carries no `ConnectInfo<SocketAddr>`: the app was served
+    /// without `into_make_service_with_connect_info`.
+    NoConnectInfo,
+    /// `X-Forwarded-For` from a trusted proxy did not parse.
+    MalformedForwardedFor,
+    /// The caller's address is in no allowed network.
+    AddressNotAllowed,
+    /// A token is required and none was sent.
+    TokenMissing,
+    /// The token sent is not the configured one.
+    TokenWrong,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoAcl => "no ACL is configured",
+            Self::NoConnectInfo => {
+                "no ConnectInfo<SocketAddr> on the request; serve the app with \
+                 into_make_service_with_connect_info::<SocketAddr>()"
+            }
+            Self::MalformedForwardedFor => "malformed X-Forwarded-For from a trusted proxy",
+            Self::AddressNotAllowed => "address not in an allowed network",
+            Self::TokenMissing => "no bearer token",
+            Self::TokenWrong => "wrong bearer token",
+        })
+    }
+}
+
+/// What [`Acl::check`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The caller may change the state and see details.
+    Allowed {
+        /// The caller's address, after `X-Forwarded-For` if trusted.
+        client: IpAddr,
+    },
+    /// The caller may not.
+    Refused {
+        /// The caller's address, when known.
+        client: Option<IpAddr>,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+impl Access {
+    /// Whether the caller is allowed.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allowed { .. })
+    }
+
+    /// The caller's address, when known.
+    #[must_use]
+    pub fn client(&self) -> Option<IpAddr> {
+        match *self {
+            Self::Allowed { client } => Some(client),
+            Self::Refused { client, .. } => client,
+        }
+    }
+}
+
+impl Acl {
+    /// Starts an empty builder.
+    pub fn builder() -> AclBuilder {
+        AclBuilder::default()
+    }
+
+    /// Decides whether a caller is allowed, from the socket peer (`None`:
+    /// unknown, refused) and the request headers.
+    #[must_use]
+    pub fn check(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Access {
+        let Some(peer) = peer else {
+            return Access::Refused {
+                client: None,
+                reason: Refusal::NoConnectInfo,
+            };
+        };
+        let client = match self.client_address(peer.ip(), headers) {
+            Ok(ip) => ip,
+            Err(reason) => {
+                return Access::Refused {
+                    client: Some(peer.ip().to_canonical()),
+                    reason,
+                };
+            }
+        };
+        let address_ok = self.networks.iter().any(|n| n.contains(&client));
+        let token = self.token.as_ref().map(|t| check_token(t, headers));
+        let outcome = if self.require_both {
+            match token {
+                _ if !address_ok => Err(Refusal::AddressNotAllowed),
+                Some(Ok(())) => Ok(()),
+                Some(Err(reason)) => Err(reason),
+                None => Err(Refusal::TokenMissing),
+            }
+        } else {
+            match token {
+                _ if address_ok => Ok(()),
+                Some(Ok(())) => Ok(()),
+                // a wrong token is worth its own log line; a missing one is
+                // just an address outside the networks
+                Some(Err(Refusal::TokenWrong)) => Err(Refusal::TokenWrong),
+                Some(Err(_)) | None => Err(Refusal::AddressNotAllowed),
+            }
+        };
+        match outcome {
+            Ok(()) => Access::Allowed { client },
+            Err(reason) => Access::Refused {
+                client: Some(client),
+                reason,
+            },
+        }
+    }
+
+    /// The caller: the peer, or, when the peer is a trusted proxy, the
+    /// rightmost `X-Forwarded-For` entry that is not a trusted proxy.
+    fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr, Refusal> {
+        let peer = peer.to_canonical();
+        if !self.is_trusted_proxy(peer) {
+            return Ok(peer);
+        }
+        let mut entries = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let value = value.to_str().map_err(|_| Refusal::MalformedForwardedFor)?;
+            for entry in value.split(',') {
+                entries.push(parse_forwarded(entry).ok_or(Refusal::MalformedForwardedFor)?);
+                if entries.len() > MAX_FORWARDED {
+                    return Err(Refusal::MalformedForwardedFor);
+                }
+            }
+        }
+        // all entries trusted: the leftmost is the farthest hop known
+        Ok(entries
+            .iter()
+            .rev()
+            .find(|ip| !self.is_trusted_proxy(**ip))
+            .or_else(|| entries.first())
+            .copied()
+            .unwrap_or(peer))
+    }
+
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port
+/// (`203.0.113.7:4711`, `[2001:db8::1]:4711`), as some proxies write it.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(ip.to_canonical())
+}
+
+fn check_token(expected: &[u8; 32], headers: &HeaderMap) -> Result<(), Refusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Refusal::TokenMissing);
+    };
+    let value = value.as_bytes();
+    let scheme = b"bearer ";
+    if value.len() <= scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        return Err(Refusal::TokenMissing);
+    }
+    let presented = value[scheme.len()..].trim_ascii();
+    if bool::from(digest(presented).ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(Refusal::TokenWrong)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef-token";
+
+    fn peer(s: &str) -> Option<SocketAddr> {
+        Some(SocketAddr::new(s.parse().unwrap(), 50_000))
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn refused(access: Access) -> Refusal {
+        match access {
+            Access::Refused { reason, .. } => reason,
+            Access::Allowed { client } => panic!("allowed {client}"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr_v4_and_v6() {
+        let acl = Acl::builder()
+            .allow("10.1.0.0/16")
+            .allow("2001:db8::/32")
+            .allow("192.0.2.7")
+            .build()
+            .unwrap();
+        let none = HeaderMap::new();
+        assert!(acl.check(peer("10.1.200.3"), &none).is_allowed());
+        assert!(acl.check(peer("192.0.2.7"), &none).is_allowed());
+        assert!(acl.check(peer("2001:db8:1::5"), &none).is_allowed());
+        assert_eq!(
+            refused(acl.check(peer("10.2.0.1"), &none)),
+            Refusal::AddressNotAllowed
+        );
+        assert_eq!(
+            refused(acl.check(peer("192.0.2.8"), &none)),
+            Refusal::AddressNotAllowed
+        );
+        assert_eq!(
+            refused(acl.check(peer("2001:db9::1"), &none)),
+            Refusal::AddressNotAllowed
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_is_matched_as_ipv4() {
+        let acl = Acl::builder().allow("127.0.0.1/32").build().unwrap();
+        let none = HeaderMap::new();
+        let access = acl.check(peer("::ffff:127.0.0.1"), &none);
+        assert_eq!(
+            access,
+            Access::Allowed {
+                client: ip("127.0.0.1")
+            }
+        );
+        assert!(!acl.check(peer("::ffff:127.0.0.2"), &none).is_allowed());
+        // a mapped range in the configuration is IPv4 too
+        let acl = Acl::builder().allow("::ffff:10.0.0.0/104").build().unwrap();
+        assert!(acl.check(peer("10.9.9.9"), &none).is_allowed());
+        assert!(acl.check(peer("::ffff:10.9.9.9"), &none).is_allowed());
+        assert!(!acl.check(peer("11.0.0.1"), &none).is_allowed());
+    }
+
+    #[test]
+    fn missing_connect_info_is_refused() {
+        let acl = Acl::builder().allow("0.0.0.0/0").build().unwrap();
+        let access = acl.check(None, &HeaderMap::new());
+        assert_eq!(
+            access,
+            Access::Refused {
+                client: None,
+                reason: Refusal::NoConnectInfo
+            }
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let acl = Acl::builder()
+            .allow("10.0.0.0/8")
+            .trust_proxy("192.168.1.1")
+            .build()
+            .unwrap();
+        // a spoofed header from an untrusted peer changes nothing
+        let spoof = headers(&[("x-forwarded-for", "10.0.0.5")]);
+        let access = acl.check(peer("203.0.113.9"), &spoof);
+        assert_eq!(access.client(), Some(ip("203.0.113.9")));
+        assert_eq!(refused(access), Refusal::AddressNotAllowed);
+        // and a malformed one from an untrusted peer is not even read
+        let junk = headers(&[("x-forwarded-for", "not an address")]);
+        assert!(acl.check(peer("10.0.0.1"), &junk).is_allowed());
+    }
+
+    #[test]
+    fn forwarded_for_from_trusted_proxy_uses_rightmost_untrusted() {
+        let acl = Acl::builder()
+            .allow("10.0.0.0/8")
+            .trust_proxy("192.168.1.0/24")
+            .build()
+            .unwrap();
+        let xff = headers(&[("x-forwarded-for", "10.0.0.5")]);
+        let access = acl.check(peer("192.168.1.1"), &xff);
+        assert_eq!(
+            access,
+            Access::Allowed {
+                client: ip("10.0.0.5")
+            }
+        );
+
+        // the client wrote 10.0.0.5 itself; the proxy appended the real one
+        let xff = headers(&[("x-forwarded-for", "10.0.0.5, 203.0.113.9")]);
+        let access = acl.check(peer("192.168.1.1"), &xff);
+        assert_eq!(access.client(), Some(ip("203.0.113.9")));
+        assert_eq!(refused(access), Refusal::AddressNotAllowed);
+
+        // hops through two trusted proxies are skipped, also across lines
+        let xff = headers(&[
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.5"),
+            ("x-forwarded-for", "192.168.1.7"),
+        ]);
+        let access = acl.check(peer("192.168.1.1"), &xff);
+        assert_eq!(
+            access,
+            Access::Allowed {
+                client: ip("10.0.0.5")
+            }
+        );
+
+        // ports and mapped addresses are understood
+        let xff = headers(&[("x-forwarded-for", "[::ffff:10.0.0.6]:4711")]);
+        let access = acl.check(peer("::ffff:192.168.1.1"), &xff);
+        assert_eq!(
+            access,
+            Access::Allowed {
+                client: ip("10.0.0.6")
+            }
+        );
+
+        // no header: the proxy itself is the caller
+        let access = acl.check(peer("192.168.1.1"), &HeaderMap::new());
+        assert_eq!(access.client(), Some(ip("192.168.1.1")));
+        assert!(!access.is_allowed());
+
+        // every entry trusted: the leftmost is used
+        let xff = headers(&[("x-forwarded-for", "192.168.1.9, 192.168.1.8")]);
+        let access = acl.check(peer("192.168.1.1"), &xff);
+        assert_eq!(access.client(), Some(ip("192.168.1.9")));
+    }
+
+    #[test]
+    fn malformed_forwarded_for_from_trusted_proxy_is_refused() {
+        let acl = Acl::builder()
+            .allow("0.0.0.0/0")
+            .trust_proxy("192.168.1.1")
+            .build()
+            .unwrap();
+        for bad in [
+            "unknown",
+            "10.0.0.1,",
+            "10.0.0.1, , 10.0.0.2",
+            "10.0.0.256",
+            "",
+        ] {
+            let xff = headers(&[("x-forwarded-for", bad)]);
+            let access = acl.check(peer("192.168.1.1"), &xff);
+            assert_eq!(refused(access), Refusal::MalformedForwardedFor, "{bad:?}");
+        }
+        let long = vec!["10.0.0.1"; MAX_FORWARDED + 1].join(",");
+        let xff = headers(&[("x-forwarded-for", &long)]);
+        assert_eq!(
+            refused(acl.check(peer("192.168.1.1"), &xff)),
+            Refusal::MalformedForwardedFor
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"10.0.0.1\xff").unwrap(),
+        );
+        assert_eq!(
+            refused(acl.check(peer("192.168.1.1"), &h)),
+            Refusal::MalformedForwardedFor
+        );
+    }
+
+    #[test]
+    fn tokens_right_wrong_missing() {
+        let acl = Acl::builder().bearer_token(TOKEN).build().unwrap();
+        let p = peer("203.0.113.9");
+        let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+        assert!(acl.check(p, &right).is_allowed());
+        let lower = headers(&[("authorization", &format!("bearer  {TOKEN}"))]);
+        assert!(acl.check(p, &lower).is_allowed());
+        let wrong = headers(&[("authorization", "Bearer 0123456789abcdef-tokeN")]);
+        assert_eq!(refused(acl.check(p, &wrong)), Refusal::TokenWrong);
+        let prefix = headers(&[("authorization", "Bearer 0123456789abcdef")]);
+        assert_eq!(refused(acl.check(p, &prefix)), Refusal::TokenWrong);
+        let basic = headers(&[("authorization", &format!("Basic {TOKEN}"))]);
+        assert_eq!(refused(acl.check(p, &basic)), Refusal::AddressNotAllowed);
+        assert_eq!(
+            refused(acl.check(p, &HeaderMap::new())),
+            Refusal::AddressNotAllowed
+        );
+        let twice = headers(&[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("authorization", &format!("Bearer {TOKEN}")),
+        ]);
+        assert!(!acl.check(p, &twice).is_allowed());
+    }
+
+    #[test]
+    fn either_mode_takes_network_or_token() {
+        let acl = Acl::builder()
+            .allow("127.0.0.1")
+            .bearer_token(TOKEN)
+            .build()
+            .unwrap();
+        let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+        assert!(acl.check(peer("127.0.0.1"), &HeaderMap::new()).is_allowed());
+        assert!(acl.check(peer("198.51.100.1"), &right).is_allowed());
+        assert!(
+            !acl.check(peer("198.51.100.1"), &HeaderMap::new())
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn both_mode_needs_network_and_token() {
+        let acl = Acl::builder()
+            .allow("127.0.0.1/32")
+            .bearer_token(TOKEN)
+            .require_both()
+            .build()
+            .unwrap();
+        let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+        let wrong = headers(&[("authorization", "Bearer xxxxxxxxxxxxxxxxxxxxxx")]);
+        assert!(acl.check(peer("127.0.0.1"), &right).is_allowed());
+        assert_eq!(
+            refused(acl.check(peer("127.0.0.2"), &right)),
+            Refusal::AddressNotAllowed
+        );
+        assert_eq!(
+            refused(acl.check(peer("127.0.0.1"), &wrong)),
+            Refusal::TokenWrong
+        );
+        assert_eq!(
+            refused(acl.check(peer("127.0.0.1"), &HeaderMap::new())),
+            Refusal::TokenMissing
+        );
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let err = |b: AclBuilder| b.build().unwrap_err();
+        assert_eq!(
+            err(Acl::builder().allow("10.0.0.0/33")),
+            AclError::InvalidNetwork("10.0.0.0/33".into())
+        );
+        assert_eq!(
+            err(Acl::builder().allow("10.0.0.1").trust_proxy("proxy.local")),
+            AclError::InvalidProxy("proxy.local".into())
+        );
+        assert_eq!(err(Acl::builder()), AclError::NothingAllowed);
+        assert_eq!(
+            err(Acl::builder().bearer_token("short")),
+            AclError::TokenTooShort
+        );
+        assert_eq!(
+            err(Acl::builder().bearer_token("has a space in the token")),
+            AclError::TokenNotVisibleAscii
+        );
+        assert_eq!(
+            err(Acl::builder().allow("::1").require_both()),
+            AclError::BothNeedsNetworkAndToken
+        );
+        assert!(
+            err(Acl::builder().allow("10.0.0.0/33"))
+                .to_string()
+                .contains("10.0.0.0/33")
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let builder = Acl::builder().bearer_token(TOKEN);
+        assert!(!format!("{builder:?}").contains("0123"));
+        let acl = builder.build().unwrap();
+        let debug = format!("{acl:?}");
+        assert!(!debug.contains("0123") && debug.contains("redacted"));
+    }
+}

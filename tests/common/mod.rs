@@ -1,0 +1,180 @@
+//! An app, a server and a client shared by the HTTP-level tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use tower_httpsession::store::{Applied, ChangeSet, Created, Record, StoreHealth, StoreKey, Swap};
+use tower_httpsession::{
+    Session, SessionConfig, SessionError, SessionLayer, SessionStore, StoreError,
+};
+
+/// The routes every HTTP test uses.
+pub fn app(layer: SessionLayer) -> Router {
+    Router::new()
+        .route("/untouched", get(|| async { "no session here" }))
+        .route(
+            "/get/{name}",
+            get(|session: Session, Path(name): Path<String>| async move {
+                let value: Option<serde_json::Value> = session.get(&name).await?;
+                Ok::<_, SessionError>(value.map(|v| v.to_string()).unwrap_or_default())
+            }),
+        )
+        .route(
+            "/set/{name}/{value}",
+            post(
+                |session: Session, Path((name, value)): Path<(String, String)>| async move {
+                    session.set(&name, &value).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/remove/{name}",
+            post(|session: Session, Path(name): Path<String>| async move {
+                Ok::<_, SessionError>(session.remove(&name).await?.to_string())
+            }),
+        )
+        .route(
+            "/incr/{name}",
+            post(|session: Session, Path(name): Path<String>| async move {
+                let n = session
+                    .update(&name, |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await?;
+                Ok::<_, SessionError>(n.to_string())
+            }),
+        )
+        .route(
+            "/names",
+            get(|session: Session| async move {
+                Ok::<_, SessionError>(session.attribute_names().await?.join(","))
+            }),
+        )
+        .route(
+            "/invalidate",
+            post(|session: Session| async move {
+                session.invalidate().await?;
+                Ok::<_, SessionError>("bye")
+            }),
+        )
+        .route(
+            "/login/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.change_id().await?;
+                session.set("user", &user).await?;
+                Ok::<_, SessionError>("welcome")
+            }),
+        )
+        .route(
+            "/is_new",
+            get(|session: Session| async move {
+                Ok::<_, SessionError>(session.is_new().await?.to_string())
+            }),
+        )
+        .layer(layer)
+}
+
+/// The test configuration: the cookie travels over plain HTTP.
+pub fn config() -> SessionConfig {
+    SessionConfig::default().with_insecure_cookie_over_http()
+}
+
+/// Serves `app` on a free loopback port.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    addr
+}
+
+/// A client that keeps cookies like a browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("client")
+}
+
+/// A client that keeps no cookies: tests set the header themselves.
+pub fn bare() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("client")
+}
+
+/// The `name=value` pair of the first `Set-Cookie`, if any.
+pub fn set_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .map(|v| v.to_str().expect("ascii").to_owned())
+}
+
+/// The `name=value` part of a `Set-Cookie` header.
+pub fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().expect("pair").to_owned()
+}
+
+/// A real memory store that counts the calls it gets.
+#[derive(Debug, Default)]
+pub struct Counting {
+    pub inner: tower_httpsession::MemoryStore,
+    pub loads: AtomicUsize,
+    pub writes: AtomicUsize,
+}
+
+impl Counting {
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.loads.load(Ordering::SeqCst),
+            self.writes.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[async_trait]
+impl SessionStore for Counting {
+    fn backend(&self) -> &'static str {
+        "counting-memory"
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.compare_and_set(key, name, expected, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(key).await
+    }
+    async fn health(&self) -> StoreHealth {
+        self.inner.health().await
+    }
+}
+
+pub fn counting() -> Arc<Counting> {
+    Arc::new(Counting::default())
+}

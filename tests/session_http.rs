@@ -1,0 +1,371 @@
+//! The session layer over a real TCP server, with cookie-keeping clients.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{app, bare, browser, config, counting, pair, serve, set_cookie};
+use reqwest::StatusCode;
+use reqwest::header::COOKIE;
+use tower_httpsession::{MemoryStore, SessionId, SessionLayer, SessionStore};
+
+async fn server_with(store: impl SessionStore) -> String {
+    let layer = SessionLayer::with_config(store, config()).expect("config");
+    format!("http://{}", serve(app(layer)).await)
+}
+
+/// Starts a session holding `name=value` and returns its cookie pair.
+async fn started(base: &str, name: &str, value: &str) -> String {
+    let response = bare()
+        .post(format!("{base}/set/{name}/{value}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    pair(&set_cookie(&response).expect("a new session sends its cookie"))
+}
+
+#[tokio::test]
+async fn no_cookie_until_an_attribute_is_set() {
+    let store = counting();
+    let base = server_with(store.clone()).await;
+    let client = browser();
+
+    let response = client
+        .get(format!("{base}/untouched"))
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&response).is_none());
+    assert_eq!(
+        store.counts(),
+        (0, 0),
+        "an untouched session costs no store call"
+    );
+
+    let response = client.get(format!("{base}/get/x")).send().await.unwrap();
+    assert!(set_cookie(&response).is_none());
+    let response = client.get(format!("{base}/is_new")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "true");
+    assert_eq!(
+        store.counts(),
+        (0, 0),
+        "no cookie: nothing to load, nothing to write"
+    );
+    assert!(store.inner.is_empty());
+
+    let response = client.post(format!("{base}/set/x/1")).send().await.unwrap();
+    let cookie = set_cookie(&response).expect("cookie once an attribute exists");
+    for part in ["SESSION=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let response = client.get(format!("{base}/get/x")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "\"1\"");
+    let response = client.get(format!("{base}/is_new")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "false");
+}
+
+#[tokio::test]
+async fn writes_only_what_changed() {
+    let store = counting();
+    let base = server_with(store.clone()).await;
+    let cookie = started(&base, "a", "1").await;
+    let client = bare();
+    let before = store.counts();
+
+    // Read-only inside the touch interval: one load, no write.
+    let response = client
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "\"1\"");
+    assert_eq!(store.counts(), (before.0 + 1, before.1));
+
+    // Setting the stored value again is no change.
+    let response = client
+        .post(format!("{base}/set/a/1"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&response).is_none());
+    assert_eq!(store.counts(), (before.0 + 2, before.1));
+
+    // A real change: one load and one write.
+    client
+        .post(format!("{base}/set/a/2"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(store.counts(), (before.0 + 3, before.1 + 1));
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_writers_keep_all_sixteen() {
+    let base = server_with(MemoryStore::default()).await;
+    let cookie = started(&base, "base", "0").await;
+    let client = bare();
+    let writes = (0..16).map(|i| {
+        let request = client
+            .post(format!("{base}/set/k{i}/{i}"))
+            .header(COOKIE, &cookie)
+            .send();
+        async move { request.await.expect("request").status() }
+    });
+    for status in futures_util::future::join_all(writes).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let names = client
+        .get(format!("{base}/names"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let names: Vec<&str> = names.split(',').collect();
+    for i in 0..16 {
+        assert!(
+            names.contains(&format!("k{i}").as_str()),
+            "k{i} lost: {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_updates_keep_every_increment() {
+    let base = server_with(MemoryStore::default()).await;
+    let cookie = started(&base, "base", "0").await;
+    let client = bare();
+    let increments = (0..32).map(|_| {
+        let request = client
+            .post(format!("{base}/incr/n"))
+            .header(COOKIE, &cookie)
+            .send();
+        async move { request.await.expect("request").status() }
+    });
+    for status in futures_util::future::join_all(increments).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let n = client
+        .get(format!("{base}/get/n"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(n, "32");
+}
+
+#[tokio::test]
+async fn invalidate_racing_a_set_leaves_the_session_invalidated() {
+    let store = Arc::new(MemoryStore::default());
+    let base = server_with(store.clone()).await;
+    let client = bare();
+    for round in 0..20 {
+        let cookie = started(&base, "base", "0").await;
+        let set = client
+            .post(format!("{base}/set/late/{round}"))
+            .header(COOKIE, &cookie)
+            .send();
+        let invalidate = client
+            .post(format!("{base}/invalidate"))
+            .header(COOKIE, &cookie)
+            .send();
+        let (set, invalidate) = tokio::join!(set, invalidate);
+        assert_eq!(set.unwrap().status(), StatusCode::OK);
+        let invalidate = invalidate.unwrap();
+        assert_eq!(invalidate.status(), StatusCode::OK);
+        let removal = set_cookie(&invalidate).expect("invalidate removes the cookie");
+        assert!(removal.contains("Max-Age=0"), "{removal}");
+
+        let value = cookie.split_once('=').unwrap().1;
+        let key = SessionId::from_cookie_value(value).unwrap().store_key();
+        assert!(
+            store.load(&key).await.unwrap().is_none(),
+            "round {round}: the invalidated session came back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_cookies_get_a_fresh_session() {
+    let base = server_with(MemoryStore::default()).await;
+    let client = bare();
+    let forged = format!(
+        "SESSION={}",
+        SessionId::generate().unwrap().expose_cookie_value()
+    );
+    let huge = format!("SESSION={}", "A".repeat(60 * 1024));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", b"SESSION=".to_vec()),
+        ("no value", b"SESSION".to_vec()),
+        ("garbage", b"SESSION=%%%; ;;=;".to_vec()),
+        ("huge", huge.into_bytes()),
+        ("non-ascii", "SESSION=žluťoučký".as_bytes().to_vec()),
+        ("forged", forged.into_bytes()),
+        ("duplicate", b"SESSION=x; SESSION=y".to_vec()),
+    ];
+    for (what, header) in cases {
+        let header = reqwest::header::HeaderValue::from_bytes(&header).unwrap();
+        let response = client
+            .post(format!("{base}/set/a/1"))
+            .header(COOKIE, header.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        let cookie = set_cookie(&response).unwrap_or_else(|| panic!("{what}: no new cookie"));
+        let value = pair(&cookie).split_once('=').unwrap().1.to_owned();
+        assert!(SessionId::from_cookie_value(&value).is_some(), "{what}");
+
+        let response = client
+            .get(format!("{base}/get/a"))
+            .header(COOKIE, header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            "",
+            "{what}: must not see a session"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_cookie_on_read_is_removed() {
+    let base = server_with(MemoryStore::default()).await;
+    let forged = format!(
+        "SESSION={}",
+        SessionId::generate().unwrap().expose_cookie_value()
+    );
+    let response = bare()
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let removal = set_cookie(&response).expect("stale cookie is removed");
+    assert!(
+        removal.contains("Max-Age=0") && removal.contains("Path=/"),
+        "{removal}"
+    );
+}
+
+#[tokio::test]
+async fn change_id_kills_the_old_cookie() {
+    let base = server_with(MemoryStore::default()).await;
+    let client = bare();
+    let old = started(&base, "cart", "teapot").await;
+    let response = client
+        .post(format!("{base}/login/alice"))
+        .header(COOKIE, &old)
+        .send()
+        .await
+        .unwrap();
+    let new = pair(&set_cookie(&response).expect("a new id is sent"));
+    assert_ne!(new, old);
+
+    let get = |cookie: String, name: &'static str| {
+        let request = client
+            .get(format!("{base}/get/{name}"))
+            .header(COOKIE, cookie)
+            .send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get(new.clone(), "user").await, "\"alice\"");
+    assert_eq!(
+        get(new, "cart").await,
+        "\"teapot\"",
+        "attributes survive the id change"
+    );
+    assert_eq!(
+        get(old, "cart").await,
+        "",
+        "the old cookie must stop working"
+    );
+}
+
+#[tokio::test]
+async fn logout_then_replay_gets_a_fresh_session() {
+    let base = server_with(MemoryStore::default()).await;
+    let client = bare();
+    let cookie = started(&base, "user", "alice").await;
+    client
+        .post(format!("{base}/invalidate"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    let response = client
+        .get(format!("{base}/get/user"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let layer = SessionLayer::with_config(
+        MemoryStore::default(),
+        config().with_max_inactive_interval(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let base = format!("http://{}", serve(app(layer)).await);
+    let cookie = started(&base, "a", "1").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let response = bare()
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&response).is_some_and(|c| c.contains("Max-Age=0")));
+    assert_eq!(response.text().await.unwrap(), "");
+}
+
+#[tokio::test]
+async fn absolute_timeout_ends_an_active_session() {
+    let layer = SessionLayer::with_config(
+        MemoryStore::default(),
+        config()
+            .with_max_inactive_interval(Duration::from_secs(60))
+            .with_absolute_timeout(Some(Duration::from_secs(1))),
+    )
+    .unwrap();
+    let base = format!("http://{}", serve(app(layer)).await);
+    let cookie = started(&base, "a", "1").await;
+    let client = bare();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        client
+            .post(format!("{base}/set/b/2"))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+    }
+    let response = client
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.text().await.unwrap(),
+        "",
+        "activity must not extend past the absolute timeout"
+    );
+}
