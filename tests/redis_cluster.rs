@@ -1,13 +1,13 @@
 //! The Redis store against a Redis Cluster of three primaries that this test
 //! binary starts on free loopback ports (one cluster for the binary, killed
 //! when it exits), each test under a key prefix of its own.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "testing"))]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 
 mod redis_support;
 
-use redis_support::{Cluster, contract, shared, unique_prefix};
+use redis_support::{Cluster, contract, unique_prefix};
 use tower_httpsession::store::redis::RedisStore;
 
 async fn make_store() -> RedisStore {
@@ -21,44 +21,21 @@ async fn make_store() -> RedisStore {
         .expect("connect to the cluster")
 }
 
+tower_httpsession::store_suite!(make_store);
+
 #[tokio::test]
-async fn round_trip_and_never_overwrite() {
-    contract::round_trip_and_never_overwrite(&make_store().await).await;
+async fn attribute_names_cannot_touch_metadata() {
+    contract::attribute_names_cannot_touch_metadata(&make_store().await).await;
 }
 
 #[tokio::test]
-async fn apply_writes_only_the_delta() {
-    contract::apply_writes_only_the_delta(&make_store().await).await;
+async fn an_empty_value_is_not_absent() {
+    contract::an_empty_value_is_not_absent(&make_store().await).await;
 }
 
 #[tokio::test]
-async fn apply_never_resurrects() {
-    contract::apply_never_resurrects(&make_store().await).await;
-}
-
-#[tokio::test]
-async fn expired_records_are_gone() {
-    contract::expired_records_are_gone(&make_store().await).await;
-}
-
-#[tokio::test]
-async fn compare_and_set_semantics() {
-    contract::compare_and_set_semantics(&make_store().await).await;
-}
-
-#[tokio::test]
-async fn concurrent_writers_keep_every_attribute() {
-    contract::concurrent_writers_keep_every_attribute(shared(make_store().await)).await;
-}
-
-#[tokio::test]
-async fn concurrent_increments_keep_every_increment() {
-    contract::concurrent_increments_keep_every_increment(shared(make_store().await)).await;
-}
-
-#[tokio::test]
-async fn health_is_up() {
-    contract::health_is_up(&make_store().await).await;
+async fn touch_moves_the_key_expiry() {
+    contract::touch_moves_the_key_expiry(&make_store().await).await;
 }
 
 #[tokio::test]

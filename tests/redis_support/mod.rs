@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -363,9 +363,4 @@ impl SessionStore for CleanStore {
     async fn health(&self) -> StoreHealth {
         self.store.health().await
     }
-}
-
-/// Shares any store between tasks.
-pub fn shared<S: SessionStore>(store: S) -> Arc<S> {
-    Arc::new(store)
 }
