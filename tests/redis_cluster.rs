@@ -34,6 +34,11 @@ async fn an_empty_value_is_not_absent() {
 }
 
 #[tokio::test]
+async fn many_fields_land_whole() {
+    contract::many_fields_land_whole(&make_store().await).await;
+}
+
+#[tokio::test]
 async fn touch_moves_the_key_expiry() {
     contract::touch_moves_the_key_expiry(&make_store().await).await;
 }

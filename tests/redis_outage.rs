@@ -102,6 +102,29 @@ async fn calls_fail_fast_while_down_and_work_again_when_back() {
 }
 
 #[tokio::test]
+async fn a_hung_server_times_out_as_unavailable() {
+    let server = RedisServer::start();
+    let store = store_on(&server.url()).await;
+    let (key, record) = contract::stored(&store, &[("a", "1")]).await;
+
+    server.signal("STOP");
+    let (hung, hung_key) = (store.clone(), key.clone());
+    let outcome = async move {
+        fails_fast("load from a hung server", hung.load(&hung_key)).await;
+        let mut changes = ChangeSet::new();
+        changes.set_attribute("a", "2");
+        fails_fast("apply to a hung server", hung.apply(&hung_key, &changes)).await;
+    };
+    // Thaw the server even if a check fails, so its guard can stop it.
+    let result = tokio::spawn(outcome).await;
+    server.signal("CONT");
+    result.unwrap();
+
+    recovers("load", async || store.load(&key).await).await;
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+}
+
+#[tokio::test]
 async fn the_constructor_is_bounded_when_redis_is_down() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");

@@ -31,6 +31,11 @@ async fn an_empty_value_is_not_absent() {
 }
 
 #[tokio::test]
+async fn many_fields_land_whole() {
+    contract::many_fields_land_whole(&CleanStore::local("many").await).await;
+}
+
+#[tokio::test]
 async fn touch_moves_the_key_expiry() {
     contract::touch_moves_the_key_expiry(&CleanStore::local("touch").await).await;
 }

@@ -128,3 +128,26 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     assert_eq!(loaded.last_accessed, t);
     store.delete(&key).await.unwrap();
 }
+
+/// Writes of hundreds of fields (more than the scripts pass to one `HSET`
+/// or `HDEL`) land whole.
+pub async fn many_fields_land_whole(store: &impl SessionStore) {
+    let names: Vec<String> = (0..450).map(|i| format!("f{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let (key, mut record) = stored(store, &pairs).await;
+    assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+
+    let mut changes = ChangeSet::new();
+    for name in &names[..300] {
+        changes.remove_attribute(name.as_str());
+    }
+    for i in 0..333 {
+        changes.set_attribute(format!("g{i}"), i.to_string());
+    }
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    changes.apply_to(&mut record);
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.attributes.len(), 150 + 333);
+    assert_eq!(loaded, record);
+    store.delete(&key).await.unwrap();
+}

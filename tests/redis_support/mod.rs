@@ -171,6 +171,18 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: it keeps its
+    /// connections open but answers nothing while frozen.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// The server's `INFO` fields.
     pub fn info(&self, section: &str) -> HashMap<String, String> {
         let text = cli(self.port, &["info", section]).expect("INFO");
