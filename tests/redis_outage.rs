@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
-use redis_support::{RedisServer, contract, free_port};
+use redis_support::{Cluster, RedisServer, contract, free_port};
 use tower::ServiceExt;
 use tower_httpsession::store::redis::RedisStore;
 use tower_httpsession::store::{ChangeSet, HealthStatus, SessionStore, StoreError};
@@ -213,4 +213,55 @@ async fn requests_get_503_with_retry_after_while_down_and_200_when_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("200 again after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_cluster_node_going_away_is_unavailable_and_heals() {
+    let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let store = RedisStore::builder()
+        .with_command_timeout(TIMEOUT)
+        .connect_cluster(cluster.urls())
+        .await
+        .unwrap();
+
+    // Find a session that the first node holds.
+    let client = redis::Client::open(cluster.urls()[0].as_str()).unwrap();
+    let mut first = client.get_multiplexed_async_connection().await.unwrap();
+    let key = loop {
+        let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+        let name = format!("{}{{{}}}", store.key_prefix(), key.as_str());
+        let held: Result<i64, _> = redis::cmd("EXISTS")
+            .arg(&name)
+            .query_async(&mut first)
+            .await;
+        if held == Ok(1) {
+            break key;
+        }
+    };
+    drop(first);
+
+    cluster.stop_node(0);
+    let mut changes = ChangeSet::new();
+    changes.set_attribute("a", "2");
+    for _ in 0..3 {
+        fails_fast("cluster load", store.load(&key)).await;
+        fails_fast("cluster apply", store.apply(&key, &changes)).await;
+    }
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.resume_node(0);
+        cluster.wait_until_ok();
+        cluster
+    })
+    .await
+    .unwrap();
+    recovers("cluster load", async || store.load(&key).await).await;
+    // The node kept nothing on disk but its cluster state: the session is
+    // gone, and new ones work on the same store.
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    for _ in 0..10 {
+        let (key, record) = contract::stored(&store, &[("b", "1")]).await;
+        assert_eq!(store.load(&key).await.unwrap(), Some(record));
+    }
+    drop(cluster);
 }

@@ -206,49 +206,22 @@ impl Drop for RedisServer {
 /// A Redis Cluster of three primaries on free loopback ports.
 pub struct Cluster {
     pub ports: Vec<u16>,
-    children: Vec<Child>,
+    buses: Vec<u16>,
+    children: Vec<Option<Child>>,
     dir: PathBuf,
 }
 
 impl Cluster {
     /// Starts three cluster-enabled servers and joins them.
     pub fn start() -> Self {
-        let dir = scratch_dir("cluster");
-        let mut ports = Vec::new();
-        let mut children = Vec::new();
-        for i in 0..3 {
-            let port = free_port();
-            let bus = free_port();
-            let node_dir = dir.join(i.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node folder");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--cluster-port", &bus.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            ports.push(port);
-            children.push(child);
-        }
-        let pids: Vec<u32> = children.iter().map(Child::id).collect();
-        watchdog(&pids, &dir);
-        let cluster = Self {
-            ports,
-            children,
-            dir,
+        let mut cluster = Self {
+            ports: (0..3).map(|_| free_port()).collect(),
+            buses: (0..3).map(|_| free_port()).collect(),
+            children: (0..3).map(|_| None).collect(),
+            dir: scratch_dir("cluster"),
         };
-        for &port in &cluster.ports {
-            wait_until("cluster node", Duration::from_secs(10), || {
-                cli(port, &["ping"]).is_some_and(|out| out.trim() == "PONG")
-            });
+        for node in 0..3 {
+            cluster.resume_node(node);
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -266,12 +239,53 @@ impl Cluster {
             .status()
             .expect("redis-cli --cluster create");
         assert!(status.success(), "cluster create failed");
-        for &port in &cluster.ports {
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
+        for &port in &self.ports {
             wait_until("cluster_state:ok", Duration::from_secs(20), || {
                 cli(port, &["cluster", "info"]).is_some_and(|out| out.contains("cluster_state:ok"))
             });
         }
-        cluster
+    }
+
+    /// Starts node `node` (again), with the cluster state it kept on disk.
+    pub fn resume_node(&mut self, node: usize) {
+        assert!(self.children[node].is_none(), "already running");
+        let node_dir = self.dir.join(node.to_string());
+        std::fs::create_dir_all(&node_dir).expect("node folder");
+        let port = self.ports[node];
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--cluster-port", &self.buses[node].to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        watchdog(&[child.id()], &self.dir);
+        self.children[node] = Some(child);
+        wait_until("cluster node", Duration::from_secs(10), || {
+            cli(port, &["ping"]).is_some_and(|out| out.trim() == "PONG")
+        });
+    }
+
+    /// Kills node `node`; its port and cluster state stay for
+    /// [`resume_node`](Self::resume_node).
+    pub fn stop_node(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The nodes' URLs.
@@ -292,9 +306,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for node in 0..self.children.len() {
+            self.stop_node(node);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
