@@ -14,7 +14,8 @@
 //!   scripts check that the key exists before writing, so a session that
 //!   expired or was invalidated meanwhile is never brought back.
 //! - The key expires by itself at the session's expiry (`PEXPIREAT`), so
-//!   Redis needs no cleanup task.
+//!   Redis needs no cleanup task. Expiries are absolute times taken from the
+//!   app's clock and applied by Redis's, so keep both in sync (NTP).
 //! - [`delete`](SessionStore::delete) is `DEL`; [`health`](SessionStore::health)
 //!   is `PING`. The store does not count sessions (that would take a `SCAN`).
 //!
