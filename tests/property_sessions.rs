@@ -10,6 +10,8 @@
 mod common;
 #[cfg(feature = "postgres")]
 mod postgres_support;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -407,7 +409,7 @@ fn memory_store_matches_the_model() {
 /// runtime, and hands out that store to every case: keys are random, so
 /// cases do not meet. `keep` lives as long as the factory (a schema guard,
 /// say) and is dropped with it.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "redis"))]
 fn shared<K, F, Fut>(
     build: F,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn SessionStore>>>>
@@ -432,6 +434,19 @@ fn postgres_store_matches_the_model() {
         shared(|| async {
             let (store, schema) = postgres_support::store().await;
             (Arc::new(store) as Arc<dyn SessionStore>, schema)
+        }),
+    );
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_store_matches_the_model() {
+    check(
+        64,
+        shared(|| async {
+            let store = redis_support::CleanStore::local("property").await;
+            let shared = Arc::new(store.inner().clone()) as Arc<dyn SessionStore>;
+            (shared, store)
         }),
     );
 }

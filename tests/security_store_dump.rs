@@ -6,6 +6,8 @@
 mod common;
 #[cfg(feature = "postgres")]
 mod postgres_support;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use axum::Router;
 use axum::body::Body;
@@ -145,6 +147,85 @@ async fn postgres_rows_hold_no_usable_cookie() {
         .find(|(k, ..)| k == key.as_str())
         .expect("the session's row");
     assert_dump_opens_nothing(&app, &rotated, key.as_str(), hash).await;
+    assert_eq!(
+        user(&app, &cookie).await,
+        "",
+        "the pre-rotation cookie is dead"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_hashes_hold_no_usable_cookie() {
+    let store = redis_support::CleanStore::local("dump").await;
+    let prefix = store.inner().key_prefix().to_owned();
+    let layer = SessionLayer::with_config(store.inner().clone(), common::config()).expect("config");
+    let app = common::app(layer);
+    let cookie = login(&app).await;
+    let request = Request::post("/login/alice")
+        .header(header::COOKIE, &cookie)
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let rotated = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+
+    // Everything under the prefix, as raw bytes: key names and every field
+    // and value of every hash, shown as text, hex and base64.
+    let client = redis::Client::open(redis_support::local_url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut dump = String::new();
+    let mut hash = Vec::new();
+    for key in &keys {
+        dump.push_str(key);
+        dump.push('\n');
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("hgetall");
+        for (field, value) in fields {
+            let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+            dump.push_str(&format!(
+                "{} = {} | {hex} | {}\n",
+                String::from_utf8_lossy(&field),
+                String::from_utf8_lossy(&value),
+                STANDARD.encode(&value)
+            ));
+            if field == b"m:verifier" {
+                hash = value;
+            }
+        }
+        let serialized: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("dump");
+        dump.push_str(&String::from_utf8_lossy(&serialized));
+        dump.push('\n');
+    }
+    assert_no_secret(&dump, &cookie);
+    assert_no_secret(&dump, &rotated);
+
+    let key = SessionId::from_cookie_value(rotated.split_once('=').expect("pair").1)
+        .expect("id")
+        .store_key();
+    assert!(keys[0].contains(key.as_str()), "the key is the selector");
+    assert_dump_opens_nothing(&app, &rotated, key.as_str(), &hash).await;
     assert_eq!(
         user(&app, &cookie).await,
         "",
