@@ -6,10 +6,13 @@
 //!
 //! The stores decode records in private functions, so these cases reach the
 //! decoders the only way they can: through `load` on a tampered row.
-#![cfg(feature = "postgres")]
+#![cfg(any(feature = "postgres", feature = "redis"))]
 
 mod common;
+#[cfg(feature = "postgres")]
 mod postgres_support;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use axum::Router;
 use axum::body::Body;
@@ -37,9 +40,45 @@ async fn send(app: &Router, method: &str, uri: &str, cookie: Option<&str>) -> (S
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+const ACCEPTED: [StatusCode; 3] = [
+    StatusCode::OK,
+    StatusCode::PAYLOAD_TOO_LARGE,
+    StatusCode::INTERNAL_SERVER_ERROR,
+];
+
+/// Logs in and returns the cookie and its store key.
+async fn login(app: &Router) -> (String, String) {
+    let request = Request::post("/login/alice")
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let key = SessionId::from_cookie_value(cookie.split_once('=').expect("pair").1)
+        .expect("id")
+        .store_key();
+    (cookie, key.as_str().to_owned())
+}
+
+/// The requests every tampered session gets.
+const REQUESTS: [(&str, &str); 6] = [
+    ("GET", "/get/user"),
+    ("GET", "/names"),
+    ("POST", "/set/x/1"),
+    ("POST", "/incr/n"),
+    ("POST", "/login/bob"),
+    ("POST", "/invalidate"),
+];
+
 /// Logs in, runs `sql` on the new session's rows (`$1` is its key), then
 /// drives every kind of request with its cookie: each must answer 200, 413
 /// (a limit) or 500 (a corrupt record), and a fresh session must still work.
+#[cfg(feature = "postgres")]
 async fn tamper(sql_for: impl Fn(&str) -> String) -> Vec<String> {
     let (store, schema) = postgres_support::store().await;
     let layer = SessionLayer::with_config(store, common::config()).expect("config");
@@ -47,41 +86,16 @@ async fn tamper(sql_for: impl Fn(&str) -> String) -> Vec<String> {
     let mut conn = postgres_support::connect().await;
     let sql = sql_for(&schema.name);
     let mut outcomes = Vec::new();
-    for (method, uri) in [
-        ("GET", "/get/user"),
-        ("GET", "/names"),
-        ("POST", "/set/x/1"),
-        ("POST", "/incr/n"),
-        ("POST", "/login/bob"),
-        ("POST", "/invalidate"),
-    ] {
-        let request = Request::post("/login/alice")
-            .body(Body::empty())
-            .expect("request");
-        let response = app.clone().oneshot(request).await.expect("infallible");
-        let cookie = response.headers()[header::SET_COOKIE]
-            .to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_owned();
-        let key = SessionId::from_cookie_value(cookie.split_once('=').expect("pair").1)
-            .expect("id")
-            .store_key();
+    for (method, uri) in REQUESTS {
+        let (cookie, key) = login(&app).await;
         sqlx::query(&sql)
-            .bind(key.as_str())
+            .bind(&key)
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         let (status, _) = send(&app, method, uri, Some(&cookie)).await;
         assert!(
-            [
-                StatusCode::OK,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                StatusCode::INTERNAL_SERVER_ERROR
-            ]
-            .contains(&status),
+            ACCEPTED.contains(&status),
             "{sql}: {method} {uri}: {status}"
         );
         outcomes.push(format!("{method} {uri}: {}", status.as_u16()));
@@ -91,6 +105,7 @@ async fn tamper(sql_for: impl Fn(&str) -> String) -> Vec<String> {
     outcomes
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn tampered_postgres_rows_never_panic() {
     let cases: [fn(&str) -> String; 7] = [
@@ -116,6 +131,7 @@ async fn tampered_postgres_rows_never_panic() {
 /// A timestamp outside the range the `time` crate holds (`infinity`, year
 /// 200000, 4713 BC) panics inside sqlx's decoder while the store loads the
 /// row.
+#[cfg(feature = "postgres")]
 #[tokio::test]
 #[ignore = "fails: sqlx panics decoding an out-of-range timestamptz in PostgresStore::load"]
 async fn out_of_range_timestamps_never_panic() {
@@ -129,5 +145,103 @@ async fn out_of_range_timestamps_never_panic() {
     for case in cases {
         let outcomes = tamper(case).await;
         println!("{}: {outcomes:?}", case("s"));
+    }
+}
+
+/// One tampering of a session's Redis hash, as commands on its key.
+#[cfg(feature = "redis")]
+type RedisTamper = fn(&str) -> Vec<redis::Cmd>;
+
+#[cfg(feature = "redis")]
+fn hset(key: &str, field: &str, value: &[u8]) -> redis::Cmd {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key).arg(field).arg(value);
+    cmd
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn tampered_redis_hashes_never_panic() {
+    let cases: [(&str, RedisTamper); 14] = [
+        ("created not a number", |k| {
+            vec![hset(k, "m:created", b"soon")]
+        }),
+        ("expires past year 9999", |k| {
+            vec![hset(k, "m:expires", b"9223372036854775807")]
+        }),
+        ("accessed before year -9999", |k| {
+            vec![hset(k, "m:accessed", b"-9223372036854775808")]
+        }),
+        ("idle timeout negative", |k| {
+            vec![hset(k, "m:max_inactive", b"-1")]
+        }),
+        ("idle timeout huge", |k| {
+            vec![hset(k, "m:max_inactive", b"9223372036854775807")]
+        }),
+        ("verifier short", |k| vec![hset(k, "m:verifier", b"x")]),
+        ("verifier missing", |k| {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(k).arg("m:verifier");
+            vec![cmd]
+        }),
+        ("unknown metadata", |k| vec![hset(k, "m:role", b"admin")]),
+        ("field outside namespaces", |k| {
+            vec![hset(k, "user", b"\"eve\"")]
+        }),
+        ("attribute not UTF-8", |k| {
+            vec![hset(k, "a:user", b"\xff\xfe")]
+        }),
+        ("attribute name not UTF-8", |k| {
+            vec![
+                redis::cmd("HSET")
+                    .arg(k)
+                    .arg(&b"a:\xff"[..])
+                    .arg("1")
+                    .clone(),
+            ]
+        }),
+        ("attribute not JSON", |k| {
+            vec![hset(k, "a:user", b"not json")]
+        }),
+        ("key of another type", |k| {
+            let mut del = redis::cmd("DEL");
+            del.arg(k);
+            let mut set = redis::cmd("SET");
+            set.arg(k).arg("a string");
+            vec![del, set]
+        }),
+        ("no expiry", |k| {
+            let mut cmd = redis::cmd("PERSIST");
+            cmd.arg(k);
+            vec![cmd]
+        }),
+    ];
+    let store = redis_support::CleanStore::local("corrupt").await;
+    let prefix = store.inner().key_prefix().to_owned();
+    let layer = SessionLayer::with_config(store.inner().clone(), common::config()).expect("config");
+    let app = common::app(layer);
+    let client = redis::Client::open(redis_support::local_url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    for (what, tamper) in cases {
+        let mut seen = Vec::new();
+        for (method, uri) in REQUESTS {
+            let (cookie, key) = login(&app).await;
+            let redis_key = format!("{prefix}{{{key}}}");
+            for cmd in tamper(&redis_key) {
+                let _: redis::Value = cmd.query_async(&mut conn).await.expect(what);
+            }
+            let (status, _) = send(&app, method, uri, Some(&cookie)).await;
+            assert!(
+                ACCEPTED.contains(&status),
+                "{what}: {method} {uri}: {status}"
+            );
+            seen.push(status.as_u16());
+            let (status, _) = send(&app, "POST", "/set/a/1", None).await;
+            assert_eq!(status, StatusCode::OK, "other sessions are unaffected");
+        }
+        println!("{what}: {seen:?}");
     }
 }
