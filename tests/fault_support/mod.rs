@@ -124,7 +124,11 @@ pub struct Report {
 #[derive(Debug, Default)]
 pub struct Progress {
     pub requests: AtomicU64,
+    /// Set by [`load`] when every browser is done: the injector stops.
     pub stop: AtomicBool,
+    /// Set by the injector to keep the browsers going past their request
+    /// count (up to twenty times it) until a fault has run its course.
+    pub hold: AtomicBool,
 }
 
 fn pair_of(set_cookie: &str) -> String {
@@ -195,7 +199,8 @@ pub async fn browse(base: String, browser: u64, requests: u64, progress: Arc<Pro
     let mut report = Report::default();
     let mut current: Option<SessionLog> = None;
     let mut n: u64 = 0;
-    while n < requests {
+    let more = |n: u64| n < requests || (progress.hold.load(Ordering::SeqCst) && n < requests * 20);
+    while more(n) {
         n += 1;
         let cookie = current.as_ref().map(|s| s.cookie.clone());
         let step = (n + browser * 17) % 150;
@@ -343,6 +348,24 @@ pub async fn recovery(base: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Loads `key`, retrying for two seconds while the store is unavailable (the
+/// last fault may have dropped the connection this call finds first).
+async fn load_again(
+    store: &dyn SessionStore,
+    key: &tower_httpsession::store::StoreKey,
+) -> Option<tower_httpsession::store::Record> {
+    let started = Instant::now();
+    loop {
+        match store.load(key).await {
+            Ok(record) => return record,
+            Err(e) if e.is_unavailable() && started.elapsed() < Duration::from_secs(2) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the store does not answer again: {e}"),
+        }
+    }
+}
+
 /// Checks every report against the store and the server after the load:
 /// every acknowledged write of a live session is stored with its value,
 /// every counter is at least its highest acknowledged value, and no
@@ -363,7 +386,7 @@ pub async fn verify(store: &dyn SessionStore, base: &str, reports: &[Report]) {
             let key = SessionId::from_cookie_value(value)
                 .expect("an issued id")
                 .store_key();
-            let record = store.load(&key).await.expect("the store answers again");
+            let record = load_again(store, &key).await;
             if session.invalidated {
                 ended += 1;
                 if record.is_some() {
