@@ -98,7 +98,7 @@ const MAX_PREFIX_LEN: usize = 128;
 /// The shortest wait between two reconnection attempts.
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 /// The longest wait between two reconnection attempts.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 /// Attempts in one reconnection round; a new round starts with the next
 /// command after a round fails.
 const RECONNECT_ATTEMPTS: usize = 6;
