@@ -26,6 +26,11 @@ use tower_httpsession::{
     StoreError,
 };
 
+#[cfg(feature = "postgres")]
+mod postgres_support;
+#[cfg(feature = "redis")]
+mod redis_support;
+
 const TOKEN: &str = "log-test-token-0123456789abcdef";
 
 /// Everything the subscriber writes.
@@ -126,10 +131,15 @@ impl SessionStore for Switchable {
 }
 
 fn app(store: Arc<Switchable>) -> Router {
+    routes(store)
+}
+
+/// The routes over any store, with the health endpoints behind an ACL.
+fn routes(store: Arc<dyn SessionStore>) -> Router {
     let config = SessionConfig::default()
         .with_insecure_cookie_over_http()
         .with_max_attribute_bytes(1024);
-    let layer = SessionLayer::with_config(store.clone(), config).expect("config");
+    let layer = SessionLayer::shared(store.clone(), config).expect("config");
     let acl = Acl::builder()
         .allow("10.0.0.0/8")
         .bearer_token(TOKEN)
@@ -382,4 +392,87 @@ async fn attribute_values_do_not_reach_the_logs() {
         !logs.contains(secret),
         "an attribute value reached the logs:\n{logs}"
     );
+}
+
+/// Logins, reads, increments, rotations, stale, forged and unknown cookies,
+/// oversized and mistyped values, logout and replay against `app`; answers
+/// every cookie value it saw or forged.
+async fn drive(app: &Router) -> Vec<String> {
+    let mut secrets = Vec::new();
+    let login = call(app, "POST", "/login/alice", &[]).await;
+    let first = login.cookies.first().expect("a cookie").clone();
+    call(app, "GET", "/user", &[("cookie", &first)]).await;
+    call(app, "POST", "/incr", &[("cookie", &first)]).await;
+    let rotated = call(app, "POST", "/login/alice", &[("cookie", &first)]).await;
+    let second = rotated.cookies.first().expect("a rotated cookie").clone();
+    call(app, "GET", "/user", &[("cookie", &first)]).await;
+    let value = &second["SESSION=".len()..];
+    let forged = format!("SESSION={}{}", &value[..22], "A".repeat(42));
+    let unknown = format!(
+        "SESSION={}",
+        SessionId::generate().expect("rng").expose_cookie_value()
+    );
+    for cookie in [&forged, &unknown] {
+        call(app, "GET", "/user", &[("cookie", cookie)]).await;
+        call(app, "POST", "/logout", &[("cookie", cookie)]).await;
+    }
+    call(app, "POST", "/blob", &[("cookie", &second)]).await;
+    call(app, "GET", "/typed", &[("cookie", &second)]).await;
+    call(app, "POST", "/logout", &[("cookie", &second)]).await;
+    call(app, "GET", "/user", &[("cookie", &second)]).await;
+    for cookie in [first, second, forged, unknown] {
+        secrets.push(cookie["SESSION=".len()..].to_owned());
+    }
+    secrets
+}
+
+/// Asserts that `logs` holds none of `secrets`, their store keys or their
+/// verifier halves.
+fn assert_clean(logs: &str, secrets: &[String]) {
+    for secret in secrets {
+        let id = SessionId::from_cookie_value(secret).expect("a well-formed value");
+        for needle in [secret.as_str(), id.store_key().as_str(), &secret[22..]] {
+            assert!(
+                !logs.contains(needle),
+                "a secret reached the logs: {needle}\n{logs}"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn no_session_id_reaches_the_logs_with_postgres() {
+    let captured = Captured::global();
+    let (store, _schema) = postgres_support::store().await;
+    let app = routes(Arc::new(store));
+    let secrets = drive(&app).await;
+    let logs = captured.text();
+    assert!(logs.contains("could not be deserialized"), "{logs}");
+    assert_clean(&logs, &secrets);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn no_session_id_reaches_the_logs_with_redis() {
+    let captured = Captured::global();
+    let store = redis_support::CleanStore::local("logs").await;
+    let app = routes(Arc::new(store.inner().clone()));
+    let secrets = drive(&app).await;
+    // A Redis that goes away mid-session: its errors are logged too.
+    let server = redis_support::RedisServer::start();
+    let down = tower_httpsession::store::redis::RedisStore::connect(&server.url())
+        .await
+        .expect("connect");
+    let app = routes(Arc::new(down));
+    let login = call(&app, "POST", "/login/alice", &[]).await;
+    let cookie = login.cookies.first().expect("a cookie").clone();
+    drop(server);
+    let failed = call(&app, "GET", "/user", &[("cookie", &cookie)]).await;
+    assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    let logs = captured.text();
+    assert!(logs.contains("redis store"), "{logs}");
+    let mut all = secrets;
+    all.push(cookie["SESSION=".len()..].to_owned());
+    assert_clean(&logs, &all);
 }
