@@ -38,14 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let profile = Profile::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| {
-            DEFAULTS
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| (*value).to_owned())
-        })
-    })?;
+    let profile = Profile::from_env_or(DEFAULTS)?;
     let sessions = profile.build().await?;
     let app = Router::new().route("/", get(visit)).layer(sessions.layer());
     let port: u16 = std::env::var("PORT")

@@ -37,14 +37,7 @@ async fn visit(session: Session) -> Result<String, SessionError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let profile = Profile::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| {
-            DEFAULTS
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| (*value).to_owned())
-        })
-    })?;
+    let profile = Profile::from_env_or(DEFAULTS)?;
     // Without the redis feature this fails at start, saying so.
     let sessions = profile.build().await?;
     println!("sessions in {:?}", sessions.store());

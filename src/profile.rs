@@ -287,6 +287,33 @@ impl Profile {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads the profile from the process environment, taking a variable
+    /// that is not set from `defaults`: for an app or example whose natural
+    /// store is not the memory one.
+    ///
+    /// ```no_run
+    /// # use tower_httpsession::profile::Profile;
+    /// let profile = Profile::from_env_or(&[
+    ///     ("SESSION_STORE", "redis"),
+    ///     ("REDIS_URL", "redis://127.0.0.1:6379"),
+    /// ])?;
+    /// # Ok::<(), tower_httpsession::profile::ProfileError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ProfileError`] naming the variable and what it accepts.
+    pub fn from_env_or(defaults: &[(&str, &str)]) -> Result<Self, ProfileError> {
+        Self::from_lookup(|name| {
+            std::env::var(name).ok().or_else(|| {
+                defaults
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        })
+    }
+
     /// Reads the profile from `lookup`, which answers a variable's value:
     /// [`from_env`](Self::from_env) without the process environment, for
     /// tests and other sources.
