@@ -4,7 +4,7 @@
 //!
 //! `cargo test --all-features --test redis_amplification -- --nocapture`
 //! prints the figures.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "testing"))]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 

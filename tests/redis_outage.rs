@@ -1,7 +1,7 @@
 //! Redis going away and coming back, on a redis-server of the test's own:
 //! store calls fail fast as unavailable, requests get 503 with
 //! `Retry-After`, and the same store works again once Redis is back.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "testing"))]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 

@@ -10,43 +10,43 @@ mod redis_support;
 
 use std::time::Duration;
 
-use redis_support::{CleanStore, contract, local_url, unique_prefix};
+use redis_support::{CleanStore, clean_store, contract, local_url, unique_prefix};
 use tower_httpsession::store::redis::RedisStore;
 use tower_httpsession::store::{SessionStore, StoreErrorKind};
 
 async fn make_store() -> CleanStore {
-    CleanStore::local("suite").await
+    clean_store("suite").await
 }
 
 tower_httpsession::store_suite!(make_store);
 
 #[tokio::test]
 async fn attribute_names_cannot_touch_metadata() {
-    contract::attribute_names_cannot_touch_metadata(&CleanStore::local("names").await).await;
+    contract::attribute_names_cannot_touch_metadata(&clean_store("names").await).await;
 }
 
 #[tokio::test]
 async fn an_empty_value_is_not_absent() {
-    contract::an_empty_value_is_not_absent(&CleanStore::local("empty").await).await;
+    contract::an_empty_value_is_not_absent(&clean_store("empty").await).await;
 }
 
 #[tokio::test]
 async fn many_fields_land_whole() {
-    contract::many_fields_land_whole(&CleanStore::local("many").await).await;
+    contract::many_fields_land_whole(&clean_store("many").await).await;
 }
 
 #[tokio::test]
 async fn touch_moves_the_key_expiry() {
-    contract::touch_moves_the_key_expiry(&CleanStore::local("touch").await).await;
+    contract::touch_moves_the_key_expiry(&clean_store("touch").await).await;
 }
 
 #[tokio::test]
 async fn one_hash_per_session_with_namespaced_fields() {
-    let store = CleanStore::local("layout").await;
+    let store = clean_store("layout").await;
     let (key, _) = contract::stored(&store, &[("m:created", "1"), ("user", "2")]).await;
     let client = redis::Client::open(local_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let name = format!("{}{{{}}}", store.inner().key_prefix(), key.as_str());
+    let name = format!("{}{{{}}}", store.store().key_prefix(), key.as_str());
     let kind: String = redis::cmd("TYPE")
         .arg(&name)
         .query_async(&mut conn)
@@ -81,11 +81,11 @@ async fn one_hash_per_session_with_namespaced_fields() {
 
 #[tokio::test]
 async fn a_malformed_record_is_corrupt_not_a_panic() {
-    let store = CleanStore::local("corrupt").await;
+    let store = clean_store("corrupt").await;
     let (key, _) = contract::stored(&store, &[("a", "1")]).await;
     let client = redis::Client::open(local_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let name = format!("{}{{{}}}", store.inner().key_prefix(), key.as_str());
+    let name = format!("{}{{{}}}", store.store().key_prefix(), key.as_str());
     let _: i64 = redis::cmd("HSET")
         .arg(&name)
         .arg("m:created")
@@ -120,9 +120,9 @@ async fn a_malformed_record_is_corrupt_not_a_panic() {
 
 #[tokio::test]
 async fn debug_shows_no_password_and_no_session_key() {
-    let store = CleanStore::local("debug").await;
+    let store = clean_store("debug").await;
     let (key, _) = contract::stored(&store, &[("a", "1")]).await;
-    let printed = format!("{:?}", store.inner());
+    let printed = format!("{:?}", store.store());
     assert!(printed.contains("127.0.0.1"), "{printed}");
     assert!(!printed.contains(key.as_str()), "{printed}");
     let lazy = RedisStore::builder()

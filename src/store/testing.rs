@@ -21,13 +21,72 @@
 //! run in parallel against one store.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use crate::SessionId;
 use crate::store::{
-    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreKey, Swap, Touch, now,
+    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreError, StoreHealth,
+    StoreKey, Swap, Touch, now,
 };
+
+/// A store kept together with a guard that cleans up after a check (drops
+/// a test schema, deletes a key prefix): the guard lives exactly as long as
+/// the store, and every call goes to the store.
+#[derive(Debug)]
+pub struct Guarded<S, G> {
+    store: S,
+    _guard: G,
+}
+
+impl<S, G> Guarded<S, G> {
+    /// `store`, with `guard` dropped after it.
+    pub fn new(store: S, guard: G) -> Self {
+        Self {
+            store,
+            _guard: guard,
+        }
+    }
+
+    /// The store itself.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Guarded<S, G> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.store.load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        self.store.create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        self.store.apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        self.store.compare_and_set(key, name, expected, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.store.delete(key).await
+    }
+    async fn health(&self) -> StoreHealth {
+        self.store.health().await
+    }
+}
 
 /// A fresh random key.
 #[must_use]

@@ -16,12 +16,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use tower_httpsession::StoreError;
 use tower_httpsession::store::redis::RedisStore;
-use tower_httpsession::store::{
-    Applied, ChangeSet, Created, Record, SessionStore, StoreHealth, StoreKey, Swap,
-};
+use tower_httpsession::store::testing::Guarded;
 
 /// The shared Redis the tests use, read at run time.
 pub fn local_url() -> String {
@@ -316,31 +312,24 @@ impl Drop for Cluster {
 /// A store on the shared local Redis under a prefix of its own; when it is
 /// dropped, every key under the prefix is deleted, so tests leave nothing
 /// behind.
+pub type CleanStore = Guarded<RedisStore, PrefixCleanup>;
+
+/// Deletes every key under its prefix when dropped.
 #[derive(Debug)]
-pub struct CleanStore {
-    store: RedisStore,
-    prefix: String,
+pub struct PrefixCleanup(String);
+
+/// A [`CleanStore`] on [`local_url`] with a fresh prefix.
+pub async fn clean_store(tag: &str) -> CleanStore {
+    let prefix = unique_prefix(tag);
+    let store = RedisStore::builder()
+        .with_key_prefix(prefix.clone())
+        .connect(&local_url())
+        .await
+        .expect("connect to the local Redis");
+    Guarded::new(store, PrefixCleanup(prefix))
 }
 
-impl CleanStore {
-    /// A store on [`local_url`] with a fresh prefix.
-    pub async fn local(tag: &str) -> Self {
-        let prefix = unique_prefix(tag);
-        let store = RedisStore::builder()
-            .with_key_prefix(prefix.clone())
-            .connect(&local_url())
-            .await
-            .expect("connect to the local Redis");
-        Self { store, prefix }
-    }
-
-    /// The store itself.
-    pub fn inner(&self) -> &RedisStore {
-        &self.store
-    }
-}
-
-impl Drop for CleanStore {
+impl Drop for PrefixCleanup {
     fn drop(&mut self) {
         let Ok(client) = redis::Client::open(local_url()) else {
             return;
@@ -348,7 +337,7 @@ impl Drop for CleanStore {
         let Ok(mut conn) = client.get_connection() else {
             return;
         };
-        let pattern = format!("{}*", self.prefix);
+        let pattern = format!("{}*", self.0);
         let keys: Vec<String> = match redis::cmd("KEYS").arg(&pattern).query(&mut conn) {
             Ok(keys) => keys,
             Err(_) => return,
@@ -356,36 +345,5 @@ impl Drop for CleanStore {
         if !keys.is_empty() {
             let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
         }
-    }
-}
-
-#[async_trait]
-impl SessionStore for CleanStore {
-    fn backend(&self) -> &'static str {
-        self.store.backend()
-    }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.store.load(key).await
-    }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        self.store.create(key, record).await
-    }
-    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
-        self.store.apply(key, changes).await
-    }
-    async fn compare_and_set(
-        &self,
-        key: &StoreKey,
-        name: &str,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Result<Swap, StoreError> {
-        self.store.compare_and_set(key, name, expected, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.store.delete(key).await
-    }
-    async fn health(&self) -> StoreHealth {
-        self.store.health().await
     }
 }
