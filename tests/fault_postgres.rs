@@ -2,7 +2,7 @@
 //! backends again and again: no panic, every failure a 503 with
 //! `Retry-After`, recovery within two seconds, every acknowledged write
 //! kept, no invalidated session back.
-#![cfg(feature = "postgres")]
+#![cfg(all(feature = "postgres", feature = "testing"))]
 
 mod fault_support;
 mod postgres_support;

@@ -8,9 +8,9 @@
 //! `invalidate` or expiry, a cookie sent or kept when it should not be.
 
 mod common;
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "testing"))]
 mod postgres_support;
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", feature = "testing"))]
 mod redis_support;
 
 use std::collections::BTreeMap;
@@ -409,7 +409,7 @@ fn memory_store_matches_the_model() {
 /// runtime, and hands out that store to every case: keys are random, so
 /// cases do not meet. `keep` lives as long as the factory (a schema guard,
 /// say) and is dropped with it.
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(all(feature = "testing", any(feature = "postgres", feature = "redis")))]
 fn shared<K, F, Fut>(
     build: F,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn SessionStore>>>>
@@ -426,7 +426,7 @@ where
     }
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "testing"))]
 #[test]
 fn postgres_store_matches_the_model() {
     check(
@@ -438,14 +438,14 @@ fn postgres_store_matches_the_model() {
     );
 }
 
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", feature = "testing"))]
 #[test]
 fn redis_store_matches_the_model() {
     check(
         64,
         shared(|| async {
-            let store = redis_support::CleanStore::local("property").await;
-            let shared = Arc::new(store.inner().clone()) as Arc<dyn SessionStore>;
+            let store = redis_support::clean_store("property").await;
+            let shared = Arc::new(store.store().clone()) as Arc<dyn SessionStore>;
             (shared, store)
         }),
     );

@@ -26,9 +26,9 @@ use tower_httpsession::{
     StoreError,
 };
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "testing"))]
 mod postgres_support;
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", feature = "testing"))]
 mod redis_support;
 
 const TOKEN: &str = "log-test-token-0123456789abcdef";
@@ -397,7 +397,7 @@ async fn attribute_values_do_not_reach_the_logs() {
 /// Logins, reads, increments, rotations, stale, forged and unknown cookies,
 /// oversized and mistyped values, logout and replay against `app`; answers
 /// every cookie value it saw or forged.
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(all(feature = "testing", any(feature = "postgres", feature = "redis")))]
 async fn drive(app: &Router) -> Vec<String> {
     let mut secrets = Vec::new();
     let login = call(app, "POST", "/login/alice", &[]).await;
@@ -429,7 +429,7 @@ async fn drive(app: &Router) -> Vec<String> {
 
 /// Asserts that `logs` holds none of `secrets`, their store keys or their
 /// verifier halves.
-#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg(all(feature = "testing", any(feature = "postgres", feature = "redis")))]
 fn assert_clean(logs: &str, secrets: &[String]) {
     for secret in secrets {
         let id = SessionId::from_cookie_value(secret).expect("a well-formed value");
@@ -442,7 +442,7 @@ fn assert_clean(logs: &str, secrets: &[String]) {
     }
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "testing"))]
 #[tokio::test]
 async fn no_session_id_reaches_the_logs_with_postgres() {
     let captured = Captured::global();
@@ -454,12 +454,12 @@ async fn no_session_id_reaches_the_logs_with_postgres() {
     assert_clean(&logs, &secrets);
 }
 
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", feature = "testing"))]
 #[tokio::test]
 async fn no_session_id_reaches_the_logs_with_redis() {
     let captured = Captured::global();
-    let store = redis_support::CleanStore::local("logs").await;
-    let app = routes(Arc::new(store.inner().clone()));
+    let store = redis_support::clean_store("logs").await;
+    let app = routes(Arc::new(store.store().clone()));
     let secrets = drive(&app).await;
     // A Redis that goes away mid-session: its errors are logged too.
     let server = redis_support::RedisServer::start();

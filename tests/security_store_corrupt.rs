@@ -6,7 +6,7 @@
 //!
 //! The stores decode records in private functions, so these cases reach the
 //! decoders the only way they can: through `load` on a tampered row.
-#![cfg(any(feature = "postgres", feature = "redis"))]
+#![cfg(all(feature = "testing", any(feature = "postgres", feature = "redis")))]
 
 mod common;
 #[cfg(feature = "postgres")]
@@ -216,9 +216,9 @@ async fn tampered_redis_hashes_never_panic() {
             vec![cmd]
         }),
     ];
-    let store = redis_support::CleanStore::local("corrupt").await;
-    let prefix = store.inner().key_prefix().to_owned();
-    let layer = SessionLayer::with_config(store.inner().clone(), common::config()).expect("config");
+    let store = redis_support::clean_store("corrupt").await;
+    let prefix = store.store().key_prefix().to_owned();
+    let layer = SessionLayer::with_config(store.store().clone(), common::config()).expect("config");
     let app = common::app(layer);
     let client = redis::Client::open(redis_support::local_url()).expect("url");
     let mut conn = client

@@ -1,7 +1,7 @@
 //! A leaked store holds no usable cookie: the raw rows and hashes a store
 //! keeps, read around the crate (SQL, Redis commands), contain neither the
 //! cookie value nor its verifier, and what they do contain opens no session.
-#![cfg(any(feature = "postgres", feature = "redis"))]
+#![cfg(all(feature = "testing", any(feature = "postgres", feature = "redis")))]
 
 mod common;
 #[cfg(feature = "postgres")]
@@ -157,9 +157,9 @@ async fn postgres_rows_hold_no_usable_cookie() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_hashes_hold_no_usable_cookie() {
-    let store = redis_support::CleanStore::local("dump").await;
-    let prefix = store.inner().key_prefix().to_owned();
-    let layer = SessionLayer::with_config(store.inner().clone(), common::config()).expect("config");
+    let store = redis_support::clean_store("dump").await;
+    let prefix = store.store().key_prefix().to_owned();
+    let layer = SessionLayer::with_config(store.store().clone(), common::config()).expect("config");
     let app = common::app(layer);
     let cookie = login(&app).await;
     let request = Request::post("/login/alice")
