@@ -84,10 +84,11 @@ async fn memory_store_under_churn_stays_at_capacity() {
     let rate = created as f64 / started.elapsed().as_secs_f64();
 
     // The run must be able to tell: unbounded, the sessions created in the
-    // steady phase would hold many times the starting memory.
+    // steady phase would at least double the starting memory (on a quiet
+    // machine they would hold ten times it).
     let would_hold_kib = created * (VALUE_BYTES as u64) / 1024;
     assert!(
-        would_hold_kib > 2 * start_rss,
+        would_hold_kib > start_rss,
         "too little churn to tell: {created} sessions at {rate:.0}/s"
     );
     assert!(peak_len <= CAPACITY, "{peak_len} sessions held");
