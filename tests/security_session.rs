@@ -572,7 +572,6 @@ async fn a_store_failure_answers_without_the_id() {
 /// A response that sets the session cookie must not be kept by a shared
 /// cache, which would hand the cookie to the next visitor.
 #[tokio::test]
-#[ignore = "fails: the layer adds no Cache-Control to a response that sets the session cookie"]
 async fn a_response_that_sets_the_cookie_is_not_cacheable() {
     let (_, app) = setup();
     for (uri, cookie) in [("/login/alice", None), ("/set/a/1", None)] {
