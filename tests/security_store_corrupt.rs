@@ -133,7 +133,6 @@ async fn tampered_postgres_rows_never_panic() {
 /// row.
 #[cfg(feature = "postgres")]
 #[tokio::test]
-#[ignore = "fails: sqlx panics decoding an out-of-range timestamptz in PostgresStore::load"]
 async fn out_of_range_timestamps_never_panic() {
     let cases: [fn(&str) -> String; 5] = [
         |s| format!("UPDATE {s}.sessions SET expires_at = 'infinity' WHERE key = $1"),
