@@ -163,6 +163,72 @@ pub async fn create_then_load_round_trips(store: &dyn SessionStore) {
     assert!(id.matches(&loaded.verifier));
 }
 
+/// `load_some` gives the metadata and exactly the named attributes that
+/// exist, and treats a missing or expired session as `None`.
+pub async fn load_some_reads_only_the_named(store: &dyn SessionStore) {
+    let (id, key) = fresh_key();
+    let rec = record(
+        &id,
+        Duration::from_secs(600),
+        &[("a", "1"), ("b", "\"two\""), ("c", "[3]")],
+    );
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+
+    let some = store
+        .load_some(&key, &["a", "c", "absent"])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    let mut expected = rec.clone();
+    expected.attributes.remove("b");
+    assert_eq!(
+        some.record, expected,
+        "metadata and the named attributes, nothing else"
+    );
+    assert!(
+        matches!(some.attribute_count, None | Some(3)),
+        "{:?}",
+        some.attribute_count
+    );
+
+    let meta = store
+        .load_some(&key, &[])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    assert!(meta.record.attributes.is_empty());
+    assert!(id.matches(&meta.record.verifier));
+    assert_eq!(meta.record.expires_at, rec.expires_at);
+
+    let (_, missing) = fresh_key();
+    assert!(
+        store
+            .load_some(&missing, &["a"])
+            .await
+            .expect("load_some")
+            .is_none()
+    );
+
+    let (id, key) = fresh_key();
+    let short = record(&id, Duration::from_millis(300), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &short).await.expect("create"),
+        Created::Stored
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .load_some(&key, &["a"])
+            .await
+            .expect("load_some")
+            .is_none(),
+        "an expired record was loaded"
+    );
+}
+
 /// `create` on a taken key answers `KeyTaken` and keeps the first record.
 pub async fn create_never_overwrites(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("owner", "\"first\"")]).await;
@@ -516,6 +582,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@tests $make;
             load_missing_is_none,
             create_then_load_round_trips,
+            load_some_reads_only_the_named,
             create_never_overwrites,
             apply_writes_only_the_delta,
             interleaved_applies_keep_both,
