@@ -1,12 +1,25 @@
 //! A small shop: log in with any name, add items to a cart, see the cart,
 //! log out. The page shows what the session knows about itself.
 //!
+//! The store comes from the profile (see `tower_httpsession::profile`):
+//!
 //! ```text
-//! cargo run --example shop            # http://127.0.0.1:3000
+//! cargo run --example shop                                   # memory, http://127.0.0.1:3000
+//! SESSION_STORE=redis REDIS_URL=redis://127.0.0.1:6379 \
+//!     cargo run --features redis --example shop
+//! SESSION_STORE=postgres DATABASE_URL=postgres://postgres@127.0.0.1/test \
+//!     cargo run --features postgres --example shop
 //! PORT=8080 cargo run --example shop
 //! ```
+//!
+//! It also serves the health endpoints a load balancer polls. The toggle
+//! (`PUT /actuator/health`) is allowed from `HEALTH_ALLOW` (comma-separated
+//! CIDR ranges, default loopback only) and, if `HEALTH_TOKEN` is set, only
+//! with that bearer token too. On SIGTERM the shop leaves rotation, waits
+//! `HEALTH_DRAIN_SECS` (default 5) and stops after in-flight requests.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::Form;
 use axum::response::{Html, IntoResponse, Redirect};
@@ -14,7 +27,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
-use tower_httpsession::{MemoryStore, Session, SessionConfig, SessionError, SessionLayer};
+use tower_httpsession::health::{Acl, Health};
+use tower_httpsession::profile::Profile;
+use tower_httpsession::{Session, SessionError, SessionLayer};
 
 #[derive(Deserialize)]
 struct Login {
@@ -138,7 +153,7 @@ async fn logout(session: Session) -> Result<Redirect, SessionError> {
     Ok(Redirect::to("/"))
 }
 
-fn app(layer: SessionLayer) -> Router {
+fn app(layer: SessionLayer, health: &Health) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/login", post(login))
@@ -146,6 +161,20 @@ fn app(layer: SessionLayer) -> Router {
         .route("/cart.json", get(cart))
         .route("/logout", post(logout))
         .layer(layer)
+        .merge(health.router())
+}
+
+/// The health endpoints' ACL from `HEALTH_ALLOW` and `HEALTH_TOKEN`.
+fn acl() -> Result<Acl, Box<dyn std::error::Error>> {
+    let allow = std::env::var("HEALTH_ALLOW").unwrap_or_else(|_| "127.0.0.1/32,::1/128".into());
+    let mut acl = Acl::builder();
+    for cidr in allow.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        acl = acl.allow(cidr);
+    }
+    if let Ok(token) = std::env::var("HEALTH_TOKEN") {
+        acl = acl.bearer_token(token).require_both();
+    }
+    Ok(acl.build()?)
 }
 
 #[tokio::main]
@@ -160,21 +189,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
-    // Browsers accept Secure cookies from http://127.0.0.1; other clients
-    // (curl, scripts) over plain HTTP need the cookie without it.
-    let config = if std::env::var_os("SESSION_COOKIE_INSECURE").is_some() {
-        SessionConfig::default().with_insecure_cookie_over_http()
-    } else {
-        SessionConfig::default()
-    };
-    let layer = SessionLayer::with_config(MemoryStore::default(), config)?;
+    // SESSION_STORE picks the store; browsers accept the Secure cookie from
+    // http://127.0.0.1, other clients over plain HTTP need
+    // SESSION_COOKIE_SECURE=false.
+    let sessions = Profile::from_env()?.build().await?;
+    tracing::info!(profile = sessions.profile(), "session store ready");
+    let drain: u64 = std::env::var("HEALTH_DRAIN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let health = Health::from_shared(sessions.store())
+        .with_acl(acl()?)
+        .with_l7_check_path("/monitor/l7check")
+        .with_drain_period(Duration::from_secs(drain));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("shop on http://{addr}");
     axum::serve(
         listener,
-        app(layer).into_make_service_with_connect_info::<SocketAddr>(),
+        app(sessions.layer(), &health).into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(health.shutdown_signal())
     .await?;
+    tracing::info!("shop stopped");
     Ok(())
 }

@@ -93,14 +93,30 @@ impl SessionError {
         }
     }
 
+    /// The error as logged. serde_json's messages quote the value they
+    /// failed on, which may be a secret kept in the session: for those, only
+    /// the kind and position of the failure are logged.
+    fn log_text(&self) -> String {
+        match self {
+            Self::Serialize { source, .. } | Self::Deserialize { source, .. } => format!(
+                "{self}: {:?} error at line {}, column {}",
+                source.classify(),
+                source.line(),
+                source.column()
+            ),
+            _ => chain(self),
+        }
+    }
+
     /// The response for this error, with `Retry-After` set to `retry_after`
     /// when the error is passing.
     pub(crate) fn to_response(&self, retry_after: Duration) -> Response {
         let status = self.status();
+        let error = self.log_text();
         if status.is_server_error() {
-            tracing::error!(error = %chain(self), status = status.as_u16(), "session error");
+            tracing::error!(%error, status = status.as_u16(), "session error");
         } else {
-            tracing::warn!(error = %chain(self), status = status.as_u16(), "session error");
+            tracing::warn!(%error, status = status.as_u16(), "session error");
         }
         let body = status.canonical_reason().unwrap_or("error");
         let mut response = (status, body).into_response();
@@ -171,6 +187,19 @@ mod tests {
         if let SessionError::TooLarge { name, .. } = e {
             assert_eq!(name.len(), 64);
         }
+    }
+
+    #[test]
+    fn logs_never_quote_a_value() {
+        let source = serde_json::from_str::<u8>("\"csrf-secret-123\"").unwrap_err();
+        assert!(source.to_string().contains("csrf-secret-123"));
+        let e = SessionError::Deserialize {
+            name: "csrf".into(),
+            source,
+        };
+        let text = e.log_text();
+        assert!(text.starts_with("attribute \"csrf\" could not be deserialized: Data error"));
+        assert!(!text.contains("csrf-secret-123"), "{text}");
     }
 
     #[test]

@@ -238,7 +238,10 @@ fn removal_cookie(config: &SessionConfig) -> Cookie<'static> {
     cookie
 }
 
+/// Adds a `Set-Cookie`, and keeps shared caches from storing the response:
+/// a cached `Set-Cookie` would hand the session to the next visitor.
 fn append_cookie(headers: &mut HeaderMap, cookie: &Cookie<'static>) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The configuration was validated, so every part is header-safe; a
     // failure here would drop the cookie, never panic.
     match HeaderValue::try_from(cookie.to_string()) {

@@ -13,6 +13,8 @@
 //!   (feature `postgres`), or the bounded in-process [`MemoryStore`].
 //! - [`health`]: actuator-style endpoints a load balancer polls, with an
 //!   ACL-protected toggle to take an instance out of rotation for a deploy.
+//! - [`profile`]: the store chosen by configuration (`SESSION_STORE=memory |
+//!   redis | postgres`), the way a Spring profile swaps a bean.
 //!
 //! # Example
 //!
@@ -66,6 +68,7 @@ pub mod config;
 mod error;
 pub mod health;
 mod layer;
+pub mod profile;
 pub mod session;
 pub mod store;
 
@@ -73,4 +76,8 @@ pub use crate::config::{ConfigError, SessionConfig};
 pub use crate::error::{SessionError, SessionFailure};
 pub use crate::layer::{SessionLayer, SessionService};
 pub use crate::session::{Session, SessionId};
+#[cfg(feature = "postgres")]
+pub use crate::store::postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use crate::store::redis::RedisStore;
 pub use crate::store::{MemoryStore, SessionStore, StoreError};

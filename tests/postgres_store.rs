@@ -6,7 +6,9 @@ mod postgres_support;
 
 use std::time::{Duration, Instant};
 
-use postgres_support::{SchemaGuard, SuiteStore, connect, database_url, store, unique_name};
+use postgres_support::{
+    SchemaGuard, SuiteStore, connect, database_url, store, suite_store, unique_name,
+};
 use sqlx::Connection;
 use tower_httpsession::SessionStore;
 use tower_httpsession::store::postgres::PostgresStore;
@@ -16,7 +18,7 @@ use tower_httpsession::store::{
 };
 
 async fn make_store() -> SuiteStore {
-    SuiteStore::new().await
+    suite_store().await
 }
 
 tower_httpsession::store_suite!(make_store);

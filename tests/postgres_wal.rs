@@ -4,7 +4,7 @@
 //! WAL while it measures. Run it with
 //! `cargo test --all-features --test postgres_wal -- --nocapture` to see the
 //! figures.
-#![cfg(feature = "postgres")]
+#![cfg(all(feature = "postgres", feature = "testing"))]
 
 mod postgres_support;
 

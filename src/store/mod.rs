@@ -86,6 +86,41 @@ impl fmt::Debug for Record {
     }
 }
 
+/// A record with only some of its attributes, from
+/// [`SessionStore::load_some`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct PartialRecord {
+    /// The metadata, and the attributes asked for that exist.
+    pub record: Record,
+    /// How many attributes the session holds in all, if the store could tell
+    /// in the same round trip.
+    pub attribute_count: Option<usize>,
+}
+
+impl PartialRecord {
+    /// Cuts a whole record down to the attributes in `names`.
+    #[must_use]
+    pub fn from_record(mut record: Record, names: &[&str]) -> Self {
+        let attribute_count = Some(record.attributes.len());
+        record
+            .attributes
+            .retain(|name, _| names.contains(&name.as_str()));
+        Self {
+            record,
+            attribute_count,
+        }
+    }
+}
+
+impl fmt::Debug for PartialRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialRecord")
+            .field("record", &self.record)
+            .field("attribute_count", &self.attribute_count)
+            .finish()
+    }
+}
+
 /// What [`SessionStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -183,6 +218,23 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Loads a live record, or `None` if there is none (or it expired).
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
 
+    /// Loads a live record's metadata and only the attributes named in
+    /// `names` (those of them that exist), in one round trip: what a request
+    /// that reads or writes a few attributes of a large session needs.
+    ///
+    /// The default loads the whole record and drops the rest; stores that
+    /// can read a subset override it.
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        Ok(self
+            .load(key)
+            .await?
+            .map(|record| PartialRecord::from_record(record, names)))
+    }
+
     /// Stores a new record unless the key is taken.
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError>;
 
@@ -213,6 +265,13 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await
+    }
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        (**self).load_some(key, names).await
     }
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
         (**self).create(key, record).await

@@ -21,13 +21,72 @@
 //! run in parallel against one store.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use crate::SessionId;
 use crate::store::{
-    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreKey, Swap, Touch, now,
+    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreError, StoreHealth,
+    StoreKey, Swap, Touch, now,
 };
+
+/// A store kept together with a guard that cleans up after a check (drops
+/// a test schema, deletes a key prefix): the guard lives exactly as long as
+/// the store, and every call goes to the store.
+#[derive(Debug)]
+pub struct Guarded<S, G> {
+    store: S,
+    _guard: G,
+}
+
+impl<S, G> Guarded<S, G> {
+    /// `store`, with `guard` dropped after it.
+    pub fn new(store: S, guard: G) -> Self {
+        Self {
+            store,
+            _guard: guard,
+        }
+    }
+
+    /// The store itself.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Guarded<S, G> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.store.load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        self.store.create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        self.store.apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        self.store.compare_and_set(key, name, expected, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.store.delete(key).await
+    }
+    async fn health(&self) -> StoreHealth {
+        self.store.health().await
+    }
+}
 
 /// A fresh random key.
 #[must_use]
@@ -102,6 +161,72 @@ pub async fn create_then_load_round_trips(store: &dyn SessionStore) {
     let loaded = store.load(&key).await.expect("load").expect("stored");
     assert_eq!(loaded, rec, "the record must round-trip exactly");
     assert!(id.matches(&loaded.verifier));
+}
+
+/// `load_some` gives the metadata and exactly the named attributes that
+/// exist, and treats a missing or expired session as `None`.
+pub async fn load_some_reads_only_the_named(store: &dyn SessionStore) {
+    let (id, key) = fresh_key();
+    let rec = record(
+        &id,
+        Duration::from_secs(600),
+        &[("a", "1"), ("b", "\"two\""), ("c", "[3]")],
+    );
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+
+    let some = store
+        .load_some(&key, &["a", "c", "absent"])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    let mut expected = rec.clone();
+    expected.attributes.remove("b");
+    assert_eq!(
+        some.record, expected,
+        "metadata and the named attributes, nothing else"
+    );
+    assert!(
+        matches!(some.attribute_count, None | Some(3)),
+        "{:?}",
+        some.attribute_count
+    );
+
+    let meta = store
+        .load_some(&key, &[])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    assert!(meta.record.attributes.is_empty());
+    assert!(id.matches(&meta.record.verifier));
+    assert_eq!(meta.record.expires_at, rec.expires_at);
+
+    let (_, missing) = fresh_key();
+    assert!(
+        store
+            .load_some(&missing, &["a"])
+            .await
+            .expect("load_some")
+            .is_none()
+    );
+
+    let (id, key) = fresh_key();
+    let short = record(&id, Duration::from_millis(300), &[("a", "1")]);
+    assert_eq!(
+        store.create(&key, &short).await.expect("create"),
+        Created::Stored
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .load_some(&key, &["a"])
+            .await
+            .expect("load_some")
+            .is_none(),
+        "an expired record was loaded"
+    );
 }
 
 /// `create` on a taken key answers `KeyTaken` and keeps the first record.
@@ -457,6 +582,7 @@ macro_rules! store_suite {
         $crate::store_suite!(@tests $make;
             load_missing_is_none,
             create_then_load_round_trips,
+            load_some_reads_only_the_named,
             create_never_overwrites,
             apply_writes_only_the_delta,
             interleaved_applies_keep_both,

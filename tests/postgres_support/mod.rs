@@ -4,13 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use sqlx::{Connection, PgConnection};
-use tower_httpsession::SessionStore;
 use tower_httpsession::store::postgres::PostgresStore;
-use tower_httpsession::store::{
-    Applied, ChangeSet, Created, Record, StoreError, StoreHealth, StoreKey, Swap,
-};
+use tower_httpsession::store::testing::Guarded;
 
 /// Schemas of this prefix belong to these tests.
 const PREFIX: &str = "ths_test_";
@@ -149,49 +145,10 @@ pub async fn kill_connections(app_name: &str) -> i64 {
 
 /// A store that drops its schema when dropped: what the behavioural suite
 /// builds for each check.
-#[derive(Debug)]
-pub struct SuiteStore {
-    store: PostgresStore,
-    _schema: SchemaGuard,
-}
+pub type SuiteStore = Guarded<PostgresStore, SchemaGuard>;
 
-impl SuiteStore {
-    pub async fn new() -> Self {
-        let (store, schema) = store().await;
-        Self {
-            store,
-            _schema: schema,
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for SuiteStore {
-    fn backend(&self) -> &'static str {
-        self.store.backend()
-    }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.store.load(key).await
-    }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        self.store.create(key, record).await
-    }
-    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
-        self.store.apply(key, changes).await
-    }
-    async fn compare_and_set(
-        &self,
-        key: &StoreKey,
-        name: &str,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Result<Swap, StoreError> {
-        self.store.compare_and_set(key, name, expected, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.store.delete(key).await
-    }
-    async fn health(&self) -> StoreHealth {
-        self.store.health().await
-    }
+/// A [`SuiteStore`] in a fresh schema.
+pub async fn suite_store() -> SuiteStore {
+    let (store, schema) = store().await;
+    Guarded::new(store, schema)
 }

@@ -417,25 +417,29 @@ fn record_from_row(
     let verifier = VerifierHash::from_slice(&verifier)
         .ok_or_else(|| corrupt("stored verifier is not 32 bytes"))?;
     let idle_ms = u64::try_from(idle_ms).map_err(|_| corrupt("stored idle timeout is negative"))?;
+    let time = |ms: Option<i64>| {
+        ms.and_then(crate::store::from_unix_millis)
+            .ok_or_else(|| corrupt("stored time is out of range"))
+    };
     if names.len() != values.len() {
         return Err(corrupt("attribute names and values do not pair up"));
     }
     Ok(Record {
         verifier,
-        created,
-        last_accessed,
+        created: time(created)?,
+        last_accessed: time(last_accessed)?,
         max_inactive: Duration::from_millis(idle_ms),
-        expires_at,
+        expires_at: time(expires_at)?,
         attributes: names.into_iter().zip(values).collect::<HashMap<_, _>>(),
     })
 }
 
 type LoadedRow = (
     Vec<u8>,
-    OffsetDateTime,
-    OffsetDateTime,
+    Option<i64>,
+    Option<i64>,
     i64,
-    OffsetDateTime,
+    Option<i64>,
     Vec<String>,
     Vec<String>,
 );

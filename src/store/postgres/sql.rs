@@ -31,16 +31,23 @@ impl Statements {
             // The session row with its attributes aggregated into two arrays
             // of the same order (one aggregate pass feeds both): one row,
             // however many attributes. An expired row is not returned.
+            // Timestamps come back as epoch milliseconds (NULL when not
+            // finite), so a tampered row decodes as corrupt instead of
+            // reaching the driver's timestamp decoder with a value out of
+            // its range.
             load: format!(
-                "SELECT s.verifier, s.created_at, s.last_accessed_at, s.idle_timeout_ms, \
-                        s.expires_at, a.names, a.vals \
+                "SELECT s.verifier, {created}, {accessed}, s.idle_timeout_ms, \
+                        {expires}, a.names, a.vals \
                  FROM {sessions} s \
                  CROSS JOIN LATERAL ( \
                      SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS names, \
                             coalesce(array_agg(value), ARRAY[]::text[]) AS vals \
                      FROM {attributes} WHERE session_key = s.key \
                  ) a \
-                 WHERE s.key = $1 AND s.expires_at > now()"
+                 WHERE s.key = $1 AND s.expires_at > now()",
+                created = epoch_ms("s.created_at"),
+                accessed = epoch_ms("s.last_accessed_at"),
+                expires = epoch_ms("s.expires_at"),
             ),
             // The attributes are inserted only if the session row was: a
             // taken key writes nothing. The foreign key is checked at the end
@@ -155,4 +162,9 @@ impl Statements {
                 .to_owned(),
         }
     }
+}
+
+/// `column` as epoch milliseconds, NULL unless finite.
+fn epoch_ms(column: &str) -> String {
+    format!("CASE WHEN isfinite({column}) THEN (extract(epoch FROM {column}) * 1000)::bigint END")
 }

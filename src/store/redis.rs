@@ -1,1 +1,0 @@
-//! Redis store (in progress on its own branch).

@@ -1,0 +1,299 @@
+//! How a [`Record`] is laid out in one Redis hash.
+//!
+//! Metadata fields start with `m:`, attribute fields with `a:`, so no
+//! attribute name can collide with metadata. Timestamps and durations are
+//! decimal milliseconds; the verifier hash is its 32 raw bytes.
+//!
+//! | field            | holds                                   |
+//! |------------------|-----------------------------------------|
+//! | `m:verifier`     | SHA-256 of the cookie's verifier        |
+//! | `m:created`      | creation time, Unix ms                  |
+//! | `m:accessed`     | last access time, Unix ms               |
+//! | `m:max_inactive` | idle timeout, ms                        |
+//! | `m:expires`      | expiry, Unix ms (also the key's TTL)    |
+//! | `a:<name>`       | the attribute's serde_json text         |
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::redis::Value;
+use time::OffsetDateTime;
+
+use crate::store::{
+    ChangeSet, Record, VerifierHash, duration_millis, from_unix_millis, unix_millis,
+};
+
+const VERIFIER: &[u8] = b"m:verifier";
+const CREATED: &[u8] = b"m:created";
+const ACCESSED: &[u8] = b"m:accessed";
+const MAX_INACTIVE: &[u8] = b"m:max_inactive";
+const EXPIRES: &[u8] = b"m:expires";
+const ATTRIBUTE: &[u8] = b"a:";
+const METADATA: &[u8] = b"m:";
+
+/// Why a stored hash is not a record. Names a field, never a value.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed session record: {0}")]
+pub(super) struct Malformed(&'static str);
+
+/// The field that holds attribute `name`.
+pub(super) fn attribute_field(name: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(ATTRIBUTE.len() + name.len());
+    field.extend_from_slice(ATTRIBUTE);
+    field.extend_from_slice(name.as_bytes());
+    field
+}
+
+fn millis(t: OffsetDateTime) -> Vec<u8> {
+    unix_millis(t).to_string().into_bytes()
+}
+
+/// The arguments of the create script after the key: the expiry, then every
+/// field and value of the record.
+pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(11 + 2 * record.attributes.len());
+    args.push(millis(record.expires_at));
+    for (field, value) in [
+        (VERIFIER, record.verifier.as_bytes().to_vec()),
+        (CREATED, millis(record.created)),
+        (ACCESSED, millis(record.last_accessed)),
+        (
+            MAX_INACTIVE,
+            duration_millis(record.max_inactive)
+                .to_string()
+                .into_bytes(),
+        ),
+        (EXPIRES, millis(record.expires_at)),
+    ] {
+        args.push(field.to_vec());
+        args.push(value);
+    }
+    for (name, json) in &record.attributes {
+        args.push(attribute_field(name));
+        args.push(json.as_bytes().to_vec());
+    }
+    args
+}
+
+/// The arguments of the apply script after the key: the expiry (or empty),
+/// the number of set arguments, the fields and values to set, the fields to
+/// delete. Only what changed is sent.
+pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
+    let mut set: Vec<Vec<u8>> = Vec::with_capacity(2 * changes.attributes_set().len() + 8);
+    for (name, json) in changes.attributes_set() {
+        set.push(attribute_field(name));
+        set.push(json.as_bytes().to_vec());
+    }
+    if let Some(interval) = changes.max_inactive() {
+        set.push(MAX_INACTIVE.to_vec());
+        set.push(duration_millis(interval).to_string().into_bytes());
+    }
+    if let Some(hash) = changes.new_verifier() {
+        set.push(VERIFIER.to_vec());
+        set.push(hash.as_bytes().to_vec());
+    }
+    let expiry = match changes.touch() {
+        Some(touch) => {
+            set.push(ACCESSED.to_vec());
+            set.push(millis(touch.last_accessed));
+            set.push(EXPIRES.to_vec());
+            set.push(millis(touch.expires_at));
+            millis(touch.expires_at)
+        }
+        None => Vec::new(),
+    };
+    let mut args = Vec::with_capacity(2 + set.len() + changes.attributes_removed().len());
+    args.push(expiry);
+    args.push(set.len().to_string().into_bytes());
+    args.extend(set);
+    args.extend(changes.attributes_removed().map(attribute_field));
+    args
+}
+
+/// Decodes the reply to `HGETALL`: `None` for an empty hash (no such key).
+pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
+    let pairs = match reply {
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return Err(Malformed("odd number of hash items"));
+            }
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            let mut items = items.into_iter();
+            while let (Some(field), Some(value)) = (items.next(), items.next()) {
+                pairs.push((field, value));
+            }
+            pairs
+        }
+        Value::Map(pairs) => pairs,
+        Value::Nil => Vec::new(),
+        _ => return Err(Malformed("not a hash")),
+    };
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+
+    let mut verifier = None;
+    let mut created = None;
+    let mut accessed = None;
+    let mut max_inactive = None;
+    let mut expires = None;
+    let mut attributes = HashMap::with_capacity(pairs.len().saturating_sub(5));
+    for (field, value) in pairs {
+        let (Value::BulkString(field), Value::BulkString(value)) = (field, value) else {
+            return Err(Malformed("a field or value is not a string"));
+        };
+        if let Some(name) = field.strip_prefix(ATTRIBUTE) {
+            let name = String::from_utf8(name.to_vec())
+                .map_err(|_| Malformed("attribute name is not UTF-8"))?;
+            let json =
+                String::from_utf8(value).map_err(|_| Malformed("attribute value is not UTF-8"))?;
+            attributes.insert(name, json);
+            continue;
+        }
+        let slot = match field.as_slice() {
+            VERIFIER => &mut verifier,
+            CREATED => &mut created,
+            ACCESSED => &mut accessed,
+            MAX_INACTIVE => &mut max_inactive,
+            EXPIRES => &mut expires,
+            other if other.starts_with(METADATA) => {
+                return Err(Malformed("unknown metadata field"));
+            }
+            _ => return Err(Malformed("field outside the m: and a: namespaces")),
+        };
+        *slot = Some(value);
+    }
+
+    let verifier = verifier.ok_or(Malformed("missing m:verifier"))?;
+    let verifier =
+        VerifierHash::from_slice(&verifier).ok_or(Malformed("m:verifier is not 32 bytes"))?;
+    let max_inactive = parse_i64(max_inactive, "m:max_inactive")?;
+    let max_inactive = u64::try_from(max_inactive)
+        .map(Duration::from_millis)
+        .map_err(|_| Malformed("m:max_inactive is negative"))?;
+    Ok(Some(Record {
+        verifier,
+        created: parse_time(created, "m:created")?,
+        last_accessed: parse_time(accessed, "m:accessed")?,
+        max_inactive,
+        expires_at: parse_time(expires, "m:expires")?,
+        attributes,
+    }))
+}
+
+fn parse_i64(bytes: Option<Vec<u8>>, field: &'static str) -> Result<i64, Malformed> {
+    let bytes = bytes.ok_or(Malformed(field))?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(Malformed(field))
+}
+
+fn parse_time(bytes: Option<Vec<u8>>, field: &'static str) -> Result<OffsetDateTime, Malformed> {
+    from_unix_millis(parse_i64(bytes, field)?).ok_or(Malformed(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SessionId;
+    use crate::store::{Touch, now};
+
+    fn record() -> Record {
+        let t = now();
+        Record {
+            verifier: SessionId::generate().unwrap().verifier_hash(),
+            created: t,
+            last_accessed: t,
+            max_inactive: Duration::from_secs(1800),
+            expires_at: t + Duration::from_secs(1800),
+            attributes: [("m:created", "\"shadow\""), ("user", "\"alice\"")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    fn as_reply(args: &[Vec<u8>]) -> Value {
+        Value::Array(
+            args[1..]
+                .iter()
+                .map(|a| Value::BulkString(a.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_record_round_trips_and_names_cannot_collide_with_metadata() {
+        let record = record();
+        let decoded = decode(as_reply(&create_args(&record))).unwrap().unwrap();
+        assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn an_empty_hash_is_no_record() {
+        assert_eq!(decode(Value::Array(Vec::new())).unwrap(), None);
+        assert_eq!(decode(Value::Map(Vec::new())).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_hashes_are_errors_not_panics() {
+        let good = create_args(&record());
+        let mut cases: Vec<Value> = vec![
+            Value::Int(3),
+            Value::Array(vec![Value::BulkString(b"a:x".to_vec())]),
+            Value::Array(vec![Value::Int(1), Value::Int(2)]),
+        ];
+        // Each metadata field missing, or holding junk.
+        for i in (1..good.len()).step_by(2).take(5) {
+            let mut missing = good.clone();
+            missing.drain(i..i + 2);
+            cases.push(as_reply(&missing));
+            let mut junk = good.clone();
+            junk[i + 1] = b"\xff-x".to_vec();
+            cases.push(as_reply(&junk));
+        }
+        let mut unknown = good.clone();
+        unknown.extend([b"m:other".to_vec(), b"1".to_vec()]);
+        cases.push(as_reply(&unknown));
+        let mut outside = good.clone();
+        outside.extend([b"plain".to_vec(), b"1".to_vec()]);
+        cases.push(as_reply(&outside));
+        let mut bad_utf8 = good;
+        bad_utf8.extend([b"a:x".to_vec(), b"\xff".to_vec()]);
+        cases.push(as_reply(&bad_utf8));
+        for case in cases {
+            assert!(decode(case.clone()).is_err(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn apply_sends_only_the_delta() {
+        let mut changes = ChangeSet::new();
+        changes.set_attribute("n", "5");
+        changes.remove_attribute("gone");
+        let t = now();
+        changes.set_touch(Some(Touch {
+            last_accessed: t,
+            expires_at: t,
+        }));
+        let args = apply_args(&changes);
+        let ms = unix_millis(t).to_string().into_bytes();
+        assert_eq!(args[0], ms);
+        assert_eq!(args[1], b"6");
+        assert_eq!(args[2], b"a:n");
+        assert_eq!(args[3], b"5");
+        assert_eq!(args[4], ACCESSED);
+        assert_eq!(args[6], EXPIRES);
+        assert_eq!(args[8], b"a:gone");
+        assert_eq!(args.len(), 9);
+    }
+
+    #[test]
+    fn apply_without_touch_keeps_the_expiry() {
+        let mut changes = ChangeSet::new();
+        changes.remove_attribute("x");
+        let args = apply_args(&changes);
+        assert_eq!(args, [Vec::new(), b"0".to_vec(), b"a:x".to_vec()]);
+    }
+}

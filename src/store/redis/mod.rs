@@ -1,0 +1,672 @@
+//! Redis store: one hash per session, on a single node or a Redis Cluster.
+//!
+//! Each session is one hash under the key `<prefix>{<store key>}`: the
+//! braces are a hash tag, so everything about one session sits in one
+//! cluster slot and every write is a single-key script. Metadata fields and
+//! attribute fields live in separate namespaces (`m:` and `a:`), so an
+//! attribute name can never overwrite metadata.
+//!
+//! - [`load`](SessionStore::load) is one `HGETALL`.
+//! - [`create`](SessionStore::create), [`apply`](SessionStore::apply) and
+//!   [`compare_and_set`](SessionStore::compare_and_set) are each one Lua
+//!   script, atomic on the server, sent as `EVALSHA`: a request that sets one
+//!   small attribute in a large session sends a couple of hundred bytes. The
+//!   scripts check that the key exists before writing, so a session that
+//!   expired or was invalidated meanwhile is never brought back.
+//! - The key expires by itself at the session's expiry (`PEXPIREAT`), so
+//!   Redis needs no cleanup task. Expiries are absolute times taken from the
+//!   app's clock and applied by Redis's, so keep both in sync (NTP).
+//! - [`delete`](SessionStore::delete) is `DEL`; [`health`](SessionStore::health)
+//!   is `PING`. The store does not count sessions (that would take a `SCAN`).
+//!
+//! # Outages
+//!
+//! Every command is bounded by the command timeout (default 1 s). A refused
+//! connection, a dropped one, or no answer in time is
+//! [`StoreErrorKind::Unavailable`], which the layer turns into 503 with
+//! `Retry-After`. The connection heals by itself: the single-node connection
+//! reconnects in the background with exponential backoff and jitter, and the
+//! cluster connection rediscovers its nodes, so when Redis is back the next
+//! requests succeed without restarting the app.
+//!
+//! Sentinel is not supported yet; point the store at the current primary or
+//! at a cluster.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use tower_httpsession::{Session, SessionError, SessionLayer};
+//! use tower_httpsession::store::redis::RedisStore;
+//!
+//! async fn visit(session: Session) -> Result<String, SessionError> {
+//!     let n = session.update("visits", |n: Option<u32>| n.unwrap_or(0) + 1).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+//! let store = RedisStore::builder()
+//!     .with_key_prefix("shop:session:")
+//!     .with_command_timeout(Duration::from_millis(500))
+//!     .connect(&url)
+//!     .await?;
+//! // Or, on a cluster:
+//! // RedisStore::connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(visit))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod scripts;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{
+    Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
+    ServerErrorKind, Value,
+};
+use async_trait::async_trait;
+
+use super::{
+    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
+    StoreHealth, StoreKey, Swap,
+};
+
+const BACKEND: &str = "redis";
+
+/// The key prefix a store uses unless told otherwise.
+pub const DEFAULT_KEY_PREFIX: &str = "httpsession:";
+/// How long one command may take unless told otherwise.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the constructor waits for Redis unless told otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest key prefix accepted, in bytes.
+const MAX_PREFIX_LEN: usize = 128;
+/// The shortest wait between two reconnection attempts.
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+/// The longest wait between two reconnection attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// Attempts in one reconnection round; a new round starts with the next
+/// command after a round fails.
+const RECONNECT_ATTEMPTS: usize = 6;
+/// Retries of one cluster request (redirections, a node reconnecting).
+const CLUSTER_RETRIES: u32 = 3;
+
+/// A session store on Redis or Redis Cluster. Clones share the connection.
+///
+/// Build one with [`RedisStore::connect`], [`RedisStore::connect_cluster`]
+/// or [`RedisStore::builder`]. See the [module docs](self) for the layout
+/// and the behaviour during outages.
+///
+/// `Debug` shows the nodes as `host:port` only (never a password) and never
+/// a session key.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: Connection,
+    nodes: Vec<String>,
+    key_prefix: String,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topology = match self.inner.connection {
+            Connection::Single(_) => "single node",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("topology", &topology)
+            .field("nodes", &self.inner.nodes)
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("command_timeout", &self.inner.command_timeout)
+            .finish()
+    }
+}
+
+/// Either kind of connection, behind one command interface.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Causes of failures that are not Redis errors.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("unexpected reply from a script")]
+    UnexpectedReply,
+    #[error("{0}")]
+    Config(&'static str),
+}
+
+impl RedisStore {
+    /// Connects to a single Redis node with the default settings.
+    ///
+    /// The URL takes the `redis` crate's forms: `redis://[user:password@]host:port[/db]`,
+    /// `rediss://` for TLS (when the crate is built with TLS), or
+    /// `redis+unix:///path`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL;
+    /// [`StoreErrorKind::Unavailable`] if Redis does not answer within the
+    /// [connect timeout](RedisStoreBuilder::with_connect_timeout).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder().connect(url).await
+    }
+
+    /// Connects to a Redis Cluster with the default settings, discovering
+    /// the cluster from any of the given nodes.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisStore::connect`].
+    pub async fn connect_cluster<I, S>(urls: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self::builder().connect_cluster(urls).await
+    }
+
+    /// A builder to set the key prefix and timeouts before connecting.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// The prefix of every key this store writes.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+
+    /// How long one command may take before it fails as unavailable.
+    #[must_use]
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
+    }
+
+    fn key(&self, key: &StoreKey) -> String {
+        format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
+    }
+
+    /// Runs one command (or script) under the command timeout.
+    async fn run<F>(&self, operation: Operation, command: F) -> Result<Value, StoreError>
+    where
+        F: Future<Output = Result<Value, RedisError>>,
+    {
+        match tokio::time::timeout(self.inner.command_timeout, command).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(redis_error(operation, error)),
+            Err(_) => Err(StoreError::new(
+                BACKEND,
+                operation,
+                StoreErrorKind::Unavailable,
+                Problem::NoAnswer(self.inner.command_timeout),
+            )),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        operation: Operation,
+        script: &Script,
+        key: &StoreKey,
+        args: &[Vec<u8>],
+    ) -> Result<Value, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.key(key));
+        for arg in args {
+            invocation.arg(arg.as_slice());
+        }
+        let mut connection = self.inner.connection.clone();
+        self.run(operation, invocation.invoke_async(&mut connection))
+            .await
+    }
+}
+
+/// Maps a Redis error to a store error of the right kind.
+fn redis_error(operation: Operation, error: RedisError) -> StoreError {
+    let kind = match error.kind() {
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => StoreErrorKind::Unavailable,
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        ) => StoreErrorKind::Unavailable,
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig => StoreErrorKind::Config,
+        _ if error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_timeout() =>
+        {
+            StoreErrorKind::Unavailable
+        }
+        _ if error.code() == Some("WRONGTYPE") => StoreErrorKind::Corrupt,
+        _ => StoreErrorKind::Backend,
+    };
+    StoreError::new(BACKEND, operation, kind, error)
+}
+
+fn unexpected(operation: Operation) -> StoreError {
+    StoreError::new(
+        BACKEND,
+        operation,
+        StoreErrorKind::Backend,
+        Problem::UnexpectedReply,
+    )
+}
+
+fn config_error(message: &'static str) -> StoreError {
+    StoreError::new(
+        BACKEND,
+        Operation::Connect,
+        StoreErrorKind::Config,
+        Problem::Config(message),
+    )
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let command = ::redis::cmd("HGETALL").arg(self.key(key)).to_owned();
+        let reply = self
+            .run(Operation::Load, command.query_async(&mut connection))
+            .await?;
+        codec::decode(reply).map_err(|malformed| {
+            StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
+        })
+    }
+
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        let args = codec::create_args(record);
+        match self
+            .invoke(Operation::Create, &scripts::CREATE, key, &args)
+            .await?
+        {
+            Value::Int(1) => Ok(Created::Stored),
+            Value::Int(0) => Ok(Created::KeyTaken),
+            _ => Err(unexpected(Operation::Create)),
+        }
+    }
+
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        let args = codec::apply_args(changes);
+        match self
+            .invoke(Operation::Apply, &scripts::APPLY, key, &args)
+            .await?
+        {
+            Value::Int(1) => Ok(Applied::Written),
+            Value::Int(0) => Ok(Applied::Gone),
+            _ => Err(unexpected(Operation::Apply)),
+        }
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        let args = [
+            codec::attribute_field(name),
+            scripts::tagged(expected),
+            scripts::tagged(new),
+        ];
+        let reply = self
+            .invoke(
+                Operation::CompareAndSet,
+                &scripts::COMPARE_AND_SET,
+                key,
+                &args,
+            )
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(unexpected(Operation::CompareAndSet));
+        };
+        match items.as_slice() {
+            [Value::Int(0)] => Ok(Swap::Gone),
+            [Value::Int(1)] => Ok(Swap::Swapped),
+            [Value::Int(2)] => Ok(Swap::Mismatch { current: None }),
+            [Value::Int(2), Value::BulkString(current)] => {
+                let current = String::from_utf8(current.clone()).map_err(|e| {
+                    StoreError::new(
+                        BACKEND,
+                        Operation::CompareAndSet,
+                        StoreErrorKind::Corrupt,
+                        e,
+                    )
+                })?;
+                Ok(Swap::Mismatch {
+                    current: Some(current),
+                })
+            }
+            _ => Err(unexpected(Operation::CompareAndSet)),
+        }
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let command = ::redis::cmd("DEL").arg(self.key(key)).to_owned();
+        self.run(Operation::Delete, command.query_async(&mut connection))
+            .await?;
+        Ok(())
+    }
+
+    async fn health(&self) -> StoreHealth {
+        StoreHealth::measure(BACKEND, async {
+            let mut connection = self.inner.connection.clone();
+            let command = ::redis::cmd("PING");
+            self.run(Operation::Health, command.query_async(&mut connection))
+                .await?;
+            Ok(None)
+        })
+        .await
+    }
+}
+
+/// Settings for a [`RedisStore`], then the connection.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_httpsession::store::redis::RedisStore;
+///
+/// # async fn run() -> Result<(), tower_httpsession::StoreError> {
+/// let store = RedisStore::builder()
+///     .with_key_prefix("myapp:session:")
+///     .with_command_timeout(Duration::from_millis(250))
+///     .with_connect_timeout(Duration::from_secs(2))
+///     .connect("redis://127.0.0.1:6379")
+///     .await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    key_prefix: String,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        Self {
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key. Default: [`DEFAULT_KEY_PREFIX`]
+    /// (`httpsession:`).
+    ///
+    /// Give each app that shares a Redis its own prefix. The prefix may not
+    /// hold `{` or `}`, which would change the key's hash tag, and may be at
+    /// most 128 bytes.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// How long one command may take, including waiting for a connection,
+    /// before it fails as [unavailable](StoreErrorKind::Unavailable).
+    /// Default: [`DEFAULT_COMMAND_TIMEOUT`] (1 s).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](Self::connect) and
+    /// [`connect_cluster`](Self::connect_cluster) wait for Redis before
+    /// giving up. Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    fn validate(&self) -> Result<(), StoreError> {
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(config_error("the key prefix may not contain '{' or '}'"));
+        }
+        if self.key_prefix.len() > MAX_PREFIX_LEN {
+            return Err(config_error("the key prefix is longer than 128 bytes"));
+        }
+        if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(config_error("timeouts must be longer than zero"));
+        }
+        Ok(())
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.command_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY)
+            .set_number_of_retries(RECONNECT_ATTEMPTS)
+    }
+
+    fn single_client(url: &str) -> Result<(Client, Vec<String>), StoreError> {
+        let client = Client::open(url)
+            .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
+        let node = client.get_connection_info().addr().to_string();
+        Ok((client, vec![node]))
+    }
+
+    fn store(self, connection: Connection, nodes: Vec<String>) -> RedisStore {
+        RedisStore {
+            inner: Arc::new(Inner {
+                connection,
+                nodes,
+                key_prefix: self.key_prefix,
+                command_timeout: self.command_timeout,
+            }),
+        }
+    }
+
+    async fn within_connect_timeout<T>(
+        &self,
+        connecting: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(redis_error(Operation::Connect, error)),
+            Err(_) => Err(StoreError::new(
+                BACKEND,
+                Operation::Connect,
+                StoreErrorKind::Unavailable,
+                Problem::NoAnswer(self.connect_timeout),
+            )),
+        }
+    }
+
+    /// Connects to a single node and waits until it answers.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL or prefix;
+    /// [`StoreErrorKind::Unavailable`] if Redis does not answer within the
+    /// connect timeout.
+    pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
+        self.validate()?;
+        let (client, nodes) = Self::single_client(url)?;
+        let manager = self
+            .within_connect_timeout(ConnectionManager::new_with_config(
+                client,
+                self.manager_config(),
+            ))
+            .await?;
+        Ok(self.store(Connection::Single(manager), nodes))
+    }
+
+    /// Builds the store on a single node without waiting for it: the
+    /// connection is made by the first command, and until Redis answers,
+    /// commands fail as [unavailable](StoreErrorKind::Unavailable). For apps
+    /// that must start (and report themselves down on their health endpoint)
+    /// while Redis is not up yet.
+    ///
+    /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL or prefix.
+    pub fn connect_lazy(self, url: &str) -> Result<RedisStore, StoreError> {
+        self.validate()?;
+        let (client, nodes) = Self::single_client(url)?;
+        let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
+            .map_err(|e| redis_error(Operation::Connect, e))?;
+        Ok(self.store(Connection::Single(manager), nodes))
+    }
+
+    /// Connects to a Redis Cluster, discovering it from any of the given
+    /// nodes (all must share one password).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Config`] for a malformed URL, no URL at all, or a
+    /// bad prefix; [`StoreErrorKind::Unavailable`] if the cluster does not
+    /// answer within the connect timeout.
+    pub async fn connect_cluster<I, S>(self, urls: I) -> Result<RedisStore, StoreError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.validate()?;
+        let mut infos = Vec::new();
+        let mut nodes = Vec::new();
+        for url in urls {
+            let info = url.as_ref().into_connection_info().map_err(|e| {
+                StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e)
+            })?;
+            nodes.push(info.addr().to_string());
+            infos.push(info);
+        }
+        if infos.is_empty() {
+            return Err(config_error("a cluster needs at least one node URL"));
+        }
+        let client = ClusterClientBuilder::new(infos)
+            .connection_timeout(self.command_timeout)
+            .response_timeout(self.command_timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(u64::MAX))
+            .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(u64::MAX))
+            .build()
+            .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
+        let connection = self
+            .within_connect_timeout(client.get_async_connection())
+            .await?;
+        Ok(self.store(Connection::Cluster(connection), nodes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bad_prefixes_and_timeouts_are_config_errors() {
+        for builder in [
+            RedisStore::builder().with_key_prefix("a{b}:"),
+            RedisStore::builder().with_key_prefix("x".repeat(129)),
+            RedisStore::builder().with_command_timeout(Duration::ZERO),
+        ] {
+            let error = builder.connect_lazy("redis://127.0.0.1:1").unwrap_err();
+            assert_eq!(error.kind(), StoreErrorKind::Config);
+            assert_eq!(error.operation(), Operation::Connect);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_a_config_error() {
+        let error = RedisStore::builder().connect_lazy("not a url").unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+        assert_eq!(error.backend(), "redis");
+    }
+
+    #[tokio::test]
+    async fn debug_hides_the_password() {
+        let store = RedisStore::builder()
+            .connect_lazy("redis://user:hunter2@127.0.0.1:6379/0")
+            .unwrap();
+        let printed = format!("{store:?}");
+        assert!(printed.contains("127.0.0.1:6379"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("user"), "{printed}");
+    }
+
+    #[test]
+    fn keys_carry_the_hash_tag() {
+        let key = crate::SessionId::generate().unwrap().store_key();
+        let expected = format!("httpsession:{{{}}}", key.as_str());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(async {
+            RedisStore::builder()
+                .connect_lazy("redis://127.0.0.1:1")
+                .unwrap()
+        });
+        assert_eq!(store.key(&key), expected);
+    }
+}

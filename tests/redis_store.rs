@@ -1,0 +1,151 @@
+//! The Redis store against the local Redis (`REDIS_URL`, default
+//! `redis://127.0.0.1:6379`), each test under a key prefix of its own whose
+//! keys are deleted when the test's store is dropped: the behavioural suite,
+//! then what is particular to Redis.
+#![cfg(all(feature = "redis", feature = "testing"))]
+// helpers outside #[test] fns unwrap too: a test should fail loudly
+#![allow(clippy::unwrap_used)]
+
+mod redis_support;
+
+use std::time::Duration;
+
+use redis_support::{CleanStore, clean_store, contract, local_url, unique_prefix};
+use tower_httpsession::store::redis::RedisStore;
+use tower_httpsession::store::{SessionStore, StoreErrorKind};
+
+async fn make_store() -> CleanStore {
+    clean_store("suite").await
+}
+
+tower_httpsession::store_suite!(make_store);
+
+#[tokio::test]
+async fn attribute_names_cannot_touch_metadata() {
+    contract::attribute_names_cannot_touch_metadata(&clean_store("names").await).await;
+}
+
+#[tokio::test]
+async fn an_empty_value_is_not_absent() {
+    contract::an_empty_value_is_not_absent(&clean_store("empty").await).await;
+}
+
+#[tokio::test]
+async fn many_fields_land_whole() {
+    contract::many_fields_land_whole(&clean_store("many").await).await;
+}
+
+#[tokio::test]
+async fn touch_moves_the_key_expiry() {
+    contract::touch_moves_the_key_expiry(&clean_store("touch").await).await;
+}
+
+#[tokio::test]
+async fn one_hash_per_session_with_namespaced_fields() {
+    let store = clean_store("layout").await;
+    let (key, _) = contract::stored(&store, &[("m:created", "1"), ("user", "2")]).await;
+    let client = redis::Client::open(local_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = format!("{}{{{}}}", store.store().key_prefix(), key.as_str());
+    let kind: String = redis::cmd("TYPE")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "a:m:created",
+            "a:user",
+            "m:accessed",
+            "m:created",
+            "m:expires",
+            "m:max_inactive",
+            "m:verifier"
+        ]
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((50_000..=60_000).contains(&ttl), "{ttl}");
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_corrupt_not_a_panic() {
+    let store = clean_store("corrupt").await;
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let client = redis::Client::open(local_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = format!("{}{{{}}}", store.store().key_prefix(), key.as_str());
+    let _: i64 = redis::cmd("HSET")
+        .arg(&name)
+        .arg("m:created")
+        .arg("yesterday")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let error = store.load(&key).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+    assert_eq!(error.backend(), "redis");
+    assert!(std::error::Error::source(&error).is_some());
+
+    // A key of another type under the session's name.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&name)
+        .arg("x")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&key).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+}
+
+#[tokio::test]
+async fn debug_shows_no_password_and_no_session_key() {
+    let store = clean_store("debug").await;
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let printed = format!("{:?}", store.store());
+    assert!(printed.contains("127.0.0.1"), "{printed}");
+    assert!(!printed.contains(key.as_str()), "{printed}");
+    let lazy = RedisStore::builder()
+        .connect_lazy("redis://:s3cret-pass@127.0.0.1:6379")
+        .unwrap();
+    assert!(!format!("{lazy:?}").contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_without_hanging() {
+    let started = std::time::Instant::now();
+    let result = RedisStore::builder()
+        .with_key_prefix(unique_prefix("auth"))
+        .with_connect_timeout(Duration::from_secs(2))
+        .connect("redis://:wrong-password@127.0.0.1:6379")
+        .await;
+    // The local Redis has no password, so AUTH fails; either way the
+    // constructor returns within its bound and never prints the password.
+    if let Err(error) = result {
+        assert_eq!(error.backend(), "redis");
+        assert!(
+            !tower_httpsession::store::StoreError::to_string(&error).contains("wrong-password")
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

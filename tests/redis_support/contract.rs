@@ -1,0 +1,153 @@
+//! Checks of the Redis layout beyond the behavioural suite, run against
+//! each topology.
+
+use std::time::Duration;
+
+use tower_httpsession::SessionId;
+use tower_httpsession::store::{
+    Applied, ChangeSet, Created, Record, SessionStore, StoreKey, Swap, Touch, now,
+};
+
+/// A fresh key and a record that lives for `ttl`.
+pub fn record(ttl: Duration, attributes: &[(&str, &str)]) -> (StoreKey, Record) {
+    let id = SessionId::generate().expect("random id");
+    let t = now();
+    let record = Record {
+        verifier: id.verifier_hash(),
+        created: t,
+        last_accessed: t,
+        max_inactive: ttl,
+        expires_at: t + ttl,
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    (id.store_key(), record)
+}
+
+/// Stores a new record of the given attributes, living a minute.
+pub async fn stored(store: &impl SessionStore, attributes: &[(&str, &str)]) -> (StoreKey, Record) {
+    let (key, record) = record(Duration::from_secs(60), attributes);
+    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
+    (key, record)
+}
+
+/// Attributes named like metadata fields are kept apart from the metadata,
+/// whether created, applied, or swapped.
+pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
+    let (key, mut record) = stored(
+        store,
+        &[
+            ("m:created", "\"shadow\""),
+            ("m:verifier", "1"),
+            ("a:x", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+
+    let mut changes = ChangeSet::new();
+    changes.set_attribute("m:expires", "0");
+    changes.set_attribute("m:max_inactive", "-1");
+    changes.remove_attribute("m:verifier");
+    let t = now();
+    changes.set_touch(Some(Touch {
+        last_accessed: t,
+        expires_at: t + Duration::from_secs(60),
+    }));
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    changes.apply_to(&mut record);
+    assert_eq!(
+        store
+            .compare_and_set(&key, "m:accessed", None, Some("\"x\""))
+            .await
+            .unwrap(),
+        Swap::Swapped
+    );
+    record
+        .attributes
+        .insert("m:accessed".to_owned(), "\"x\"".to_owned());
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+    store.delete(&key).await.unwrap();
+}
+
+/// For compare-and-set, an empty value is a value, not an absent one.
+pub async fn an_empty_value_is_not_absent(store: &impl SessionStore) {
+    let (key, _) = stored(store, &[("empty", "")]).await;
+    assert_eq!(
+        store
+            .compare_and_set(&key, "empty", None, Some("x"))
+            .await
+            .unwrap(),
+        Swap::Mismatch {
+            current: Some(String::new())
+        }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "gone", Some(""), Some("x"))
+            .await
+            .unwrap(),
+        Swap::Mismatch { current: None }
+    );
+    assert_eq!(
+        store
+            .compare_and_set(&key, "empty", Some(""), None)
+            .await
+            .unwrap(),
+        Swap::Swapped
+    );
+    assert!(
+        store
+            .load(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .attributes
+            .is_empty()
+    );
+    store.delete(&key).await.unwrap();
+}
+
+/// A touch sets the key's own expiry: the record outlives its first
+/// deadline and reports the new one.
+pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
+    let (key, record) = record(Duration::from_millis(400), &[("a", "1")]);
+    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
+    let mut changes = ChangeSet::new();
+    let t = now();
+    changes.set_touch(Some(Touch {
+        last_accessed: t,
+        expires_at: t + Duration::from_secs(60),
+    }));
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let loaded = store.load(&key).await.unwrap().expect("still live");
+    assert_eq!(loaded.expires_at, t + Duration::from_secs(60));
+    assert_eq!(loaded.last_accessed, t);
+    store.delete(&key).await.unwrap();
+}
+
+/// Writes of hundreds of fields (more than the scripts pass to one `HSET`
+/// or `HDEL`) land whole.
+pub async fn many_fields_land_whole(store: &impl SessionStore) {
+    let names: Vec<String> = (0..450).map(|i| format!("f{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let (key, mut record) = stored(store, &pairs).await;
+    assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+
+    let mut changes = ChangeSet::new();
+    for name in &names[..300] {
+        changes.remove_attribute(name.as_str());
+    }
+    for i in 0..333 {
+        changes.set_attribute(format!("g{i}"), i.to_string());
+    }
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    changes.apply_to(&mut record);
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.attributes.len(), 150 + 333);
+    assert_eq!(loaded, record);
+    store.delete(&key).await.unwrap();
+}
