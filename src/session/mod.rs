@@ -79,8 +79,13 @@ struct Loaded {
     id: SessionId,
     /// Whether the record exists in the store.
     stored: bool,
-    /// The values as stored (as loaded, or as a compare-and-set left them).
-    original: HashMap<String, String>,
+    /// The stored values this request knows (as loaded, or as a
+    /// compare-and-set left them); `None`: known to be absent.
+    known: HashMap<String, Option<String>>,
+    /// Whether `known` holds every stored attribute.
+    complete: bool,
+    /// How many attributes the store holds, when it said.
+    stored_count: Option<usize>,
     /// What this request changed.
     changes: ChangeSet,
     created: OffsetDateTime,
@@ -125,7 +130,9 @@ impl Loaded {
         Ok(Self {
             id: SessionId::generate().map_err(SessionError::Random)?,
             stored: false,
-            original: HashMap::new(),
+            known: HashMap::new(),
+            complete: true,
+            stored_count: Some(0),
             changes: ChangeSet::new(),
             created: now,
             last_accessed: now,
@@ -142,6 +149,8 @@ impl Loaded {
     fn from_record(
         id: SessionId,
         record: Record,
+        complete: bool,
+        stored_count: Option<usize>,
         config: &SessionConfig,
         now: OffsetDateTime,
     ) -> Self {
@@ -150,7 +159,13 @@ impl Loaded {
         Self {
             id,
             stored: true,
-            original: record.attributes,
+            known: record
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect(),
+            complete,
+            stored_count,
             changes: ChangeSet::new(),
             created: record.created,
             last_accessed: record.last_accessed,
@@ -164,30 +179,79 @@ impl Loaded {
         }
     }
 
-    /// The value this request sees: its own change, else the stored one.
-    fn value(&self, name: &str) -> Option<&str> {
-        match self.changes.attribute(name) {
-            Some(changed) => changed,
-            None => self.original.get(name).map(String::as_str),
+    /// The stored value of `name`, if known: `Some(None)` when known absent.
+    fn stored(&self, name: &str) -> Option<Option<&str>> {
+        match self.known.get(name) {
+            Some(value) => Some(value.as_deref()),
+            None if self.complete => Some(None),
+            None => None,
         }
     }
 
-    fn attribute_count(&self) -> usize {
+    fn stored_has(&self, name: &str) -> bool {
+        matches!(self.stored(name), Some(Some(_)))
+    }
+
+    /// The names of `names` whose stored value this request does not know.
+    fn unknown<'n>(&self, names: &[&'n str]) -> Vec<&'n str> {
+        names
+            .iter()
+            .copied()
+            .filter(|n| self.stored(n).is_none())
+            .collect()
+    }
+
+    /// Records what a load said of `names`: the ones it did not return are
+    /// absent.
+    fn learn(&mut self, names: &[&str], attributes: HashMap<String, String>, count: Option<usize>) {
+        let mut found = attributes;
+        for name in names {
+            self.known.insert((*name).to_owned(), found.remove(*name));
+        }
+        if count.is_some() {
+            self.stored_count = count;
+        }
+    }
+
+    /// The value this request sees: its own change, else the stored one
+    /// (the caller made sure it is known).
+    fn value(&self, name: &str) -> Option<&str> {
+        match self.changes.attribute(name) {
+            Some(changed) => changed,
+            None => self.stored(name).flatten(),
+        }
+    }
+
+    /// How many attributes the session holds with this request's changes,
+    /// if the stored count is known.
+    fn attribute_count(&self) -> Option<usize> {
+        let stored = if self.complete {
+            self.known.values().filter(|v| v.is_some()).count()
+        } else {
+            self.stored_count?
+        };
         let removed = self
             .changes
             .attributes_removed()
-            .filter(|n| self.original.contains_key(*n))
+            .filter(|n| self.stored_has(n))
             .count();
         let added = self
             .changes
             .attributes_set()
-            .filter(|(n, _)| !self.original.contains_key(*n))
+            .filter(|(n, _)| !self.stored_has(n))
             .count();
-        self.original.len() - removed + added
+        Some((stored + added).saturating_sub(removed))
     }
 
     fn is_empty(&self) -> bool {
-        self.attribute_count() == 0
+        self.attribute_count() == Some(0)
+    }
+
+    /// Whether setting `name` would add an attribute to a session whose
+    /// count is not known yet: the whole session must be read to check the
+    /// limit.
+    fn needs_count_for(&self, name: &str) -> bool {
+        self.value(name).is_none() && self.attribute_count().is_none()
     }
 
     /// Checks `json` for `name` against the configured limits.
@@ -211,7 +275,9 @@ impl Loaded {
                 config.max_attribute_bytes,
             ));
         }
-        if self.value(name).is_none() && self.attribute_count() >= config.max_attributes {
+        if self.value(name).is_none()
+            && self.attribute_count().unwrap_or(0) >= config.max_attributes
+        {
             return Err(SessionError::too_large(
                 name,
                 "attribute count",
@@ -229,7 +295,7 @@ impl Loaded {
         config: &SessionConfig,
     ) -> Result<(), SessionError> {
         self.check_limits(name, &json, config)?;
-        if self.original.get(name) == Some(&json) {
+        if self.stored(name) == Some(Some(json.as_str())) {
             self.changes.forget_attribute(name);
         } else {
             self.changes.set_attribute(name, json);
@@ -246,7 +312,11 @@ impl Loaded {
     }
 
     fn record(&self, config: &SessionConfig) -> Record {
-        let mut attributes = self.original.clone();
+        let mut attributes: HashMap<String, String> = self
+            .known
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
         for name in self.changes.attributes_removed() {
             attributes.remove(name);
         }
@@ -262,6 +332,15 @@ impl Loaded {
             attributes,
         }
     }
+}
+
+/// Waits a random while, growing with `attempt`, after a lost
+/// compare-and-set, so that contending requests spread out instead of
+/// colliding again at once.
+async fn backoff(attempt: usize) {
+    let ceiling_us = 100u64 << attempt.min(6);
+    let jitter = getrandom::u64().unwrap_or(ceiling_us / 2);
+    tokio::time::sleep(Duration::from_micros(jitter % ceiling_us)).await;
 }
 
 fn to_time(d: Duration) -> time::Duration {
@@ -287,24 +366,71 @@ impl Session {
         &*self.inner.shared.store
     }
 
-    /// Locks the state, loading the session first if no call has yet.
-    async fn loaded(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+    /// Locks the state, loading the session first if no call has yet, and
+    /// makes sure the stored values of `names` are known: a request that
+    /// touches a few attributes of a large session reads only those.
+    async fn loaded(&self, names: &[&str]) -> Result<MutexGuard<'_, Loaded>, SessionError> {
         let state = self
             .inner
             .state
-            .get_or_try_init(|| async { self.load().await.map(Mutex::new) })
+            .get_or_try_init(|| async { self.load(Some(names)).await.map(Mutex::new) })
             .await?;
-        Ok(state.lock().await)
+        let mut loaded = state.lock().await;
+        let unknown = loaded.unknown(names);
+        if !unknown.is_empty() {
+            let key = loaded.id.store_key();
+            // `None`: the session ended meanwhile; the commit will find it
+            // gone, and meanwhile its attributes read as absent.
+            let (attributes, count) = match self.store().load_some(&key, &unknown).await? {
+                Some(partial) => (partial.record.attributes, partial.attribute_count),
+                None => (HashMap::new(), None),
+            };
+            loaded.learn(&unknown, attributes, count);
+        }
+        Ok(loaded)
     }
 
-    async fn load(&self) -> Result<Loaded, SessionError> {
+    /// Locks the state with every stored attribute known.
+    async fn loaded_whole(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+        let state = self
+            .inner
+            .state
+            .get_or_try_init(|| async { self.load(None).await.map(Mutex::new) })
+            .await?;
+        let mut loaded = state.lock().await;
+        if !loaded.complete {
+            let key = loaded.id.store_key();
+            let attributes = match self.store().load(&key).await? {
+                Some(record) => record.attributes,
+                None => HashMap::new(),
+            };
+            loaded.stored_count = Some(attributes.len());
+            loaded.known = attributes.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            loaded.complete = true;
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the session with the attributes in `names`, or all of them.
+    async fn load(&self, names: Option<&[&str]>) -> Result<Loaded, SessionError> {
         let config = self.config();
         let now = store::now();
         let Some(id) = &self.inner.cookie else {
             return Loaded::fresh(config, now, false);
         };
         let key = id.store_key();
-        let Some(record) = self.store().load(&key).await? else {
+        let found = match names {
+            Some(names) => self
+                .store()
+                .load_some(&key, names)
+                .await?
+                .map(|partial| (partial.record, false, partial.attribute_count)),
+            None => self.store().load(&key).await?.map(|record| {
+                let count = Some(record.attributes.len());
+                (record, true, count)
+            }),
+        };
+        let Some((record, complete, count)) = found else {
             return Loaded::fresh(config, now, true);
         };
         if !id.matches(&record.verifier) {
@@ -319,7 +445,14 @@ impl Session {
             self.store().delete(&key).await?;
             return Loaded::fresh(config, now, true);
         }
-        Ok(Loaded::from_record(id.clone(), record, config, now))
+        let mut loaded = Loaded::from_record(id.clone(), record, complete, count, config, now);
+        if let Some(names) = names {
+            // Asked for and not returned: known to be absent.
+            for name in names {
+                loaded.known.entry((*name).to_owned()).or_insert(None);
+            }
+        }
+        Ok(loaded)
     }
 
     /// The value of attribute `name`, deserialized, or `None` if the session
@@ -330,7 +463,7 @@ impl Session {
     /// [`SessionError::Deserialize`] if the stored value is not a `T`;
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, SessionError> {
-        let loaded = self.loaded().await?;
+        let loaded = self.loaded(&[name]).await?;
         let Some(json) = loaded.value(name) else {
             return Ok(None);
         };
@@ -358,7 +491,11 @@ impl Session {
             name: name.to_owned(),
             source,
         })?;
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[name]).await?;
+        if loaded.needs_count_for(name) {
+            drop(loaded);
+            loaded = self.loaded_whole().await?;
+        }
         loaded.record_set(name, json, self.config())
     }
 
@@ -368,9 +505,9 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[name]).await?;
         let present = loaded.value(name).is_some();
-        if loaded.original.contains_key(name) {
+        if loaded.stored_has(name) {
             loaded.changes.remove_attribute(name);
         } else {
             loaded.changes.forget_attribute(name);
@@ -384,11 +521,12 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn attribute_names(&self) -> Result<Vec<String>, SessionError> {
-        let loaded = self.loaded().await?;
+        let loaded = self.loaded_whole().await?;
         let mut names: Vec<String> = loaded
-            .original
-            .keys()
-            .filter(|n| loaded.changes.attribute(n).is_none())
+            .known
+            .iter()
+            .filter(|(n, v)| v.is_some() && loaded.changes.attribute(n).is_none())
+            .map(|(n, _)| n)
             .cloned()
             .chain(loaded.changes.attributes_set().map(|(n, _)| n.to_owned()))
             .collect();
@@ -405,7 +543,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         let old_key = loaded
             .stored
             .then(|| loaded.id.store_key())
@@ -436,7 +574,7 @@ impl Session {
                 "max inactive interval must be between 1 second and 400 days",
             ));
         }
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         loaded.max_inactive = interval;
         let changed = interval != loaded.original_max_inactive;
         loaded.changes.set_max_inactive(changed.then_some(interval));
@@ -491,7 +629,7 @@ impl Session {
     ///
     /// [`SessionError::Random`] if no random bytes could be had.
     pub async fn change_id(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         let id = loaded
             .id
             .with_new_verifier()
@@ -531,8 +669,12 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let config = self.config();
-        let mut loaded = self.loaded().await?;
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut loaded = self.loaded(&[name]).await?;
+        if loaded.needs_count_for(name) {
+            drop(loaded);
+            loaded = self.loaded_whole().await?;
+        }
+        for attempt in 0..UPDATE_ATTEMPTS {
             let old = match loaded.value(name) {
                 Some(json) => Some(serde_json::from_str(json).map_err(|source| {
                     SessionError::Deserialize {
@@ -553,7 +695,7 @@ impl Session {
                 return Ok(new);
             }
             loaded.check_limits(name, &json, config)?;
-            let expected = loaded.original.get(name).cloned();
+            let expected = loaded.stored(name).flatten().map(str::to_owned);
             if expected.as_deref() == Some(json.as_str()) {
                 loaded.changes.forget_attribute(name);
                 return Ok(new);
@@ -565,17 +707,14 @@ impl Session {
                 .await?
             {
                 Swap::Swapped => {
-                    loaded.original.insert(name.to_owned(), json);
+                    loaded.known.insert(name.to_owned(), Some(json));
                     loaded.changes.forget_attribute(name);
                     return Ok(new);
                 }
                 Swap::Mismatch { current } => {
-                    match current {
-                        Some(value) => loaded.original.insert(name.to_owned(), value),
-                        None => loaded.original.remove(name),
-                    };
+                    loaded.known.insert(name.to_owned(), current);
                     loaded.changes.forget_attribute(name);
-                    tokio::task::yield_now().await;
+                    backoff(attempt).await;
                 }
                 Swap::Gone => {
                     tracing::debug!("session ended during update; continuing with a new one");
@@ -589,7 +728,7 @@ impl Session {
     }
 
     async fn read<R>(&self, f: impl FnOnce(&Loaded) -> R) -> Result<R, SessionError> {
-        Ok(f(&*self.loaded().await?))
+        Ok(f(&*self.loaded(&[]).await?))
     }
 
     /// Writes what the request changed; called by the layer once the
