@@ -144,7 +144,11 @@ async fn a_request_reads_only_the_attributes_it_touches() {
         .await
         .unwrap();
     assert_eq!(names.split(',').count(), 22);
-    assert_eq!(whole(&store), 1, "listing the names reads the whole session");
+    assert_eq!(
+        whole(&store),
+        1,
+        "listing the names reads the whole session"
+    );
 }
 
 #[tokio::test]
