@@ -62,8 +62,9 @@ use time::OffsetDateTime;
 use self::error::{from_migrate, from_sqlx, timed_out};
 use self::sql::Statements;
 use super::{
-    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
-    StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis, unix_millis,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
+    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis,
+    unix_millis,
 };
 
 pub use self::cleanup::CleanupHandle;
@@ -459,6 +460,30 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(|e| from_sqlx(op, e))?;
             row.map(record_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        let op = Operation::Load;
+        self.bounded(op, async {
+            let row: Option<LoadedRow> = sqlx::query_as(&self.inner.sql.load_some)
+                .bind(key.as_str())
+                .bind(names)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| from_sqlx(op, e))?;
+            row.map(|row| {
+                Ok(PartialRecord {
+                    record: record_from_row(row)?,
+                    attribute_count: None,
+                })
+            })
+            .transpose()
         })
         .await
     }
