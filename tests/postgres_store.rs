@@ -341,3 +341,64 @@ async fn debug_prints_neither_password_nor_key() {
     assert!(!format!("{builder:?}").contains("pw-1234"));
     let _ = unique_name("x");
 }
+
+/// 50 attributes of 1,000 bytes of JSON each, and a small counter.
+const LARGE_ATTRIBUTES: usize = 50;
+const LARGE_VALUE_BYTES: usize = 1_000;
+
+#[tokio::test]
+async fn load_some_of_a_large_session_returns_only_the_named() {
+    let (store, _schema) = store().await;
+    let (id, key) = fresh_key();
+    let value = format!("\"{}\"", "x".repeat(LARGE_VALUE_BYTES - 2));
+    let names: Vec<String> = (0..LARGE_ATTRIBUTES)
+        .map(|i| format!("attr{i:02}"))
+        .collect();
+    let mut attributes: Vec<(&str, &str)> =
+        names.iter().map(|n| (n.as_str(), value.as_str())).collect();
+    attributes.push(("counter", "7"));
+    let rec = record(&id, Duration::from_secs(600), &attributes);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+
+    let some = store
+        .load_some(&key, &["counter"])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    let mut expected = rec.clone();
+    expected.attributes.retain(|name, _| name == "counter");
+    assert_eq!(some.record, expected, "the metadata and the counter only");
+    assert_eq!(some.record.attributes["counter"], "7");
+
+    let some = store
+        .load_some(&key, &["attr17", "absent"])
+        .await
+        .expect("load_some")
+        .expect("stored");
+    assert_eq!(some.record.attributes.len(), 1);
+    assert_eq!(some.record.attributes["attr17"], value);
+
+    // The figures, for the record: the whole session against one value.
+    let rounds = 200;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        store.load(&key).await.expect("load").expect("stored");
+    }
+    let whole = started.elapsed() / rounds;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        store
+            .load_some(&key, &["counter"])
+            .await
+            .expect("load_some")
+            .expect("stored");
+    }
+    let one = started.elapsed() / rounds;
+    println!(
+        "{LARGE_ATTRIBUTES} attributes x {LARGE_VALUE_BYTES} bytes: load {whole:?}, \
+         load_some of one name {one:?} per call"
+    );
+}
