@@ -2,6 +2,7 @@
 
 pub(crate) mod changes;
 pub(crate) mod id;
+mod state;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,11 +18,10 @@ use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
-use crate::store::{
-    self, Applied, ChangeSet, Created, Record, SessionStore, StoreKey, Swap, Touch,
-};
+use crate::store::{self, Applied, Created, SessionStore, Swap, Touch};
 
 pub use self::id::SessionId;
+use self::state::{Loaded, to_time};
 
 /// How many times [`Session::update`] retries a lost compare-and-set.
 const UPDATE_ATTEMPTS: usize = 128;
@@ -74,36 +74,6 @@ struct Inner {
     state: OnceCell<Mutex<Loaded>>,
 }
 
-/// The session as this request sees it.
-struct Loaded {
-    id: SessionId,
-    /// Whether the record exists in the store.
-    stored: bool,
-    /// The stored values this request knows (as loaded, or as a
-    /// compare-and-set left them); `None`: known to be absent.
-    known: HashMap<String, Option<String>>,
-    /// Whether `known` holds every stored attribute.
-    complete: bool,
-    /// How many attributes the store holds, when it said.
-    stored_count: Option<usize>,
-    /// What this request changed.
-    changes: ChangeSet,
-    created: OffsetDateTime,
-    last_accessed: OffsetDateTime,
-    max_inactive: Duration,
-    original_max_inactive: Duration,
-    /// The request's time, used for the touch and the expiry.
-    now: OffsetDateTime,
-    touch_due: bool,
-    /// A stored session this request invalidated, deleted at commit.
-    to_delete: Option<StoreKey>,
-    /// The request's cookie named no live session: remove it unless a new
-    /// one is sent.
-    cookie_stale: bool,
-    /// Send the id in a new cookie even if the session was stored before.
-    id_changed: bool,
-}
-
 /// What the response's `Set-Cookie` must do after a commit.
 #[derive(Debug)]
 pub(crate) enum CookieAction {
@@ -121,219 +91,6 @@ impl fmt::Debug for Session {
     }
 }
 
-impl Loaded {
-    fn fresh(
-        config: &SessionConfig,
-        now: OffsetDateTime,
-        cookie_stale: bool,
-    ) -> Result<Self, SessionError> {
-        Ok(Self {
-            id: SessionId::generate().map_err(SessionError::Random)?,
-            stored: false,
-            known: HashMap::new(),
-            complete: true,
-            stored_count: Some(0),
-            changes: ChangeSet::new(),
-            created: now,
-            last_accessed: now,
-            max_inactive: config.max_inactive,
-            original_max_inactive: config.max_inactive,
-            now,
-            touch_due: false,
-            to_delete: None,
-            cookie_stale,
-            id_changed: false,
-        })
-    }
-
-    fn from_record(
-        id: SessionId,
-        record: Record,
-        complete: bool,
-        stored_count: Option<usize>,
-        config: &SessionConfig,
-        now: OffsetDateTime,
-    ) -> Self {
-        let touch_interval = config.touch_interval_for(record.max_inactive);
-        let since = now - record.last_accessed;
-        Self {
-            id,
-            stored: true,
-            known: record
-                .attributes
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect(),
-            complete,
-            stored_count,
-            changes: ChangeSet::new(),
-            created: record.created,
-            last_accessed: record.last_accessed,
-            max_inactive: record.max_inactive,
-            original_max_inactive: record.max_inactive,
-            now,
-            touch_due: since >= touch_interval,
-            to_delete: None,
-            cookie_stale: false,
-            id_changed: false,
-        }
-    }
-
-    /// The stored value of `name`, if known: `Some(None)` when known absent.
-    fn stored(&self, name: &str) -> Option<Option<&str>> {
-        match self.known.get(name) {
-            Some(value) => Some(value.as_deref()),
-            None if self.complete => Some(None),
-            None => None,
-        }
-    }
-
-    fn stored_has(&self, name: &str) -> bool {
-        matches!(self.stored(name), Some(Some(_)))
-    }
-
-    /// The names of `names` whose stored value this request does not know.
-    fn unknown<'n>(&self, names: &[&'n str]) -> Vec<&'n str> {
-        names
-            .iter()
-            .copied()
-            .filter(|n| self.stored(n).is_none())
-            .collect()
-    }
-
-    /// Records what a load said of `names`: the ones it did not return are
-    /// absent.
-    fn learn(&mut self, names: &[&str], attributes: HashMap<String, String>, count: Option<usize>) {
-        let mut found = attributes;
-        for name in names {
-            self.known.insert((*name).to_owned(), found.remove(*name));
-        }
-        if count.is_some() {
-            self.stored_count = count;
-        }
-    }
-
-    /// The value this request sees: its own change, else the stored one
-    /// (the caller made sure it is known).
-    fn value(&self, name: &str) -> Option<&str> {
-        match self.changes.attribute(name) {
-            Some(changed) => changed,
-            None => self.stored(name).flatten(),
-        }
-    }
-
-    /// How many attributes the session holds with this request's changes,
-    /// if the stored count is known.
-    fn attribute_count(&self) -> Option<usize> {
-        let stored = if self.complete {
-            self.known.values().filter(|v| v.is_some()).count()
-        } else {
-            self.stored_count?
-        };
-        let removed = self
-            .changes
-            .attributes_removed()
-            .filter(|n| self.stored_has(n))
-            .count();
-        let added = self
-            .changes
-            .attributes_set()
-            .filter(|(n, _)| !self.stored_has(n))
-            .count();
-        Some((stored + added).saturating_sub(removed))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.attribute_count() == Some(0)
-    }
-
-    /// Whether setting `name` would add an attribute to a session whose
-    /// count is not known yet: the whole session must be read to check the
-    /// limit.
-    fn needs_count_for(&self, name: &str) -> bool {
-        self.value(name).is_none() && self.attribute_count().is_none()
-    }
-
-    /// Checks `json` for `name` against the configured limits.
-    fn check_limits(
-        &self,
-        name: &str,
-        json: &str,
-        config: &SessionConfig,
-    ) -> Result<(), SessionError> {
-        if name.len() > config.max_name_bytes {
-            return Err(SessionError::too_large(
-                name,
-                "name bytes",
-                config.max_name_bytes,
-            ));
-        }
-        if json.len() > config.max_attribute_bytes {
-            return Err(SessionError::too_large(
-                name,
-                "value bytes",
-                config.max_attribute_bytes,
-            ));
-        }
-        if self.value(name).is_none()
-            && self.attribute_count().unwrap_or(0) >= config.max_attributes
-        {
-            return Err(SessionError::too_large(
-                name,
-                "attribute count",
-                config.max_attributes,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Records `json` for `name`, or no change if it equals the stored value.
-    fn record_set(
-        &mut self,
-        name: &str,
-        json: String,
-        config: &SessionConfig,
-    ) -> Result<(), SessionError> {
-        self.check_limits(name, &json, config)?;
-        if self.stored(name) == Some(Some(json.as_str())) {
-            self.changes.forget_attribute(name);
-        } else {
-            self.changes.set_attribute(name, json);
-        }
-        Ok(())
-    }
-
-    fn expiry(&self, config: &SessionConfig, last_accessed: OffsetDateTime) -> OffsetDateTime {
-        let idle = last_accessed.saturating_add(to_time(self.max_inactive));
-        match config.absolute_timeout {
-            Some(limit) => idle.min(self.created.saturating_add(to_time(limit))),
-            None => idle,
-        }
-    }
-
-    fn record(&self, config: &SessionConfig) -> Record {
-        let mut attributes: HashMap<String, String> = self
-            .known
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect();
-        for name in self.changes.attributes_removed() {
-            attributes.remove(name);
-        }
-        for (name, json) in self.changes.attributes_set() {
-            attributes.insert(name.to_owned(), json.to_owned());
-        }
-        Record {
-            verifier: self.id.verifier_hash(),
-            created: self.created,
-            last_accessed: self.now,
-            max_inactive: self.max_inactive,
-            expires_at: self.expiry(config, self.now),
-            attributes,
-        }
-    }
-}
-
 /// Waits a random while, growing with `attempt`, after a lost
 /// compare-and-set, so that contending requests spread out instead of
 /// colliding again at once.
@@ -341,10 +98,6 @@ async fn backoff(attempt: usize) {
     let ceiling_us = 100u64 << attempt.min(6);
     let jitter = getrandom::u64().unwrap_or(ceiling_us / 2);
     tokio::time::sleep(Duration::from_micros(jitter % ceiling_us)).await;
-}
-
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 impl Session {
