@@ -119,6 +119,135 @@ async fn a_malformed_record_is_corrupt_not_a_panic() {
 }
 
 #[tokio::test]
+async fn load_some_of_a_large_session_gives_exactly_the_named_attribute() {
+    let store = clean_store("some-large").await;
+    // 50 attributes of 1,000 bytes of JSON each.
+    let value = format!("\"{}\"", "x".repeat(998));
+    let names: Vec<String> = (0..50).map(|i| format!("item{i:02}")).collect();
+    let attributes: Vec<(&str, &str)> = names
+        .iter()
+        .map(|name| (name.as_str(), value.as_str()))
+        .collect();
+    let (key, record) = contract::stored(&store, &attributes).await;
+
+    let some = store
+        .load_some(&key, &["item17"])
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(some.attribute_count, None);
+    let mut expected = record.clone();
+    expected.attributes.retain(|name, _| name == "item17");
+    assert_eq!(some.record, expected);
+    assert_eq!(some.record.attributes["item17"].len(), 1_000);
+
+    let none = store
+        .load_some(&key, &["absent"])
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(none.record.attributes.is_empty());
+    assert_eq!(none.record.verifier, record.verifier);
+}
+
+#[tokio::test]
+async fn load_some_fetches_attributes_named_like_metadata() {
+    let store = clean_store("some-names").await;
+    let (key, record) = contract::stored(
+        &store,
+        &[
+            ("m:verifier", "\"not a hash\""),
+            ("m:created", "\"yesterday\""),
+            ("m:expires", "0"),
+            ("user", "\"alice\""),
+        ],
+    )
+    .await;
+    let some = store
+        .load_some(&key, &["m:verifier", "m:created", "m:expires", "m:absent"])
+        .await
+        .unwrap()
+        .expect("stored");
+    let mut expected = record.clone();
+    expected.attributes.remove("user");
+    assert_eq!(some.record, expected);
+    assert_eq!(some.record.attributes["m:verifier"], "\"not a hash\"");
+    assert_eq!(some.record.created, record.created);
+}
+
+#[tokio::test]
+async fn load_some_of_a_malformed_record_is_corrupt() {
+    let store = clean_store("some-corrupt").await;
+    let client = redis::Client::open(local_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = |key: &tower_httpsession::store::StoreKey| {
+        format!("{}{{{}}}", store.store().key_prefix(), key.as_str())
+    };
+
+    // A metadata field holding junk.
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(name(&key))
+        .arg("m:created")
+        .arg("yesterday")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let error = store.load_some(&key, &["a"]).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+    assert_eq!(error.backend(), "redis");
+    assert!(std::error::Error::source(&error).is_some());
+
+    // A metadata field missing while the others are there.
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let _: i64 = redis::cmd("HDEL")
+        .arg(name(&key))
+        .arg("m:verifier")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_some(&key, &["a"]).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+
+    // An attribute value that is not UTF-8.
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(name(&key))
+        .arg("a:a")
+        .arg(b"\xff".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_some(&key, &["a"]).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+    assert!(store.load_some(&key, &[]).await.unwrap().is_some());
+
+    // A key of another type under the session's name.
+    let (key, _) = contract::stored(&store, &[("a", "1")]).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(name(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(name(&key))
+        .arg("x")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_some(&key, &["a"]).await.unwrap_err().kind(),
+        StoreErrorKind::Corrupt
+    );
+}
+
+#[tokio::test]
 async fn debug_shows_no_password_and_no_session_key() {
     let store = clean_store("debug").await;
     let (key, _) = contract::stored(&store, &[("a", "1")]).await;

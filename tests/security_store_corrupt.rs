@@ -147,6 +147,68 @@ async fn out_of_range_timestamps_never_panic() {
     }
 }
 
+/// The same timestamps through `load_some`, the store's other decoder of
+/// session rows: never a panic; a corrupt error for a time out of the range
+/// the crate holds, a record for one inside it (4713 BC is in range), none
+/// for a session the tampering expired.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn load_some_of_tampered_timestamps_never_panics() {
+    use std::time::Duration;
+
+    use tower_httpsession::SessionStore;
+    use tower_httpsession::store::testing::{fresh_key, record};
+    use tower_httpsession::store::{Created, StoreErrorKind};
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Outcome {
+        Corrupt,
+        Loaded,
+        Expired,
+    }
+
+    let (store, schema) = postgres_support::store().await;
+    let mut conn = postgres_support::connect().await;
+    let s = &schema.name;
+    let cases = [
+        ("expires_at = 'infinity'", Outcome::Corrupt),
+        ("created_at = '-infinity'", Outcome::Corrupt),
+        ("last_accessed_at = 'infinity'", Outcome::Corrupt),
+        ("expires_at = '200000-01-01'", Outcome::Corrupt),
+        ("last_accessed_at = '100000-01-01'", Outcome::Corrupt),
+        ("created_at = '4713-01-01 BC'", Outcome::Loaded),
+        ("expires_at = '-infinity'", Outcome::Expired),
+    ];
+    for (assignment, expected) in cases {
+        let sql = format!("UPDATE {s}.sessions SET {assignment} WHERE key = $1");
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[("a", "1"), ("b", "2")]);
+        assert_eq!(
+            store.create(&key, &rec).await.expect("create"),
+            Created::Stored
+        );
+        sqlx::query(&sql)
+            .bind(key.as_str())
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let task_store = store.clone();
+        let outcome = tokio::spawn(async move { task_store.load_some(&key, &["a"]).await })
+            .await
+            .unwrap_or_else(|e| panic!("{assignment}: load_some panicked: {e}"));
+        let got = match outcome {
+            Err(e) if e.kind() == StoreErrorKind::Corrupt => Outcome::Corrupt,
+            Err(e) => panic!("{assignment}: {e:?}"),
+            Ok(Some(some)) => {
+                assert_eq!(some.record.attributes.len(), 1, "{assignment}");
+                Outcome::Loaded
+            }
+            Ok(None) => Outcome::Expired,
+        };
+        assert_eq!(got, expected, "{assignment}");
+    }
+}
+
 /// One tampering of a session's Redis hash, as commands on its key.
 #[cfg(feature = "redis")]
 type RedisTamper = fn(&str) -> Vec<redis::Cmd>;

@@ -105,6 +105,53 @@ async fn writes_only_what_changed() {
 }
 
 #[tokio::test]
+async fn a_request_reads_only_the_attributes_it_touches() {
+    let store = counting();
+    let base = server_with(store.clone()).await;
+    let cookie = started(&base, "a", "1").await;
+    let client = bare();
+    for i in 0..20 {
+        client
+            .post(format!("{base}/set/big{i}/{}", "x".repeat(100)))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
+    }
+    let whole = |s: &common::Counting| s.whole_loads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(whole(&store), 0, "get and set read only their attribute");
+    let response = client
+        .get(format!("{base}/get/big3"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap().len(), 102);
+    client
+        .post(format!("{base}/incr/n"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole(&store), 0, "update reads only its attribute");
+    let names = client
+        .get(format!("{base}/names"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(names.split(',').count(), 22);
+    assert_eq!(
+        whole(&store),
+        1,
+        "listing the names reads the whole session"
+    );
+}
+
+#[tokio::test]
 async fn sixteen_concurrent_writers_keep_all_sixteen() {
     let base = server_with(MemoryStore::default()).await;
     let cookie = started(&base, "base", "0").await;

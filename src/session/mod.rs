@@ -2,6 +2,7 @@
 
 pub(crate) mod changes;
 pub(crate) mod id;
+mod state;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,11 +18,10 @@ use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
-use crate::store::{
-    self, Applied, ChangeSet, Created, Record, SessionStore, StoreKey, Swap, Touch,
-};
+use crate::store::{self, Applied, Created, SessionStore, Swap, Touch};
 
 pub use self::id::SessionId;
+use self::state::{Loaded, to_time};
 
 /// How many times [`Session::update`] retries a lost compare-and-set.
 const UPDATE_ATTEMPTS: usize = 128;
@@ -74,31 +74,6 @@ struct Inner {
     state: OnceCell<Mutex<Loaded>>,
 }
 
-/// The session as this request sees it.
-struct Loaded {
-    id: SessionId,
-    /// Whether the record exists in the store.
-    stored: bool,
-    /// The values as stored (as loaded, or as a compare-and-set left them).
-    original: HashMap<String, String>,
-    /// What this request changed.
-    changes: ChangeSet,
-    created: OffsetDateTime,
-    last_accessed: OffsetDateTime,
-    max_inactive: Duration,
-    original_max_inactive: Duration,
-    /// The request's time, used for the touch and the expiry.
-    now: OffsetDateTime,
-    touch_due: bool,
-    /// A stored session this request invalidated, deleted at commit.
-    to_delete: Option<StoreKey>,
-    /// The request's cookie named no live session: remove it unless a new
-    /// one is sent.
-    cookie_stale: bool,
-    /// Send the id in a new cookie even if the session was stored before.
-    id_changed: bool,
-}
-
 /// What the response's `Set-Cookie` must do after a commit.
 #[derive(Debug)]
 pub(crate) enum CookieAction {
@@ -116,156 +91,13 @@ impl fmt::Debug for Session {
     }
 }
 
-impl Loaded {
-    fn fresh(
-        config: &SessionConfig,
-        now: OffsetDateTime,
-        cookie_stale: bool,
-    ) -> Result<Self, SessionError> {
-        Ok(Self {
-            id: SessionId::generate().map_err(SessionError::Random)?,
-            stored: false,
-            original: HashMap::new(),
-            changes: ChangeSet::new(),
-            created: now,
-            last_accessed: now,
-            max_inactive: config.max_inactive,
-            original_max_inactive: config.max_inactive,
-            now,
-            touch_due: false,
-            to_delete: None,
-            cookie_stale,
-            id_changed: false,
-        })
-    }
-
-    fn from_record(
-        id: SessionId,
-        record: Record,
-        config: &SessionConfig,
-        now: OffsetDateTime,
-    ) -> Self {
-        let touch_interval = config.touch_interval_for(record.max_inactive);
-        let since = now - record.last_accessed;
-        Self {
-            id,
-            stored: true,
-            original: record.attributes,
-            changes: ChangeSet::new(),
-            created: record.created,
-            last_accessed: record.last_accessed,
-            max_inactive: record.max_inactive,
-            original_max_inactive: record.max_inactive,
-            now,
-            touch_due: since >= touch_interval,
-            to_delete: None,
-            cookie_stale: false,
-            id_changed: false,
-        }
-    }
-
-    /// The value this request sees: its own change, else the stored one.
-    fn value(&self, name: &str) -> Option<&str> {
-        match self.changes.attribute(name) {
-            Some(changed) => changed,
-            None => self.original.get(name).map(String::as_str),
-        }
-    }
-
-    fn attribute_count(&self) -> usize {
-        let removed = self
-            .changes
-            .attributes_removed()
-            .filter(|n| self.original.contains_key(*n))
-            .count();
-        let added = self
-            .changes
-            .attributes_set()
-            .filter(|(n, _)| !self.original.contains_key(*n))
-            .count();
-        self.original.len() - removed + added
-    }
-
-    fn is_empty(&self) -> bool {
-        self.attribute_count() == 0
-    }
-
-    /// Checks `json` for `name` against the configured limits.
-    fn check_limits(
-        &self,
-        name: &str,
-        json: &str,
-        config: &SessionConfig,
-    ) -> Result<(), SessionError> {
-        if name.len() > config.max_name_bytes {
-            return Err(SessionError::too_large(
-                name,
-                "name bytes",
-                config.max_name_bytes,
-            ));
-        }
-        if json.len() > config.max_attribute_bytes {
-            return Err(SessionError::too_large(
-                name,
-                "value bytes",
-                config.max_attribute_bytes,
-            ));
-        }
-        if self.value(name).is_none() && self.attribute_count() >= config.max_attributes {
-            return Err(SessionError::too_large(
-                name,
-                "attribute count",
-                config.max_attributes,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Records `json` for `name`, or no change if it equals the stored value.
-    fn record_set(
-        &mut self,
-        name: &str,
-        json: String,
-        config: &SessionConfig,
-    ) -> Result<(), SessionError> {
-        self.check_limits(name, &json, config)?;
-        if self.original.get(name) == Some(&json) {
-            self.changes.forget_attribute(name);
-        } else {
-            self.changes.set_attribute(name, json);
-        }
-        Ok(())
-    }
-
-    fn expiry(&self, config: &SessionConfig, last_accessed: OffsetDateTime) -> OffsetDateTime {
-        let idle = last_accessed.saturating_add(to_time(self.max_inactive));
-        match config.absolute_timeout {
-            Some(limit) => idle.min(self.created.saturating_add(to_time(limit))),
-            None => idle,
-        }
-    }
-
-    fn record(&self, config: &SessionConfig) -> Record {
-        let mut attributes = self.original.clone();
-        for name in self.changes.attributes_removed() {
-            attributes.remove(name);
-        }
-        for (name, json) in self.changes.attributes_set() {
-            attributes.insert(name.to_owned(), json.to_owned());
-        }
-        Record {
-            verifier: self.id.verifier_hash(),
-            created: self.created,
-            last_accessed: self.now,
-            max_inactive: self.max_inactive,
-            expires_at: self.expiry(config, self.now),
-            attributes,
-        }
-    }
-}
-
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+/// Waits a random while, growing with `attempt`, after a lost
+/// compare-and-set, so that contending requests spread out instead of
+/// colliding again at once.
+async fn backoff(attempt: usize) {
+    let ceiling_us = 100u64 << attempt.min(6);
+    let jitter = getrandom::u64().unwrap_or(ceiling_us / 2);
+    tokio::time::sleep(Duration::from_micros(jitter % ceiling_us)).await;
 }
 
 impl Session {
@@ -287,24 +119,71 @@ impl Session {
         &*self.inner.shared.store
     }
 
-    /// Locks the state, loading the session first if no call has yet.
-    async fn loaded(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+    /// Locks the state, loading the session first if no call has yet, and
+    /// makes sure the stored values of `names` are known: a request that
+    /// touches a few attributes of a large session reads only those.
+    async fn loaded(&self, names: &[&str]) -> Result<MutexGuard<'_, Loaded>, SessionError> {
         let state = self
             .inner
             .state
-            .get_or_try_init(|| async { self.load().await.map(Mutex::new) })
+            .get_or_try_init(|| async { self.load(Some(names)).await.map(Mutex::new) })
             .await?;
-        Ok(state.lock().await)
+        let mut loaded = state.lock().await;
+        let unknown = loaded.unknown(names);
+        if !unknown.is_empty() {
+            let key = loaded.id.store_key();
+            // `None`: the session ended meanwhile; the commit will find it
+            // gone, and meanwhile its attributes read as absent.
+            let (attributes, count) = match self.store().load_some(&key, &unknown).await? {
+                Some(partial) => (partial.record.attributes, partial.attribute_count),
+                None => (HashMap::new(), None),
+            };
+            loaded.learn(&unknown, attributes, count);
+        }
+        Ok(loaded)
     }
 
-    async fn load(&self) -> Result<Loaded, SessionError> {
+    /// Locks the state with every stored attribute known.
+    async fn loaded_whole(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+        let state = self
+            .inner
+            .state
+            .get_or_try_init(|| async { self.load(None).await.map(Mutex::new) })
+            .await?;
+        let mut loaded = state.lock().await;
+        if !loaded.complete {
+            let key = loaded.id.store_key();
+            let attributes = match self.store().load(&key).await? {
+                Some(record) => record.attributes,
+                None => HashMap::new(),
+            };
+            loaded.stored_count = Some(attributes.len());
+            loaded.known = attributes.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            loaded.complete = true;
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the session with the attributes in `names`, or all of them.
+    async fn load(&self, names: Option<&[&str]>) -> Result<Loaded, SessionError> {
         let config = self.config();
         let now = store::now();
         let Some(id) = &self.inner.cookie else {
             return Loaded::fresh(config, now, false);
         };
         let key = id.store_key();
-        let Some(record) = self.store().load(&key).await? else {
+        let found = match names {
+            Some(names) => self
+                .store()
+                .load_some(&key, names)
+                .await?
+                .map(|partial| (partial.record, false, partial.attribute_count)),
+            None => self.store().load(&key).await?.map(|record| {
+                let count = Some(record.attributes.len());
+                (record, true, count)
+            }),
+        };
+        let Some((record, complete, count)) = found else {
             return Loaded::fresh(config, now, true);
         };
         if !id.matches(&record.verifier) {
@@ -319,7 +198,14 @@ impl Session {
             self.store().delete(&key).await?;
             return Loaded::fresh(config, now, true);
         }
-        Ok(Loaded::from_record(id.clone(), record, config, now))
+        let mut loaded = Loaded::from_record(id.clone(), record, complete, count, config, now);
+        if let Some(names) = names {
+            // Asked for and not returned: known to be absent.
+            for name in names {
+                loaded.known.entry((*name).to_owned()).or_insert(None);
+            }
+        }
+        Ok(loaded)
     }
 
     /// The value of attribute `name`, deserialized, or `None` if the session
@@ -330,7 +216,7 @@ impl Session {
     /// [`SessionError::Deserialize`] if the stored value is not a `T`;
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, SessionError> {
-        let loaded = self.loaded().await?;
+        let loaded = self.loaded(&[name]).await?;
         let Some(json) = loaded.value(name) else {
             return Ok(None);
         };
@@ -358,7 +244,11 @@ impl Session {
             name: name.to_owned(),
             source,
         })?;
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[name]).await?;
+        if loaded.needs_count_for(name) {
+            drop(loaded);
+            loaded = self.loaded_whole().await?;
+        }
         loaded.record_set(name, json, self.config())
     }
 
@@ -368,9 +258,9 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[name]).await?;
         let present = loaded.value(name).is_some();
-        if loaded.original.contains_key(name) {
+        if loaded.stored_has(name) {
             loaded.changes.remove_attribute(name);
         } else {
             loaded.changes.forget_attribute(name);
@@ -384,11 +274,12 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn attribute_names(&self) -> Result<Vec<String>, SessionError> {
-        let loaded = self.loaded().await?;
+        let loaded = self.loaded_whole().await?;
         let mut names: Vec<String> = loaded
-            .original
-            .keys()
-            .filter(|n| loaded.changes.attribute(n).is_none())
+            .known
+            .iter()
+            .filter(|(n, v)| v.is_some() && loaded.changes.attribute(n).is_none())
+            .map(|(n, _)| n)
             .cloned()
             .chain(loaded.changes.attributes_set().map(|(n, _)| n.to_owned()))
             .collect();
@@ -405,7 +296,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         let old_key = loaded
             .stored
             .then(|| loaded.id.store_key())
@@ -436,7 +327,7 @@ impl Session {
                 "max inactive interval must be between 1 second and 400 days",
             ));
         }
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         loaded.max_inactive = interval;
         let changed = interval != loaded.original_max_inactive;
         loaded.changes.set_max_inactive(changed.then_some(interval));
@@ -491,7 +382,7 @@ impl Session {
     ///
     /// [`SessionError::Random`] if no random bytes could be had.
     pub async fn change_id(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded().await?;
+        let mut loaded = self.loaded(&[]).await?;
         let id = loaded
             .id
             .with_new_verifier()
@@ -531,8 +422,12 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let config = self.config();
-        let mut loaded = self.loaded().await?;
-        for _ in 0..UPDATE_ATTEMPTS {
+        let mut loaded = self.loaded(&[name]).await?;
+        if loaded.needs_count_for(name) {
+            drop(loaded);
+            loaded = self.loaded_whole().await?;
+        }
+        for attempt in 0..UPDATE_ATTEMPTS {
             let old = match loaded.value(name) {
                 Some(json) => Some(serde_json::from_str(json).map_err(|source| {
                     SessionError::Deserialize {
@@ -553,7 +448,7 @@ impl Session {
                 return Ok(new);
             }
             loaded.check_limits(name, &json, config)?;
-            let expected = loaded.original.get(name).cloned();
+            let expected = loaded.stored(name).flatten().map(str::to_owned);
             if expected.as_deref() == Some(json.as_str()) {
                 loaded.changes.forget_attribute(name);
                 return Ok(new);
@@ -565,17 +460,14 @@ impl Session {
                 .await?
             {
                 Swap::Swapped => {
-                    loaded.original.insert(name.to_owned(), json);
+                    loaded.known.insert(name.to_owned(), Some(json));
                     loaded.changes.forget_attribute(name);
                     return Ok(new);
                 }
                 Swap::Mismatch { current } => {
-                    match current {
-                        Some(value) => loaded.original.insert(name.to_owned(), value),
-                        None => loaded.original.remove(name),
-                    };
+                    loaded.known.insert(name.to_owned(), current);
                     loaded.changes.forget_attribute(name);
-                    tokio::task::yield_now().await;
+                    backoff(attempt).await;
                 }
                 Swap::Gone => {
                     tracing::debug!("session ended during update; continuing with a new one");
@@ -589,7 +481,7 @@ impl Session {
     }
 
     async fn read<R>(&self, f: impl FnOnce(&Loaded) -> R) -> Result<R, SessionError> {
-        Ok(f(&*self.loaded().await?))
+        Ok(f(&*self.loaded(&[]).await?))
     }
 
     /// Writes what the request changed; called by the layer once the

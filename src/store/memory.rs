@@ -19,7 +19,8 @@ use moka::sync::Cache;
 use time::OffsetDateTime;
 
 use super::{
-    Applied, ChangeSet, Created, Record, SessionStore, StoreError, StoreHealth, StoreKey, Swap,
+    Applied, ChangeSet, Created, PartialRecord, Record, SessionStore, StoreError, StoreHealth,
+    StoreKey, Swap,
 };
 
 /// The default number of sessions a [`MemoryStore`] holds.
@@ -128,6 +129,33 @@ impl SessionStore for MemoryStore {
             .get(key)
             .filter(|r| live(r))
             .map(|r| Record::clone(&r)))
+    }
+
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        let Some(whole) = self.cache.get(key).filter(|r| live(r)) else {
+            return Ok(None);
+        };
+        // Copy the metadata and the named values only: a large session's
+        // other values stay where they are.
+        let attributes = names
+            .iter()
+            .filter_map(|name| Some(((*name).to_owned(), whole.attributes.get(*name)?.clone())))
+            .collect();
+        Ok(Some(PartialRecord {
+            record: Record {
+                verifier: whole.verifier,
+                created: whole.created,
+                last_accessed: whole.last_accessed,
+                max_inactive: whole.max_inactive,
+                expires_at: whole.expires_at,
+                attributes,
+            },
+            attribute_count: Some(whole.attributes.len()),
+        }))
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {

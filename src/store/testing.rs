@@ -29,8 +29,8 @@ use async_trait::async_trait;
 
 use crate::SessionId;
 use crate::store::{
-    Applied, ChangeSet, Created, HealthStatus, Record, SessionStore, StoreError, StoreHealth,
-    StoreKey, Swap, Touch, now,
+    Applied, ChangeSet, Created, HealthStatus, PartialRecord, Record, SessionStore, StoreError,
+    StoreHealth, StoreKey, Swap, Touch, now,
 };
 
 /// A store kept together with a guard that cleans up after a check (drops
@@ -64,6 +64,13 @@ impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Gu
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.store.load(key).await
+    }
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        self.store.load_some(key, names).await
     }
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
         self.store.create(key, record).await

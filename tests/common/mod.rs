@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use tower_httpsession::store::{Applied, ChangeSet, Created, Record, StoreHealth, StoreKey, Swap};
+use tower_httpsession::store::{
+    Applied, ChangeSet, Created, PartialRecord, Record, StoreHealth, StoreKey, Swap,
+};
 use tower_httpsession::{
     Session, SessionConfig, SessionError, SessionLayer, SessionStore, StoreError,
 };
@@ -128,6 +130,8 @@ pub struct Counting {
     pub inner: tower_httpsession::MemoryStore,
     pub loads: AtomicUsize,
     pub writes: AtomicUsize,
+    /// Of `loads`, those that read the whole session.
+    pub whole_loads: AtomicUsize,
 }
 
 impl Counting {
@@ -146,7 +150,16 @@ impl SessionStore for Counting {
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        self.whole_loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(key).await
+    }
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load_some(key, names).await
     }
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);

@@ -62,8 +62,9 @@ use time::OffsetDateTime;
 use self::error::{from_migrate, from_sqlx, timed_out};
 use self::sql::Statements;
 use super::{
-    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
-    StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis, unix_millis,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
+    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis,
+    unix_millis,
 };
 
 pub use self::cleanup::CleanupHandle;
@@ -334,48 +335,54 @@ impl PostgresStore {
             .await
     }
 
-    /// One compare-and-set attempt: whether a row was written.
+    /// One compare-and-set attempt, one statement: `None` if the session is
+    /// gone, else whether it swapped and, if not, the attribute's value now.
     async fn try_swap(
         &self,
         key: &StoreKey,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Option<Attempt>, sqlx::Error> {
         let sql = &self.inner.sql;
         let query = match (expected, new) {
-            (Some(expected), Some(new)) => sqlx::query(&sql.cas_replace)
+            (Some(expected), Some(new)) => sqlx::query_as(&sql.cas_replace)
                 .bind(key.as_str())
                 .bind(name)
                 .bind(expected)
                 .bind(new),
-            (Some(expected), None) => sqlx::query(&sql.cas_remove)
+            (Some(expected), None) => sqlx::query_as(&sql.cas_remove)
                 .bind(key.as_str())
                 .bind(name)
                 .bind(expected),
-            (None, Some(new)) => sqlx::query(&sql.cas_insert)
+            (None, Some(new)) => sqlx::query_as(&sql.cas_insert)
                 .bind(key.as_str())
                 .bind(name)
                 .bind(new),
-            // Absent stays absent: nothing to write, the check decides.
-            (None, None) => return Ok(false),
+            // Absent stays absent: nothing to write, the value decides.
+            (None, None) => {
+                let current: Option<Option<String>> = sqlx::query_scalar(&sql.cas_current)
+                    .bind(key.as_str())
+                    .bind(name)
+                    .fetch_optional(self.pool())
+                    .await?;
+                return Ok(current.map(|current| Attempt {
+                    swapped: false,
+                    current,
+                }));
+            }
         };
-        Ok(query.execute(self.pool()).await?.rows_affected() == 1)
+        let (alive, swapped, current): (bool, bool, Option<String>) =
+            query.fetch_one(self.pool()).await?;
+        Ok(alive.then_some(Attempt { swapped, current }))
     }
+}
 
-    /// After a failed attempt: `None` if the session is gone, else the
-    /// attribute's value now.
-    async fn current(
-        &self,
-        key: &StoreKey,
-        name: &str,
-    ) -> Result<Option<Option<String>>, sqlx::Error> {
-        sqlx::query_scalar(&self.inner.sql.cas_current)
-            .bind(key.as_str())
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await
-    }
+/// The outcome of one compare-and-set statement on a live session.
+struct Attempt {
+    swapped: bool,
+    /// The attribute's value now, read only if nothing was swapped.
+    current: Option<String>,
 }
 
 /// Creates `schema` unless it exists. Two instances may race to create it;
@@ -463,6 +470,30 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        let op = Operation::Load;
+        self.bounded(op, async {
+            let row: Option<LoadedRow> = sqlx::query_as(&self.inner.sql.load_some)
+                .bind(key.as_str())
+                .bind(names)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| from_sqlx(op, e))?;
+            row.map(|row| {
+                Ok(PartialRecord {
+                    record: record_from_row(row)?,
+                    attribute_count: None,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
         let op = Operation::Create;
         self.bounded(op, async {
@@ -526,18 +557,16 @@ impl SessionStore for PostgresStore {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.try_swap(key, name, expected, new).await {
-                    Ok(true) => return Ok(Swap::Swapped),
-                    Ok(false) => {}
+                let current = match self.try_swap(key, name, expected, new).await {
+                    Ok(Some(Attempt { swapped: true, .. })) => return Ok(Swap::Swapped),
+                    Ok(Some(Attempt { current, .. })) => current,
+                    Ok(None) => return Ok(Swap::Gone),
                     // The session was deleted between the insert's check
                     // and its foreign key check.
                     Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                         return Ok(Swap::Gone);
                     }
                     Err(e) => return Err(db(e)),
-                }
-                let Some(current) = self.current(key, name).await.map_err(db)? else {
-                    return Ok(Swap::Gone);
                 };
                 if current.as_deref() != expected {
                     return Ok(Swap::Mismatch { current });
@@ -545,9 +574,11 @@ impl SessionStore for PostgresStore {
                 if expected.is_none() && new.is_none() {
                     return Ok(Swap::Swapped);
                 }
-                // The expected value is back (another request changed it and
-                // changed it back, or an insert that held the name rolled
-                // back): the swap may win now.
+                // The expected value is back, or was never gone as far as
+                // this statement could see (another request changed it and
+                // changed it back, an insert that held the name rolled back,
+                // or a row was inserted after the statement's snapshot): the
+                // swap may win now.
                 if attempt >= CAS_ATTEMPTS {
                     return Ok(Swap::Mismatch { current });
                 }

@@ -9,6 +9,7 @@
 #[derive(Debug)]
 pub(super) struct Statements {
     pub(super) load: String,
+    pub(super) load_some: String,
     pub(super) create: String,
     pub(super) delete_expired_key: String,
     pub(super) apply: String,
@@ -106,32 +107,59 @@ impl Statements {
                  ) \
                  SELECT EXISTS (SELECT 1 FROM s)"
             ),
+            // Only the attributes named in $2, found through the primary key
+            // index: the other attributes' rows are never read. Otherwise as
+            // `load`. The session's attribute count is left out: counting
+            // its index entries made the statement about a third slower for
+            // a session of 50 attributes.
+            load_some: format!(
+                "SELECT s.verifier, {created}, {accessed}, s.idle_timeout_ms, \
+                        {expires}, a.names, a.vals \
+                 FROM {sessions} s \
+                 CROSS JOIN LATERAL ( \
+                     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS names, \
+                            coalesce(array_agg(value), ARRAY[]::text[]) AS vals \
+                     FROM {attributes} \
+                     WHERE session_key = s.key AND name = ANY($2::text[]) \
+                 ) a \
+                 WHERE s.key = $1 AND s.expires_at > now()",
+                created = epoch_ms("s.created_at"),
+                accessed = epoch_ms("s.last_accessed_at"),
+                expires = epoch_ms("s.expires_at"),
+            ),
             // Compare-and-set writes the attribute row alone, with the
             // expected value in its WHERE clause. A concurrent writer of the
-            // same row makes this wait for its commit, after which PostgreSQL
-            // checks the condition again against the row as now committed:
-            // two swaps from the same value cannot both win.
-            cas_replace: format!(
-                "UPDATE {attributes} a SET value = $4 \
-                 FROM {sessions} s \
-                 WHERE s.key = $1 AND s.expires_at > now() \
-                   AND a.session_key = s.key AND a.name = $2 AND a.value = $3"
+            // same row makes the UPDATE or DELETE wait for its commit, after
+            // which PostgreSQL checks the condition again against the row as
+            // now committed: two swaps from the same value cannot both win.
+            // $3 is the expected value, $4 the new one.
+            cas_replace: cas(
+                &sessions,
+                &attributes,
+                "UPDATE {attributes} a SET value = $4 FROM s \
+                 WHERE a.session_key = s.key AND a.name = $2 AND a.value = $3 \
+                 RETURNING 1",
             ),
-            cas_remove: format!(
-                "DELETE FROM {attributes} a USING {sessions} s \
-                 WHERE s.key = $1 AND s.expires_at > now() \
-                   AND a.session_key = s.key AND a.name = $2 AND a.value = $3"
+            cas_remove: cas(
+                &sessions,
+                &attributes,
+                "DELETE FROM {attributes} a USING s \
+                 WHERE a.session_key = s.key AND a.name = $2 AND a.value = $3 \
+                 RETURNING 1",
             ),
             // Expected absent: insert unless a row exists (or is being
             // inserted: ON CONFLICT waits for that transaction's outcome).
-            cas_insert: format!(
+            // $3 is the new value.
+            cas_insert: cas(
+                &sessions,
+                &attributes,
                 "INSERT INTO {attributes} (session_key, name, value) \
-                 SELECT s.key, $2, $3 FROM {sessions} s \
-                 WHERE s.key = $1 AND s.expires_at > now() \
-                 ON CONFLICT (session_key, name) DO NOTHING"
+                 SELECT s.key, $2, $3 FROM s \
+                 ON CONFLICT (session_key, name) DO NOTHING \
+                 RETURNING 1",
             ),
-            // After a failed swap, in a new snapshot: is the session alive,
-            // and what does the attribute hold now?
+            // Expected absent and new absent: nothing to write. Is the
+            // session alive, and what does the attribute hold?
             cas_current: format!(
                 "SELECT (SELECT value FROM {attributes} \
                          WHERE session_key = s.key AND name = $2) \
@@ -162,6 +190,42 @@ impl Statements {
                 .to_owned(),
         }
     }
+}
+
+/// One compare-and-set attempt as one statement: `write` (which reads the
+/// live session from `s` and returns a row if it wrote) and, only if it
+/// wrote nothing, the attribute's current value. Answers whether the session
+/// is alive, whether the write happened, and the current value.
+///
+/// The current value is read with a row lock. In READ COMMITTED, locking
+/// finds the newest committed version of the row (waiting for a writer still
+/// at work), where a plain read sees the statement's snapshot: after an
+/// UPDATE or DELETE that waited for a concurrent swap and then found a new
+/// value, the snapshot still holds the value the caller expected, and the
+/// caller would retry for nothing. That UPDATE or DELETE already holds the
+/// newest version's lock, so taking it again writes nothing; only a mismatch
+/// that did not wait (the caller's value was stale) locks the row anew.
+///
+/// What the lock cannot see: a row inserted after the snapshot (the store
+/// sees the expected value back and tries again), and a session deleted
+/// while the statement waited, which reads as the attribute absent (the
+/// caller's next attempt finds the session gone).
+fn cas(sessions: &str, attributes: &str, write: &str) -> String {
+    let write = write.replace("{attributes}", attributes);
+    format!(
+        "WITH s AS ( \
+             SELECT key FROM {sessions} WHERE key = $1 AND expires_at > now() \
+         ), w AS ( \
+             {write} \
+         ), cur AS ( \
+             SELECT a.value FROM {attributes} a, s \
+             WHERE a.session_key = s.key AND a.name = $2 \
+               AND NOT EXISTS (SELECT 1 FROM w) \
+             FOR SHARE OF a \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM s), EXISTS (SELECT 1 FROM w), \
+                (SELECT value FROM cur)"
+    )
 }
 
 /// `column` as epoch milliseconds, NULL unless finite.

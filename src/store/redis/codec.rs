@@ -30,6 +30,8 @@ const MAX_INACTIVE: &[u8] = b"m:max_inactive";
 const EXPIRES: &[u8] = b"m:expires";
 const ATTRIBUTE: &[u8] = b"a:";
 const METADATA: &[u8] = b"m:";
+/// Every metadata field, in the order [`record`] takes their values.
+const METADATA_FIELDS: [&[u8]; 5] = [VERIFIER, CREATED, ACCESSED, MAX_INACTIVE, EXPIRES];
 
 /// Why a stored hash is not a record. Names a field, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +166,71 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
         *slot = Some(value);
     }
 
+    record(
+        [verifier, created, accessed, max_inactive, expires],
+        attributes,
+    )
+    .map(Some)
+}
+
+/// The fields `HMGET` asks for to load the metadata and the attributes in
+/// `names`: the metadata fields in [`record`]'s order, then one `a:` field
+/// per name. The `a:` prefix keeps a name such as `m:verifier` an attribute.
+pub(super) fn load_some_fields(names: &[&str]) -> Vec<Vec<u8>> {
+    let mut fields = Vec::with_capacity(METADATA_FIELDS.len() + names.len());
+    fields.extend(METADATA_FIELDS.iter().map(|field| field.to_vec()));
+    fields.extend(names.iter().map(|name| attribute_field(name)));
+    fields
+}
+
+/// Decodes the reply to `HMGET` of [`load_some_fields`]`(names)`: `None` if
+/// every metadata field is absent (no such key), the metadata and the named
+/// attributes that exist otherwise.
+///
+/// A hash holding some metadata fields but not all is malformed, as for
+/// [`decode`]. A hash holding no metadata at all cannot be told from a
+/// missing key in one `HMGET` and reads as `None`; the store never writes
+/// one (the create script writes all metadata at once and nothing deletes
+/// it).
+pub(super) fn decode_some(reply: Value, names: &[&str]) -> Result<Option<Record>, Malformed> {
+    let Value::Array(items) = reply else {
+        return Err(Malformed("not a list of values"));
+    };
+    if items.len() != METADATA_FIELDS.len() + names.len() {
+        return Err(Malformed("wrong number of values"));
+    }
+    let mut items = items.into_iter();
+    let mut metadata: [Option<Vec<u8>>; 5] = Default::default();
+    for slot in &mut metadata {
+        *slot = match items.next() {
+            Some(Value::BulkString(value)) => Some(value),
+            Some(Value::Nil) | None => None,
+            Some(_) => return Err(Malformed("a metadata value is not a string")),
+        };
+    }
+    if metadata.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut attributes = HashMap::with_capacity(names.len());
+    for (name, value) in names.iter().zip(items) {
+        match value {
+            Value::BulkString(json) => {
+                let json = String::from_utf8(json)
+                    .map_err(|_| Malformed("attribute value is not UTF-8"))?;
+                attributes.insert((*name).to_owned(), json);
+            }
+            Value::Nil => {}
+            _ => return Err(Malformed("an attribute value is not a string")),
+        }
+    }
+    record(metadata, attributes).map(Some)
+}
+
+/// Builds a record from the metadata values, in [`METADATA_FIELDS`] order.
+fn record(
+    [verifier, created, accessed, max_inactive, expires]: [Option<Vec<u8>>; 5],
+    attributes: HashMap<String, String>,
+) -> Result<Record, Malformed> {
     let verifier = verifier.ok_or(Malformed("missing m:verifier"))?;
     let verifier =
         VerifierHash::from_slice(&verifier).ok_or(Malformed("m:verifier is not 32 bytes"))?;
@@ -171,14 +238,14 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
     let max_inactive = u64::try_from(max_inactive)
         .map(Duration::from_millis)
         .map_err(|_| Malformed("m:max_inactive is negative"))?;
-    Ok(Some(Record {
+    Ok(Record {
         verifier,
         created: parse_time(created, "m:created")?,
         last_accessed: parse_time(accessed, "m:accessed")?,
         max_inactive,
         expires_at: parse_time(expires, "m:expires")?,
         attributes,
-    }))
+    })
 }
 
 fn parse_i64(bytes: Option<Vec<u8>>, field: &'static str) -> Result<i64, Malformed> {
@@ -264,6 +331,101 @@ mod tests {
         cases.push(as_reply(&bad_utf8));
         for case in cases {
             assert!(decode(case.clone()).is_err(), "{case:?}");
+        }
+    }
+
+    /// The `HMGET` reply a hash made by `create_args(record)` gives for
+    /// `load_some_fields(names)`.
+    fn hmget_reply(record: &Record, names: &[&str]) -> Value {
+        let args = create_args(record);
+        let stored: HashMap<&[u8], &[u8]> = args[1..]
+            .chunks(2)
+            .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
+            .collect();
+        Value::Array(
+            load_some_fields(names)
+                .iter()
+                .map(|field| match stored.get(field.as_slice()) {
+                    Some(value) => Value::BulkString(value.to_vec()),
+                    None => Value::Nil,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn load_some_asks_for_the_metadata_then_the_named_attributes() {
+        assert_eq!(
+            load_some_fields(&["user", "m:created"]),
+            [
+                b"m:verifier".to_vec(),
+                b"m:created".to_vec(),
+                b"m:accessed".to_vec(),
+                b"m:max_inactive".to_vec(),
+                b"m:expires".to_vec(),
+                b"a:user".to_vec(),
+                b"a:m:created".to_vec(),
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_some_gives_the_metadata_and_the_named_attributes() {
+        let record = record();
+        let names = ["m:created", "absent"];
+        let decoded = decode_some(hmget_reply(&record, &names), &names)
+            .unwrap()
+            .unwrap();
+        let mut expected = record.clone();
+        expected.attributes.remove("user");
+        assert_eq!(decoded, expected);
+        assert_eq!(decoded.attributes["m:created"], "\"shadow\"");
+
+        let decoded = decode_some(hmget_reply(&record, &[]), &[])
+            .unwrap()
+            .unwrap();
+        assert!(decoded.attributes.is_empty());
+        assert_eq!(decoded.verifier, record.verifier);
+    }
+
+    #[test]
+    fn decode_some_of_no_metadata_is_no_record() {
+        let reply = Value::Array(vec![Value::Nil; 6]);
+        assert_eq!(decode_some(reply, &["a"]).unwrap(), None);
+    }
+
+    #[test]
+    fn decode_some_rejects_malformed_replies() {
+        let good = record();
+        let names = ["user"];
+        let Value::Array(items) = hmget_reply(&good, &names) else {
+            unreachable!()
+        };
+        let mut cases = vec![
+            Value::Nil,
+            Value::Int(3),
+            Value::Array(items[..5].to_vec()),
+            Value::Array([items.clone(), vec![Value::Nil]].concat()),
+        ];
+        for i in 0..5 {
+            let mut missing = items.clone();
+            missing[i] = Value::Nil;
+            cases.push(Value::Array(missing));
+            let mut junk = items.clone();
+            junk[i] = Value::BulkString(b"\xff-x".to_vec());
+            cases.push(Value::Array(junk));
+            let mut wrong_type = items.clone();
+            wrong_type[i] = Value::Int(1);
+            cases.push(Value::Array(wrong_type));
+        }
+        let mut bad_utf8 = items.clone();
+        bad_utf8[5] = Value::BulkString(b"\xff".to_vec());
+        cases.push(Value::Array(bad_utf8));
+        let mut wrong_type = items;
+        wrong_type[5] = Value::Int(1);
+        cases.push(Value::Array(wrong_type));
+        for case in cases {
+            assert!(decode_some(case.clone(), &names).is_err(), "{case:?}");
         }
     }
 

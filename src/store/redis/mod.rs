@@ -6,7 +6,12 @@
 //! attribute fields live in separate namespaces (`m:` and `a:`), so an
 //! attribute name can never overwrite metadata.
 //!
-//! - [`load`](SessionStore::load) is one `HGETALL`.
+//! - [`load`](SessionStore::load) is one `HGETALL`;
+//!   [`load_some`](SessionStore::load_some) is one `HMGET` of the metadata
+//!   fields and the named attribute fields, so a request that touches a few
+//!   attributes of a large session reads only those bytes. It does not count
+//!   the session's attributes (`attribute_count` is `None`): that would take
+//!   a second command.
 //! - [`create`](SessionStore::create), [`apply`](SessionStore::apply) and
 //!   [`compare_and_set`](SessionStore::compare_and_set) are each one Lua
 //!   script, atomic on the server, sent as `EVALSHA`: a request that sets one
@@ -80,8 +85,8 @@ use ::redis::{
 use async_trait::async_trait;
 
 use super::{
-    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
-    StoreHealth, StoreKey, Swap,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
+    StoreErrorKind, StoreHealth, StoreKey, Swap,
 };
 
 const BACKEND: &str = "redis";
@@ -331,6 +336,28 @@ impl SessionStore for RedisStore {
         codec::decode(reply).map_err(|malformed| {
             StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
         })
+    }
+
+    async fn load_some(
+        &self,
+        key: &StoreKey,
+        names: &[&str],
+    ) -> Result<Option<PartialRecord>, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let command = ::redis::cmd("HMGET")
+            .arg(self.key(key))
+            .arg(codec::load_some_fields(names))
+            .to_owned();
+        let reply = self
+            .run(Operation::Load, command.query_async(&mut connection))
+            .await?;
+        let record = codec::decode_some(reply, names).map_err(|malformed| {
+            StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
+        })?;
+        Ok(record.map(|record| PartialRecord {
+            record,
+            attribute_count: None,
+        }))
     }
 
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
