@@ -732,7 +732,13 @@ impl PostgresStoreBuilder {
             .application_name
             .or_else(|| options.get_application_name().map(str::to_owned))
             .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned());
-        let options = options.application_name(&name);
+        // The store runs a handful of statements with the same shape every
+        // time: plan each once per connection instead of at every execution
+        // (custom plans of the apply statement's CTEs cost more than the
+        // statement itself).
+        let options = options
+            .application_name(&name)
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(0)
