@@ -95,7 +95,7 @@ impl fmt::Debug for Session {
 /// compare-and-set, so that contending requests spread out instead of
 /// colliding again at once.
 async fn backoff(attempt: usize) {
-    let ceiling_us = 100u64 << attempt.min(6);
+    let ceiling_us = 200u64 << attempt.min(7);
     let jitter = getrandom::u64().unwrap_or(ceiling_us / 2);
     tokio::time::sleep(Duration::from_micros(jitter % ceiling_us)).await;
 }
