@@ -9,30 +9,44 @@ use std::time::Duration;
 
 use postgres_support::{SchemaGuard, database_url, kill_connections, unique_name};
 use reqwest::StatusCode;
-use tower_httpsession::store::postgres::PostgresStore;
+use tower_httpsession::store::postgres::{self, PostgresStore};
 use tower_httpsession::store::testing::{fresh_key, record};
 use tower_httpsession::store::{Created, Operation};
 use tower_httpsession::{SessionLayer, SessionStore};
 
-/// A migrated store whose connections are named `app_name`; `checked`
-/// keeps the pool's check before each use.
-async fn store(app_name: &str, checked: bool, max: u32) -> (PostgresStore, SchemaGuard) {
+/// When the pool checks a connection before handing it out.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// Every time.
+    Always,
+    /// The default: after it sat idle for a while.
+    WhenIdle,
+    /// Never.
+    Never,
+}
+
+/// A migrated store whose connections are named `app_name`.
+async fn store(app_name: &str, check: Check, max: u32) -> (PostgresStore, SchemaGuard) {
     let guard = SchemaGuard::new().await;
     let mut builder = PostgresStore::builder(database_url())
         .with_schema(&guard.name)
         .with_application_name(app_name)
         .with_max_connections(max);
-    if !checked {
-        builder = builder.with_unchecked_connections();
-    }
+    builder = match check {
+        Check::Always => builder.with_connection_check_after(Duration::ZERO),
+        Check::WhenIdle => builder,
+        Check::Never => builder.with_unchecked_connections(),
+    };
     let store = builder.connect().await.expect("connect");
     store.migrate().await.expect("migrate");
     (store, guard)
 }
 
-async fn terminated_then_recovers(checked: bool, max: u32) {
+/// Kills the store's connections, waits `idle`, then loads: at most
+/// `max_failures` calls fail, as unavailable.
+async fn terminated_then_recovers(check: Check, max: u32, idle: Duration, max_failures: usize) {
     let name = unique_name("ths-outage-");
-    let (store, _schema) = store(&name, checked, max).await;
+    let (store, _schema) = store(&name, check, max).await;
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
     assert_eq!(
@@ -45,6 +59,7 @@ async fn terminated_then_recovers(checked: bool, max: u32) {
         assert!(loaded.expect("load").is_some());
     }
     assert!(kill_connections(&name).await >= 1, "no connection to kill");
+    tokio::time::sleep(idle).await;
 
     let mut failures = Vec::new();
     for _ in 0..6 {
@@ -53,11 +68,8 @@ async fn terminated_then_recovers(checked: bool, max: u32) {
             Err(e) => failures.push(e),
         }
     }
-    println!(
-        "checked={checked} max={max}: {} failed call(s)",
-        failures.len()
-    );
-    assert!(failures.len() <= 1, "{failures:?}");
+    println!("{check:?} max={max}: {} failed call(s)", failures.len());
+    assert!(failures.len() <= max_failures, "{failures:?}");
     for e in &failures {
         assert!(e.is_unavailable(), "{e:?}");
         assert_eq!(e.operation(), Operation::Load);
@@ -77,19 +89,30 @@ async fn terminated_then_recovers(checked: bool, max: u32) {
 
 #[tokio::test]
 async fn checked_pool_hides_terminated_connections() {
-    terminated_then_recovers(true, 4).await;
+    terminated_then_recovers(Check::Always, 4, Duration::ZERO, 0).await;
+}
+
+#[tokio::test]
+async fn default_pool_checks_connections_that_sat_idle() {
+    let idle = postgres::DEFAULT_CHECK_IDLE_AFTER + Duration::from_millis(200);
+    terminated_then_recovers(Check::WhenIdle, 4, idle, 0).await;
+}
+
+#[tokio::test]
+async fn default_pool_fails_once_on_a_connection_broken_while_busy() {
+    terminated_then_recovers(Check::WhenIdle, 1, Duration::ZERO, 1).await;
 }
 
 #[tokio::test]
 async fn unchecked_pool_fails_once_then_recovers() {
-    terminated_then_recovers(false, 1).await;
+    terminated_then_recovers(Check::Never, 1, Duration::ZERO, 1).await;
 }
 
 /// Through the session layer: the client sees at most one 503, with
 /// `Retry-After`, and the session survives.
-async fn http_outage(checked: bool) {
+async fn http_outage(check: Check) {
     let name = unique_name("ths-outage-http-");
-    let (store, _schema) = store(&name, checked, 1).await;
+    let (store, _schema) = store(&name, check, 1).await;
     let layer = SessionLayer::with_config(store.clone(), common::config()).expect("layer");
     let addr = common::serve(common::app(layer)).await;
     let client = common::browser();
@@ -132,7 +155,7 @@ async fn http_outage(checked: bool) {
             other => panic!("unexpected status {other}"),
         }
     }
-    println!("checked={checked}: {unavailable} response(s) 503");
+    println!("{check:?}: {unavailable} response(s) 503");
     assert!(unavailable <= 1, "{unavailable} responses were 503");
     // Each successful request counted once; the session was never lost.
     assert_eq!(last, 1 + 5 - unavailable);
@@ -140,10 +163,15 @@ async fn http_outage(checked: bool) {
 
 #[tokio::test]
 async fn http_client_sees_no_503_with_a_checked_pool() {
-    http_outage(true).await;
+    http_outage(Check::Always).await;
 }
 
 #[tokio::test]
 async fn http_client_sees_at_most_one_503_with_an_unchecked_pool() {
-    http_outage(false).await;
+    http_outage(Check::Never).await;
+}
+
+#[tokio::test]
+async fn http_client_sees_at_most_one_503_with_the_default_pool() {
+    http_outage(Check::WhenIdle).await;
 }
