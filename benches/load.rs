@@ -147,7 +147,8 @@ fn main() -> Result<(), BoxError> {
 }
 
 /// A part of the matrix, for profiling one app or scenario: `BENCH_APP`
-/// (a substring of the app's name, such as `httpsession / postgres`) and
+/// (substrings of app names, separated by commas, such as
+/// `axum,httpsession / memory`) and
 /// `BENCH_SCENARIO` (a scenario's name). A partial run writes its report
 /// under `target/`.
 struct Only {
@@ -165,9 +166,10 @@ impl Only {
     }
 
     fn app(&self, spec: AppSpec) -> bool {
+        let name = spec.to_string();
         self.app
             .as_ref()
-            .is_none_or(|part| spec.to_string().contains(part.as_str()))
+            .is_none_or(|parts| parts.split(',').any(|part| name.contains(part.trim())))
     }
 
     fn scenario(&self, scenario: Scenario) -> bool {

@@ -84,9 +84,9 @@ async fn writes_only_what_changed() {
     assert_eq!(response.text().await.unwrap(), "\"1\"");
     assert_eq!(store.counts(), (before.0 + 1, before.1));
 
-    // Setting the stored value again is no change.
+    // Setting a value the request read, unchanged, is no change.
     let response = client
-        .post(format!("{base}/set/a/1"))
+        .post(format!("{base}/read-set/a/1"))
         .header(COOKIE, &cookie)
         .send()
         .await
@@ -94,14 +94,65 @@ async fn writes_only_what_changed() {
     assert!(set_cookie(&response).is_none());
     assert_eq!(store.counts(), (before.0 + 2, before.1));
 
-    // A real change: one load and one write.
+    // A real change after a read: one load and one write.
     client
-        .post(format!("{base}/set/a/2"))
+        .post(format!("{base}/read-set/a/2"))
         .header(COOKIE, &cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(store.counts(), (before.0 + 3, before.1 + 1));
+
+    // A set without a read: no load, one write, and it lands.
+    let response = client
+        .post(format!("{base}/set/a/3"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(set_cookie(&response).is_none());
+    assert_eq!(store.counts(), (before.0 + 3, before.1 + 2));
+    let response = client
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "\"3\"");
+}
+
+#[tokio::test]
+async fn a_set_without_a_read_on_a_dead_session_starts_a_new_one() {
+    let store = MemoryStore::default();
+    let base = server_with(store.clone()).await;
+    let cookie = started(&base, "a", "1").await;
+    let old = SessionId::from_cookie_value(cookie.trim_start_matches("SESSION="))
+        .expect("cookie value")
+        .store_key();
+    store.delete(&old).await.unwrap();
+
+    let response = bare()
+        .post(format!("{base}/set/b/2"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh = pair(&set_cookie(&response).expect("a new session sends its cookie"));
+    assert_ne!(fresh, cookie);
+    assert!(
+        store.load(&old).await.unwrap().is_none(),
+        "the dead session came back"
+    );
+    for (name, expected) in [("a", ""), ("b", "\"2\"")] {
+        let response = bare()
+            .get(format!("{base}/get/{name}"))
+            .header(COOKIE, &fresh)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), expected, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -7,16 +7,37 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::session::id::VerifierHash;
-use crate::store::Record;
+use crate::store::{Applied, Record};
 
-/// A new last-access time and the expiry that follows from it.
+/// A new last-access time. The store works out the new expiry from it and
+/// what it holds, so that a request that did not read the session can
+/// touch it: see [`Touch::expires_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
     /// When the session was last used.
     pub last_accessed: OffsetDateTime,
-    /// When the store may forget the session: the earlier of the idle and the
-    /// absolute deadline.
-    pub expires_at: OffsetDateTime,
+    /// The absolute timeout, counted from the session's creation, if any.
+    pub absolute_timeout: Option<Duration>,
+}
+
+impl Touch {
+    /// The expiry of a session created at `created` with the idle timeout
+    /// `max_inactive` (the new one, if the change set changes it): the
+    /// earlier of `last_accessed + max_inactive` and
+    /// `created + absolute_timeout`.
+    #[must_use]
+    pub fn expires_at(&self, created: OffsetDateTime, max_inactive: Duration) -> OffsetDateTime {
+        let idle = self
+            .last_accessed
+            .saturating_add(time::Duration::try_from(max_inactive).unwrap_or(time::Duration::MAX));
+        match self.absolute_timeout {
+            Some(limit) => idle
+                .min(created.saturating_add(
+                    time::Duration::try_from(limit).unwrap_or(time::Duration::MAX),
+                )),
+            None => idle,
+        }
+    }
 }
 
 /// The delta a request made to a stored session, committed in one store call.
@@ -24,6 +45,12 @@ pub struct Touch {
 /// An attribute name is either set, removed or untouched, never two of these:
 /// the methods keep that true, so a store can write the set names and delete
 /// the removed ones in any order. Attribute values are serde_json text.
+///
+/// Two conditions guard the write, so that a request may change a session
+/// it has not read: the stored verifier hash must be the
+/// [required](Self::require_verifier) one, and the session may hold at most
+/// [a number of attributes](Self::limit_attributes) once the change adds
+/// new names.
 ///
 /// `Debug` prints attribute names and value sizes, never values.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -33,6 +60,8 @@ pub struct ChangeSet {
     max_inactive: Option<Duration>,
     new_verifier: Option<VerifierHash>,
     touch: Option<Touch>,
+    required_verifier: Option<VerifierHash>,
+    attribute_limit: Option<usize>,
 }
 
 impl ChangeSet {
@@ -73,9 +102,35 @@ impl ChangeSet {
         self.new_verifier = hash;
     }
 
-    /// Records a new last-access time and expiry.
+    /// Records a new last-access time.
     pub fn set_touch(&mut self, touch: Option<Touch>) {
         self.touch = touch;
+    }
+
+    /// Writes only if the stored verifier hash is `hash`: the cookie that
+    /// asked for the change must name the session, not only its key. A
+    /// mismatch is answered like a missing session, [`Applied::Gone`].
+    pub fn require_verifier(&mut self, hash: Option<VerifierHash>) {
+        self.required_verifier = hash;
+    }
+
+    /// Writes only if the session then holds at most `limit` attributes, or
+    /// adds no new name; otherwise the answer is
+    /// [`Applied::TooManyAttributes`] and nothing is written.
+    pub fn limit_attributes(&mut self, limit: Option<usize>) {
+        self.attribute_limit = limit;
+    }
+
+    /// The verifier hash the stored one must equal, if any.
+    #[must_use]
+    pub fn required_verifier(&self) -> Option<&VerifierHash> {
+        self.required_verifier.as_ref()
+    }
+
+    /// The most attributes the session may hold once new names are added.
+    #[must_use]
+    pub fn attribute_limit(&self) -> Option<usize> {
+        self.attribute_limit
     }
 
     /// The attributes set, by name, with their serde_json text.
@@ -113,7 +168,7 @@ impl ChangeSet {
         self.new_verifier.as_ref()
     }
 
-    /// The new last-access time and expiry, if any.
+    /// The new last-access time, if any.
     #[must_use]
     pub fn touch(&self) -> Option<&Touch> {
         self.touch.as_ref()
@@ -134,8 +189,37 @@ impl ChangeSet {
         !self.has_changes() && self.touch.is_none()
     }
 
-    /// Applies the delta to a whole record: for stores that keep records
-    /// whole (the memory store, the tower-sessions adapter).
+    /// Checks the guards against a whole record and, if they hold, applies
+    /// the delta to it: for stores that keep records whole (the memory
+    /// store, the tower-sessions adapter). The caller has made sure the
+    /// record is live.
+    pub fn apply_checked(&self, record: &mut Record) -> Applied {
+        if self
+            .required_verifier
+            .is_some_and(|hash| !hash.matches(&record.verifier))
+        {
+            return Applied::Gone;
+        }
+        if let Some(limit) = self.attribute_limit {
+            let added = self
+                .set
+                .keys()
+                .filter(|name| !record.attributes.contains_key(*name))
+                .count();
+            let removed = self
+                .removed
+                .iter()
+                .filter(|name| record.attributes.contains_key(*name))
+                .count();
+            if added > 0 && record.attributes.len() + added - removed > limit {
+                return Applied::TooManyAttributes;
+            }
+        }
+        self.apply_to(record);
+        Applied::Written
+    }
+
+    /// Applies the delta to a whole record, without checking the guards.
     pub fn apply_to(&self, record: &mut Record) {
         for name in &self.removed {
             record.attributes.remove(name);
@@ -151,7 +235,7 @@ impl ChangeSet {
         }
         if let Some(touch) = self.touch {
             record.last_accessed = touch.last_accessed;
-            record.expires_at = touch.expires_at;
+            record.expires_at = touch.expires_at(record.created, record.max_inactive);
         }
     }
 }
@@ -176,6 +260,8 @@ impl fmt::Debug for ChangeSet {
             .field("max_inactive", &self.max_inactive)
             .field("new_verifier", &self.new_verifier.is_some())
             .field("touch", &self.touch)
+            .field("required_verifier", &self.required_verifier.is_some())
+            .field("attribute_limit", &self.attribute_limit)
             .finish()
     }
 }
@@ -230,7 +316,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         c.set_touch(Some(Touch {
             last_accessed: now,
-            expires_at: now,
+            absolute_timeout: None,
         }));
         assert!(!c.has_changes());
         assert!(!c.is_empty());

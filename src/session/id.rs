@@ -164,6 +164,12 @@ impl VerifierHash {
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
     }
+
+    /// Whether two hashes are equal, compared in constant time.
+    #[must_use]
+    pub fn matches(&self, other: &VerifierHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
 }
 
 impl fmt::Debug for VerifierHash {

@@ -129,6 +129,9 @@ impl Session {
             .get_or_try_init(|| async { self.load(Some(names)).await.map(Mutex::new) })
             .await?;
         let mut loaded = state.lock().await;
+        if !loaded.verified {
+            self.verify(&mut loaded, names).await?;
+        }
         let unknown = loaded.unknown(names);
         if !unknown.is_empty() {
             let key = loaded.id.store_key();
@@ -151,6 +154,9 @@ impl Session {
             .get_or_try_init(|| async { self.load(None).await.map(Mutex::new) })
             .await?;
         let mut loaded = state.lock().await;
+        if !loaded.verified {
+            self.verify(&mut loaded, &[]).await?;
+        }
         if !loaded.complete {
             let key = loaded.id.store_key();
             let attributes = match self.store().load(&key).await? {
@@ -162,6 +168,35 @@ impl Session {
             loaded.complete = true;
         }
         Ok(loaded)
+    }
+
+    /// Locks the state for a write, without reading the store: a session
+    /// the cookie names and this request has not read yet is written
+    /// blind, and the store checks the cookie when the write lands.
+    async fn for_write(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
+        let state = self
+            .inner
+            .state
+            .get_or_try_init(|| async {
+                let config = self.config();
+                let now = store::now();
+                match &self.inner.cookie {
+                    Some(id) => Ok(Loaded::unverified(id.clone(), config, now)),
+                    None => Loaded::fresh(config, now, false),
+                }
+                .map(Mutex::new)
+            })
+            .await?;
+        Ok(state.lock().await)
+    }
+
+    /// Reads the session an unverified state stands for, with the
+    /// attributes in `names`, keeping what the request set meanwhile.
+    async fn verify(&self, loaded: &mut Loaded, names: &[&str]) -> Result<(), SessionError> {
+        let mut found = self.load(Some(names)).await?;
+        found.adopt(&loaded.changes);
+        *loaded = found;
+        Ok(())
     }
 
     /// Loads the session with the attributes in `names`, or all of them.
@@ -228,8 +263,18 @@ impl Session {
             })
     }
 
-    /// Sets attribute `name` to `value`. Setting the value the store already
-    /// holds is no change and writes nothing.
+    /// Sets attribute `name` to `value`.
+    ///
+    /// `set` does not read the store: if the request has not read the
+    /// session yet, the write goes out blind when the response does, and the
+    /// store checks there that the cookie names a live session (if not, a
+    /// new session holds the value, as it would have had the request read
+    /// first). So a request that only sets costs one store call. Setting a
+    /// value the request read, unchanged, is no change and writes nothing.
+    ///
+    /// The attribute limit is checked here if the request knows how many
+    /// attributes the session holds, else by the store when the write lands;
+    /// past it, the response is 413.
     ///
     /// # Errors
     ///
@@ -244,11 +289,7 @@ impl Session {
             name: name.to_owned(),
             source,
         })?;
-        let mut loaded = self.loaded(&[name]).await?;
-        if loaded.needs_count_for(name) {
-            drop(loaded);
-            loaded = self.loaded_whole().await?;
-        }
+        let mut loaded = self.for_write().await?;
         loaded.record_set(name, json, self.config())
     }
 
@@ -502,17 +543,54 @@ impl Session {
             }
             let touch = Touch {
                 last_accessed: loaded.now,
-                expires_at: loaded.expiry(config, loaded.now),
+                absolute_timeout: config.absolute_timeout,
             };
             loaded.changes.set_touch(Some(touch));
-            return match store.apply(&loaded.id.store_key(), &loaded.changes).await? {
-                Applied::Written if loaded.id_changed => Ok(CookieAction::Set(loaded.id.clone())),
-                Applied::Written => Ok(CookieAction::Keep),
-                Applied::Gone => {
-                    tracing::debug!("session ended by another request; its changes are dropped");
-                    Ok(CookieAction::Remove)
+            let hash = loaded.cookie_hash;
+            loaded.changes.require_verifier(hash);
+            if loaded.attribute_count().is_none() {
+                loaded.changes.limit_attributes(Some(config.max_attributes));
+            }
+            match store.apply(&loaded.id.store_key(), &loaded.changes).await? {
+                Applied::Written if loaded.id_changed => {
+                    return Ok(CookieAction::Set(loaded.id.clone()));
                 }
-            };
+                Applied::Written => return Ok(CookieAction::Keep),
+                Applied::TooManyAttributes => {
+                    let name = loaded
+                        .changes
+                        .attributes_set()
+                        .next()
+                        .map_or("", |(name, _)| name);
+                    return Err(SessionError::too_large(
+                        name,
+                        "attribute count",
+                        config.max_attributes,
+                    ));
+                }
+                Applied::Gone if loaded.verified => {
+                    tracing::debug!("session ended by another request; its changes are dropped");
+                    return Ok(CookieAction::Remove);
+                }
+                Applied::Gone => {
+                    // The cookie named no live session: what the request set
+                    // goes into a new one, as if it had read first.
+                    tracing::debug!("session cookie names no live session; starting a new one");
+                    let pending = std::mem::take(&mut loaded.changes);
+                    *loaded = Loaded::fresh(config, loaded.now, true)?;
+                    loaded.adopt(&pending);
+                    if loaded
+                        .attribute_count()
+                        .is_some_and(|count| count > config.max_attributes)
+                    {
+                        return Err(SessionError::too_large(
+                            pending.attributes_set().next().map_or("", |(name, _)| name),
+                            "attribute count",
+                            config.max_attributes,
+                        ));
+                    }
+                }
+            }
         }
         if loaded.is_empty() {
             return Ok(if loaded.cookie_stale {

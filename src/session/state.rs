@@ -8,13 +8,20 @@ use time::OffsetDateTime;
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::session::SessionId;
-use crate::store::{ChangeSet, Record, StoreKey};
+use crate::store::{ChangeSet, Record, StoreKey, VerifierHash};
 
 /// The session as this request sees it.
 pub(super) struct Loaded {
     pub(super) id: SessionId,
-    /// Whether the record exists in the store.
+    /// Whether the record exists in the store (presumed, until verified).
     pub(super) stored: bool,
+    /// Whether the store said the cookie names a live session. A request
+    /// that only sets attributes does not ask: its write requires the
+    /// cookie's verifier hash instead.
+    pub(super) verified: bool,
+    /// The verifier hash the stored session has, as the cookie says: what
+    /// a write requires.
+    pub(super) cookie_hash: Option<VerifierHash>,
     /// The stored values this request knows (as loaded, or as a
     /// compare-and-set left them); `None`: known to be absent.
     pub(super) known: HashMap<String, Option<String>>,
@@ -49,6 +56,8 @@ impl Loaded {
         Ok(Self {
             id: SessionId::generate().map_err(SessionError::Random)?,
             stored: false,
+            verified: true,
+            cookie_hash: None,
             known: HashMap::new(),
             complete: true,
             stored_count: Some(0),
@@ -65,6 +74,38 @@ impl Loaded {
         })
     }
 
+    /// The session the cookie names, not read yet: the request only writes
+    /// to it, and the store checks the cookie when the write lands.
+    pub(super) fn unverified(id: SessionId, config: &SessionConfig, now: OffsetDateTime) -> Self {
+        Self {
+            cookie_hash: Some(id.verifier_hash()),
+            id,
+            stored: true,
+            verified: false,
+            known: HashMap::new(),
+            complete: false,
+            stored_count: None,
+            changes: ChangeSet::new(),
+            created: now,
+            last_accessed: now,
+            max_inactive: config.max_inactive,
+            original_max_inactive: config.max_inactive,
+            now,
+            touch_due: false,
+            to_delete: None,
+            cookie_stale: false,
+            id_changed: false,
+        }
+    }
+
+    /// Takes over the attributes an unverified state set: the session they
+    /// were meant for turned out to be this one.
+    pub(super) fn adopt(&mut self, pending: &ChangeSet) {
+        for (name, json) in pending.attributes_set() {
+            self.changes.set_attribute(name, json);
+        }
+    }
+
     pub(super) fn from_record(
         id: SessionId,
         record: Record,
@@ -76,8 +117,10 @@ impl Loaded {
         let touch_interval = config.touch_interval_for(record.max_inactive);
         let since = now - record.last_accessed;
         Self {
+            cookie_hash: Some(id.verifier_hash()),
             id,
             stored: true,
+            verified: true,
             known: record
                 .attributes
                 .into_iter()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::Expiry;
-use moka::ops::compute::{CompResult, Op};
+use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use time::OffsetDateTime;
@@ -177,22 +177,23 @@ impl SessionStore for MemoryStore {
     }
 
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
-        let result = self
-            .cache
+        let mut outcome = Applied::Gone;
+        self.cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
                 Some(entry) if live(entry.value()) => {
                     let mut record = Record::clone(entry.value());
-                    changes.apply_to(&mut record);
-                    Op::Put(Arc::new(record))
+                    outcome = changes.apply_checked(&mut record);
+                    if outcome == Applied::Written {
+                        Op::Put(Arc::new(record))
+                    } else {
+                        Op::Nop
+                    }
                 }
                 Some(_) => Op::Remove,
                 None => Op::Nop,
             });
-        Ok(match result {
-            CompResult::ReplacedWith(_) => Applied::Written,
-            _ => Applied::Gone,
-        })
+        Ok(outcome)
     }
 
     async fn compare_and_set(

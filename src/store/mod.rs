@@ -21,6 +21,15 @@
 //!   whatever another request wrote meanwhile. All of it lands or none of it.
 //! - **`apply` never resurrects.** If the record was deleted or expired
 //!   meanwhile, it answers [`Applied::Gone`] and writes nothing.
+//! - **`apply` checks its guards in the same atomic step.** A stored
+//!   verifier hash other than the [required](ChangeSet::require_verifier)
+//!   one is answered as [`Applied::Gone`]; a change that adds names past the
+//!   [attribute limit](ChangeSet::limit_attributes) as
+//!   [`Applied::TooManyAttributes`]; either way nothing is written. A
+//!   [`Touch`] sets the last access and moves the expiry to
+//!   [`Touch::expires_at`] of the stored creation time and idle timeout
+//!   (the new one if the change sets it). So a request may write to a
+//!   session without reading it first.
 //! - **`compare_and_set` is atomic** for one attribute: it swaps only if the
 //!   stored value is still the expected one (`None`: absent), and otherwise
 //!   answers the current value so the caller can retry.
@@ -137,8 +146,12 @@ pub enum Created {
 pub enum Applied {
     /// The change set was written.
     Written,
-    /// The session was deleted or expired meanwhile; nothing was written.
+    /// The session was deleted or expired meanwhile, or its stored verifier
+    /// is not the required one; nothing was written.
     Gone,
+    /// The change would add names past the attribute limit; nothing was
+    /// written.
+    TooManyAttributes,
 }
 
 /// What [`SessionStore::compare_and_set`] did.

@@ -298,7 +298,7 @@ pub async fn apply_never_resurrects(store: &dyn SessionStore) {
     let at = now();
     changes.set_touch(Some(Touch {
         last_accessed: at,
-        expires_at: at + Duration::from_secs(600),
+        absolute_timeout: None,
     }));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
@@ -330,7 +330,7 @@ pub async fn apply_writes_metadata(store: &dyn SessionStore) {
     changes.set_new_verifier(Some(new_id.verifier_hash()));
     changes.set_touch(Some(Touch {
         last_accessed: at,
-        expires_at: at + Duration::from_secs(1234),
+        absolute_timeout: None,
     }));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
@@ -377,10 +377,10 @@ pub async fn touch_extends_expiry(store: &dyn SessionStore) {
         Created::Stored
     );
     let mut touch = ChangeSet::new();
-    let at = now();
+    touch.set_max_inactive(Some(Duration::from_secs(60)));
     touch.set_touch(Some(Touch {
-        last_accessed: at,
-        expires_at: at + Duration::from_secs(60),
+        last_accessed: now(),
+        absolute_timeout: None,
     }));
     assert_eq!(
         store.apply(&key, &touch).await.expect("apply"),
@@ -391,6 +391,133 @@ pub async fn touch_extends_expiry(store: &dyn SessionStore) {
         store.load(&key).await.expect("load").is_some(),
         "the touch did not extend the expiry"
     );
+}
+
+/// A touch moves the expiry to the earlier of the idle deadline (with the
+/// idle timeout the change sets, if any) and the absolute one, counted from
+/// the stored creation time.
+pub async fn touch_sets_the_expiry(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1")]).await;
+    let created = store
+        .load(&key)
+        .await
+        .expect("load")
+        .expect("stored")
+        .created;
+    let at = created + Duration::from_secs(5);
+    let touch = |absolute_timeout| {
+        let mut changes = ChangeSet::new();
+        changes.set_touch(Some(Touch {
+            last_accessed: at,
+            absolute_timeout,
+        }));
+        changes
+    };
+    for (changes, expected) in [
+        (touch(None), at + Duration::from_secs(600)),
+        (
+            touch(Some(Duration::from_secs(3600))),
+            at + Duration::from_secs(600),
+        ),
+        (
+            touch(Some(Duration::from_secs(100))),
+            created + Duration::from_secs(100),
+        ),
+        (
+            {
+                let mut changes = touch(None);
+                changes.set_max_inactive(Some(Duration::from_secs(30)));
+                changes
+            },
+            at + Duration::from_secs(30),
+        ),
+    ] {
+        assert_eq!(
+            store.apply(&key, &changes).await.expect("apply"),
+            Applied::Written
+        );
+        let loaded = store.load(&key).await.expect("load").expect("stored");
+        assert_eq!(loaded.last_accessed, at, "{changes:?}");
+        assert_eq!(loaded.expires_at, expected, "{changes:?}");
+    }
+}
+
+/// `apply` with a required verifier hash other than the stored one answers
+/// `Gone` and writes nothing; with the stored one it writes.
+pub async fn apply_requires_the_verifier(store: &dyn SessionStore) {
+    let (id, key) = stored(store, &[("a", "1")]).await;
+    let other = SessionId::generate().expect("rng");
+    let mut changes = set(&[("a", "2"), ("b", "2")]);
+    changes.require_verifier(Some(other.verifier_hash()));
+    changes.set_new_verifier(Some(other.verifier_hash()));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Gone
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded.attributes.len(), 1);
+    assert_eq!(loaded.attributes["a"], "1");
+    assert!(id.matches(&loaded.verifier), "the verifier was replaced");
+
+    changes.require_verifier(Some(id.verifier_hash()));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded.attributes["b"], "2");
+    assert!(other.matches(&loaded.verifier));
+}
+
+/// `apply` refuses, writing nothing, a change that adds names past the
+/// attribute limit; replacing values and adding in place of removed names
+/// stay allowed.
+pub async fn apply_limits_attributes(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1"), ("b", "1")]).await;
+    let before = store.load(&key).await.expect("load").expect("stored");
+    let limited = |mut changes: ChangeSet, limit| {
+        changes.limit_attributes(Some(limit));
+        changes.set_touch(Some(Touch {
+            last_accessed: before.last_accessed + Duration::from_secs(9),
+            absolute_timeout: None,
+        }));
+        changes
+    };
+    assert_eq!(
+        store
+            .apply(&key, &limited(set(&[("c", "1")]), 2))
+            .await
+            .expect("apply"),
+        Applied::TooManyAttributes
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded, before, "a refused change wrote something");
+
+    assert_eq!(
+        store
+            .apply(&key, &limited(set(&[("a", "2"), ("b", "2")]), 2))
+            .await
+            .expect("apply"),
+        Applied::Written
+    );
+    let mut swap = set(&[("c", "3")]);
+    swap.remove_attribute("a");
+    assert_eq!(
+        store.apply(&key, &limited(swap, 2)).await.expect("apply"),
+        Applied::Written
+    );
+    assert_eq!(
+        store
+            .apply(&key, &limited(set(&[("d", "4"), ("b", "5")]), 3))
+            .await
+            .expect("apply"),
+        Applied::Written
+    );
+    let attrs = attributes(store, &key).await;
+    let mut names: Vec<&str> = attrs.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["b", "c", "d"]);
+    assert_eq!(attrs["b"], "5");
 }
 
 /// `compare_and_set` swaps on a match, reports the current value on a
@@ -598,6 +725,9 @@ macro_rules! store_suite {
             apply_writes_metadata,
             expired_records_are_gone,
             touch_extends_expiry,
+            touch_sets_the_expiry,
+            apply_requires_the_verifier,
+            apply_limits_attributes,
             compare_and_set_semantics,
             delete_is_idempotent,
             values_round_trip_exactly,

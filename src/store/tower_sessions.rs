@@ -264,9 +264,11 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
         let Some(mut record) = self.live(Operation::Apply, key).await? else {
             return Ok(Applied::Gone);
         };
-        changes.apply_to(&mut record);
-        self.save(Operation::Apply, key, &record).await?;
-        Ok(Applied::Written)
+        let outcome = changes.apply_checked(&mut record);
+        if outcome == Applied::Written {
+            self.save(Operation::Apply, key, &record).await?;
+        }
+        Ok(outcome)
     }
 
     async fn compare_and_set(

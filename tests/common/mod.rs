@@ -37,6 +37,16 @@ pub fn app(layer: SessionLayer) -> Router {
             ),
         )
         .route(
+            "/read-set/{name}/{value}",
+            post(
+                |session: Session, Path((name, value)): Path<(String, String)>| async move {
+                    let _: Option<serde_json::Value> = session.get(&name).await?;
+                    session.set(&name, &value).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
             "/remove/{name}",
             post(|session: Session, Path(name): Path<String>| async move {
                 Ok::<_, SessionError>(session.remove(&name).await?.to_string())

@@ -54,7 +54,7 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
     let t = now();
     changes.set_touch(Some(Touch {
         last_accessed: t,
-        expires_at: t + Duration::from_secs(60),
+        absolute_timeout: None,
     }));
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     changes.apply_to(&mut record);
@@ -117,9 +117,10 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
     let mut changes = ChangeSet::new();
     let t = now();
+    changes.set_max_inactive(Some(Duration::from_secs(60)));
     changes.set_touch(Some(Touch {
         last_accessed: t,
-        expires_at: t + Duration::from_secs(60),
+        absolute_timeout: None,
     }));
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -528,22 +528,28 @@ impl SessionStore for PostgresStore {
             let (set_names, set_values): (Vec<&str>, Vec<&str>) = changes.attributes_set().unzip();
             let removed: Vec<&str> = changes.attributes_removed().collect();
             let touch = changes.touch();
-            let written: bool = sqlx::query_scalar(&self.inner.sql.apply)
+            let state: i32 = sqlx::query_scalar(&self.inner.sql.apply)
                 .bind(key.as_str())
                 .bind(touch.map(|t| millis(t.last_accessed)))
-                .bind(touch.map(|t| millis(t.expires_at)))
+                .bind(touch.and_then(|t| t.absolute_timeout).map(duration_millis))
                 .bind(changes.max_inactive().map(duration_millis))
                 .bind(changes.new_verifier().map(|h| h.as_bytes().as_slice()))
                 .bind(set_names.as_slice())
                 .bind(set_values.as_slice())
                 .bind(removed.as_slice())
+                .bind(changes.required_verifier().map(|h| h.as_bytes().as_slice()))
+                .bind(
+                    changes
+                        .attribute_limit()
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                )
                 .fetch_one(self.pool())
                 .await
                 .map_err(|e| from_sqlx(op, e))?;
-            Ok(if written {
-                Applied::Written
-            } else {
-                Applied::Gone
+            Ok(match state {
+                1 => Applied::Written,
+                2 => Applied::TooManyAttributes,
+                _ => Applied::Gone,
             })
         })
         .await

@@ -28,6 +28,19 @@ impl Statements {
     pub(super) fn new(schema: &str) -> Self {
         let sessions = format!("{schema}.sessions");
         let attributes = format!("{schema}.attributes");
+        // Whether a change fits the attribute limit ($10): see `apply`.
+        let fits = format!(
+            "$10::bigint IS NULL OR CASE \
+                         WHEN (SELECT count(*) FROM {attributes} \
+                               WHERE session_key = $1 AND name = ANY($6::text[])) \
+                              = cardinality($6::text[]) THEN true \
+                         ELSE (SELECT count(*) FROM {attributes} \
+                               WHERE session_key = $1 \
+                                 AND NOT (name = ANY($6::text[])) \
+                                 AND NOT (name = ANY($8::text[]))) \
+                              + cardinality($6::text[]) <= $10 \
+                     END"
+        );
         Self {
             // The session row with its attributes aggregated into two arrays
             // of the same order (one aggregate pass feeds both): one row,
@@ -76,7 +89,13 @@ impl Statements {
             // one after the other, and a concurrent delete either waits for
             // it or makes it match no row. Only when it matched do the other
             // two CTEs (which read `s`) write anything: a session deleted or
-            // expired meanwhile is never brought back.
+            // expired meanwhile, one whose verifier hash is not the required
+            // one ($9), and a change that adds names past the attribute limit
+            // ($10) write nothing at all.
+            //
+            // The limit counts the session's attribute rows only when a name
+            // set is not stored yet (CASE evaluates its branches lazily), so
+            // replacing a value costs one index probe per name.
             //
             // Names are unique within each array and the two arrays are
             // disjoint, because a ChangeSet keeps every name either set or
@@ -84,17 +103,27 @@ impl Statements {
             // (which PostgreSQL would refuse), and the DELETE and the upsert
             // never touch the same row.
             //
-            // Metadata left NULL keeps its value. Only the attribute rows
-            // named are written: the session's other attributes are neither
-            // read nor rewritten.
+            // Metadata left NULL keeps its value. A touch ($2, the access
+            // time) moves the expiry to the earlier of the access time plus
+            // the idle timeout (the new one, $4, if set) and the creation
+            // time plus the absolute timeout ($3, milliseconds, NULL for
+            // none; least() ignores NULL). Only the attribute rows named are
+            // written: the session's other attributes are neither read nor
+            // rewritten.
+            //
+            // Answers 1 when written, 2 when over the limit, 0 when gone.
             apply: format!(
                 "WITH s AS ( \
                      UPDATE {sessions} SET \
                          last_accessed_at = coalesce($2, last_accessed_at), \
-                         expires_at = coalesce($3, expires_at), \
+                         expires_at = CASE WHEN $2::timestamptz IS NULL THEN expires_at ELSE least( \
+                             $2 + coalesce($4, idle_timeout_ms) * interval '1 millisecond', \
+                             created_at + $3::bigint * interval '1 millisecond') END, \
                          idle_timeout_ms = coalesce($4, idle_timeout_ms), \
                          verifier = coalesce($5, verifier) \
                      WHERE key = $1 AND expires_at > now() \
+                       AND ($9::bytea IS NULL OR verifier = $9) \
+                       AND ({fits}) \
                      RETURNING key \
                  ), removed AS ( \
                      DELETE FROM {attributes} a USING s \
@@ -105,7 +134,13 @@ impl Statements {
                      FROM s, unnest($6::text[], $7::text[]) AS u(name, value) \
                      ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value \
                  ) \
-                 SELECT EXISTS (SELECT 1 FROM s)"
+                 SELECT CASE \
+                     WHEN EXISTS (SELECT 1 FROM s) THEN 1 \
+                     WHEN $10::bigint IS NOT NULL AND EXISTS ( \
+                         SELECT 1 FROM {sessions} \
+                         WHERE key = $1 AND expires_at > now() \
+                           AND ($9::bytea IS NULL OR verifier = $9)) THEN 2 \
+                     ELSE 0 END",
             ),
             // Only the attributes named in $2, found through the primary key
             // index: the other attributes' rows are never read. Otherwise as

@@ -23,15 +23,15 @@ use crate::store::{
     ChangeSet, Record, VerifierHash, duration_millis, from_unix_millis, unix_millis,
 };
 
-const VERIFIER: &[u8] = b"m:verifier";
-const CREATED: &[u8] = b"m:created";
-const ACCESSED: &[u8] = b"m:accessed";
-const MAX_INACTIVE: &[u8] = b"m:max_inactive";
-const EXPIRES: &[u8] = b"m:expires";
-const ATTRIBUTE: &[u8] = b"a:";
+pub(super) const VERIFIER: &[u8] = b"m:verifier";
+pub(super) const CREATED: &[u8] = b"m:created";
+pub(super) const ACCESSED: &[u8] = b"m:accessed";
+pub(super) const MAX_INACTIVE: &[u8] = b"m:max_inactive";
+pub(super) const EXPIRES: &[u8] = b"m:expires";
+pub(super) const ATTRIBUTE: &[u8] = b"a:";
 const METADATA: &[u8] = b"m:";
 /// Every metadata field, in the order [`record`] takes their values.
-const METADATA_FIELDS: [&[u8]; 5] = [VERIFIER, CREATED, ACCESSED, MAX_INACTIVE, EXPIRES];
+pub(super) const METADATA_FIELDS: [&[u8]; 5] = [VERIFIER, CREATED, ACCESSED, MAX_INACTIVE, EXPIRES];
 
 /// Why a stored hash is not a record. Names a field, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -77,37 +77,45 @@ pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
     args
 }
 
-/// The arguments of the apply script after the key: the expiry (or empty),
-/// the number of set arguments, the fields and values to set, the fields to
-/// delete. Only what changed is sent.
+/// The arguments of the apply script after the key: the required verifier
+/// hash, the touch's access time, the absolute timeout and the attribute
+/// limit (each empty when absent), the number of set arguments, the fields
+/// and values to set, the fields to delete. Only what changed is sent.
 pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
-    let mut set: Vec<Vec<u8>> = Vec::with_capacity(2 * changes.attributes_set().len() + 8);
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(
+        9 + 2 * changes.attributes_set().len() + changes.attributes_removed().len(),
+    );
+    let touch = changes.touch();
+    args.push(
+        changes
+            .required_verifier()
+            .map_or_else(Vec::new, |h| h.as_bytes().to_vec()),
+    );
+    args.push(touch.map_or_else(Vec::new, |t| millis(t.last_accessed)));
+    args.push(
+        touch
+            .and_then(|t| t.absolute_timeout)
+            .map_or_else(Vec::new, |d| duration_millis(d).to_string().into_bytes()),
+    );
+    args.push(
+        changes
+            .attribute_limit()
+            .map_or_else(Vec::new, |n| n.to_string().into_bytes()),
+    );
+    args.push(Vec::new());
     for (name, json) in changes.attributes_set() {
-        set.push(attribute_field(name));
-        set.push(json.as_bytes().to_vec());
+        args.push(attribute_field(name));
+        args.push(json.as_bytes().to_vec());
     }
     if let Some(interval) = changes.max_inactive() {
-        set.push(MAX_INACTIVE.to_vec());
-        set.push(duration_millis(interval).to_string().into_bytes());
+        args.push(MAX_INACTIVE.to_vec());
+        args.push(duration_millis(interval).to_string().into_bytes());
     }
     if let Some(hash) = changes.new_verifier() {
-        set.push(VERIFIER.to_vec());
-        set.push(hash.as_bytes().to_vec());
+        args.push(VERIFIER.to_vec());
+        args.push(hash.as_bytes().to_vec());
     }
-    let expiry = match changes.touch() {
-        Some(touch) => {
-            set.push(ACCESSED.to_vec());
-            set.push(millis(touch.last_accessed));
-            set.push(EXPIRES.to_vec());
-            set.push(millis(touch.expires_at));
-            millis(touch.expires_at)
-        }
-        None => Vec::new(),
-    };
-    let mut args = Vec::with_capacity(2 + set.len() + changes.attributes_removed().len());
-    args.push(expiry);
-    args.push(set.len().to_string().into_bytes());
-    args.extend(set);
+    args[4] = (args.len() - 5).to_string().into_bytes();
     args.extend(changes.attributes_removed().map(attribute_field));
     args
 }
@@ -437,18 +445,22 @@ mod tests {
         let t = now();
         changes.set_touch(Some(Touch {
             last_accessed: t,
-            expires_at: t,
+            absolute_timeout: Some(std::time::Duration::from_secs(7)),
         }));
+        let hash = crate::SessionId::generate().unwrap().verifier_hash();
+        changes.require_verifier(Some(hash));
+        changes.limit_attributes(Some(64));
         let args = apply_args(&changes);
         let ms = unix_millis(t).to_string().into_bytes();
-        assert_eq!(args[0], ms);
-        assert_eq!(args[1], b"6");
-        assert_eq!(args[2], b"a:n");
-        assert_eq!(args[3], b"5");
-        assert_eq!(args[4], ACCESSED);
-        assert_eq!(args[6], EXPIRES);
-        assert_eq!(args[8], b"a:gone");
-        assert_eq!(args.len(), 9);
+        assert_eq!(args[0], hash.as_bytes());
+        assert_eq!(args[1], ms);
+        assert_eq!(args[2], b"7000");
+        assert_eq!(args[3], b"64");
+        assert_eq!(args[4], b"2");
+        assert_eq!(args[5], b"a:n");
+        assert_eq!(args[6], b"5");
+        assert_eq!(args[7], b"a:gone");
+        assert_eq!(args.len(), 8);
     }
 
     #[test]
@@ -456,6 +468,17 @@ mod tests {
         let mut changes = ChangeSet::new();
         changes.remove_attribute("x");
         let args = apply_args(&changes);
-        assert_eq!(args, [Vec::new(), b"0".to_vec(), b"a:x".to_vec()]);
+        let empty = Vec::new();
+        assert_eq!(
+            args,
+            [
+                empty.clone(),
+                empty.clone(),
+                empty.clone(),
+                empty,
+                b"0".to_vec(),
+                b"a:x".to_vec()
+            ]
+        );
     }
 }

@@ -379,6 +379,7 @@ impl SessionStore for RedisStore {
             .await?
         {
             Value::Int(1) => Ok(Applied::Written),
+            Value::Int(2) => Ok(Applied::TooManyAttributes),
             Value::Int(0) => Ok(Applied::Gone),
             _ => Err(unexpected(Operation::Apply)),
         }

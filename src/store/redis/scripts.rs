@@ -10,6 +10,8 @@ use std::sync::LazyLock;
 
 use ::redis::Script;
 
+use super::codec;
+
 /// Stores a new session unless the key exists.
 ///
 /// - `KEYS[1]`: the session's hash.
@@ -32,35 +34,87 @@ return 1
     )
 });
 
-/// Applies a change set to a live session; writes nothing to a missing one.
+/// Applies a change set to a live session; writes nothing to a missing one,
+/// to one whose verifier hash is not the required one, or when the change
+/// adds names past the attribute limit.
 ///
 /// - `KEYS[1]`: the session's hash.
-/// - `ARGV[1]`: the new expiry in Unix milliseconds, or empty to keep it.
-/// - `ARGV[2]`: how many of the following arguments are fields and values
+/// - `ARGV[1]`: the verifier hash the stored one must equal, or empty.
+/// - `ARGV[2]`: the touch's access time in Unix milliseconds, or empty to
+///   keep the access time and the expiry.
+/// - `ARGV[3]`: the absolute timeout in milliseconds, or empty for none.
+/// - `ARGV[4]`: the attribute limit, or empty for none.
+/// - `ARGV[5]`: how many of the following arguments are fields and values
 ///   to set (twice the number of fields).
 /// - then the fields and values to set, then the fields to delete.
 ///
-/// Answers 1 when written, 0 when the session is gone.
+/// The touch moves the expiry to the earlier of the access time plus the
+/// idle timeout (as stored after the change) and the creation time plus the
+/// absolute timeout. Lua numbers are doubles, exact for integers below 2^53:
+/// milliseconds since 1970 stay far below.
+///
+/// Answers 1 when written, 2 when over the limit, 0 when gone.
 pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then
   return 0
 end
-local last = 2 + tonumber(ARGV[2])
-for i = 3, last, 200 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, last)))
+if ARGV[1] ~= '' and redis.call('HGET', key, '{verifier}') ~= ARGV[1] then
+  return 0
+end
+local last = 5 + tonumber(ARGV[5])
+if ARGV[4] ~= '' then
+  local added = 0
+  for i = 6, last, 2 do
+    if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' and redis.call('HEXISTS', key, ARGV[i]) == 0 then
+      added = added + 1
+    end
+  end
+  if added > 0 then
+    local count = redis.call('HLEN', key) - {metadata_count} + added
+    for i = last + 1, #ARGV do
+      count = count - redis.call('HEXISTS', key, ARGV[i])
+    end
+    if count > tonumber(ARGV[4]) then
+      return 2
+    end
+  end
+end
+for i = 6, last, 200 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
 end
 for i = last + 1, #ARGV, 200 do
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 199, #ARGV)))
+  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, #ARGV)))
 end
-if ARGV[1] ~= '' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  local meta = redis.call('HMGET', key, '{created}', '{max_inactive}')
+  local expires = tonumber(ARGV[2]) + tonumber(meta[2])
+  if ARGV[3] ~= '' then
+    expires = math.min(expires, tonumber(meta[1]) + tonumber(ARGV[3]))
+  end
+  local at = string.format('%.0f', expires)
+  redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
+  redis.call('PEXPIREAT', key, at)
 end
 return 1
 ",
-    )
+        verifier = field(codec::VERIFIER),
+        created = field(codec::CREATED),
+        max_inactive = field(codec::MAX_INACTIVE),
+        accessed = field(codec::ACCESSED),
+        expires = field(codec::EXPIRES),
+        attribute = field(codec::ATTRIBUTE),
+        prefix_len = codec::ATTRIBUTE.len(),
+        metadata_count = codec::METADATA_FIELDS.len(),
+    ))
 });
+
+/// A field name as Lua string text (the names are plain ASCII).
+fn field(name: &[u8]) -> &str {
+    std::str::from_utf8(name).unwrap_or_default()
+}
 
 /// Swaps one field of a live session if it holds the expected value.
 ///
