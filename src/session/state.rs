@@ -53,8 +53,14 @@ impl Loaded {
         now: OffsetDateTime,
         cookie_stale: bool,
     ) -> Result<Self, SessionError> {
-        Ok(Self {
-            id: SessionId::generate().map_err(SessionError::Random)?,
+        let id = SessionId::generate().map_err(SessionError::Random)?;
+        Ok(Self::new(id, config, now, cookie_stale))
+    }
+
+    /// A new, empty session with `id`, not stored.
+    fn new(id: SessionId, config: &SessionConfig, now: OffsetDateTime, cookie_stale: bool) -> Self {
+        Self {
+            id,
             stored: false,
             verified: true,
             cookie_hash: None,
@@ -71,7 +77,7 @@ impl Loaded {
             to_delete: None,
             cookie_stale,
             id_changed: false,
-        })
+        }
     }
 
     /// The session the cookie names, not read yet: the request only writes
@@ -79,22 +85,11 @@ impl Loaded {
     pub(super) fn unverified(id: SessionId, config: &SessionConfig, now: OffsetDateTime) -> Self {
         Self {
             cookie_hash: Some(id.verifier_hash()),
-            id,
             stored: true,
             verified: false,
-            known: HashMap::new(),
             complete: false,
             stored_count: None,
-            changes: ChangeSet::new(),
-            created: now,
-            last_accessed: now,
-            max_inactive: config.max_inactive,
-            original_max_inactive: config.max_inactive,
-            now,
-            touch_due: false,
-            to_delete: None,
-            cookie_stale: false,
-            id_changed: false,
+            ..Self::new(id, config, now, false)
         }
     }
 
