@@ -12,12 +12,20 @@ use crate::store::{Applied, Record};
 /// A new last-access time. The store works out the new expiry from it and
 /// what it holds, so that a request that did not read the session can
 /// touch it: see [`Touch::expires_at`].
+///
+/// Touches are throttled: the store applies one only when it is
+/// [due](Touch::is_due), or when the change also sets the idle timeout or
+/// the verifier. So a write that changes only attributes, within the touch
+/// interval of the last touch, leaves the session's metadata alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touch {
     /// When the session was last used.
     pub last_accessed: OffsetDateTime,
     /// The absolute timeout, counted from the session's creation, if any.
     pub absolute_timeout: Option<Duration>,
+    /// How long after the stored last access the touch is due; `None`: a
+    /// twentieth of the stored idle timeout.
+    pub interval: Option<Duration>,
 }
 
 impl Touch {
@@ -37,6 +45,15 @@ impl Touch {
                 )),
             None => idle,
         }
+    }
+
+    /// Whether the touch is due for a session last accessed at `stored`
+    /// with the idle timeout `max_inactive`.
+    #[must_use]
+    pub fn is_due(&self, stored: OffsetDateTime, max_inactive: Duration) -> bool {
+        let interval = self.interval.unwrap_or(max_inactive / 20);
+        self.last_accessed - stored
+            >= time::Duration::try_from(interval).unwrap_or(time::Duration::MAX)
     }
 }
 
@@ -174,6 +191,13 @@ impl ChangeSet {
         self.touch.as_ref()
     }
 
+    /// Whether the change sets metadata (the idle timeout or the verifier),
+    /// which makes its touch due whatever the interval.
+    #[must_use]
+    pub fn sets_metadata(&self) -> bool {
+        self.max_inactive.is_some() || self.new_verifier.is_some()
+    }
+
     /// Whether anything beyond a touch changed.
     #[must_use]
     pub fn has_changes(&self) -> bool {
@@ -227,13 +251,16 @@ impl ChangeSet {
         for (name, json) in &self.set {
             record.attributes.insert(name.clone(), json.clone());
         }
+        let touch_due = self.touch.filter(|touch| {
+            self.sets_metadata() || touch.is_due(record.last_accessed, record.max_inactive)
+        });
         if let Some(interval) = self.max_inactive {
             record.max_inactive = interval;
         }
         if let Some(hash) = self.new_verifier {
             record.verifier = hash;
         }
-        if let Some(touch) = self.touch {
+        if let Some(touch) = touch_due {
             record.last_accessed = touch.last_accessed;
             record.expires_at = touch.expires_at(record.created, record.max_inactive);
         }
@@ -317,6 +344,7 @@ mod tests {
         c.set_touch(Some(Touch {
             last_accessed: now,
             absolute_timeout: None,
+            interval: None,
         }));
         assert!(!c.has_changes());
         assert!(!c.is_empty());

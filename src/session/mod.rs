@@ -544,6 +544,7 @@ impl Session {
             let touch = Touch {
                 last_accessed: loaded.now,
                 absolute_timeout: config.absolute_timeout,
+                interval: config.touch_interval,
             };
             loaded.changes.set_touch(Some(touch));
             let hash = loaded.cookie_hash;

@@ -299,6 +299,7 @@ pub async fn apply_never_resurrects(store: &dyn SessionStore) {
     changes.set_touch(Some(Touch {
         last_accessed: at,
         absolute_timeout: None,
+        interval: Some(Duration::ZERO),
     }));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
@@ -331,6 +332,7 @@ pub async fn apply_writes_metadata(store: &dyn SessionStore) {
     changes.set_touch(Some(Touch {
         last_accessed: at,
         absolute_timeout: None,
+        interval: Some(Duration::ZERO),
     }));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
@@ -381,6 +383,7 @@ pub async fn touch_extends_expiry(store: &dyn SessionStore) {
     touch.set_touch(Some(Touch {
         last_accessed: now(),
         absolute_timeout: None,
+        interval: Some(Duration::ZERO),
     }));
     assert_eq!(
         store.apply(&key, &touch).await.expect("apply"),
@@ -410,6 +413,7 @@ pub async fn touch_sets_the_expiry(store: &dyn SessionStore) {
         changes.set_touch(Some(Touch {
             last_accessed: at,
             absolute_timeout,
+            interval: Some(Duration::ZERO),
         }));
         changes
     };
@@ -440,6 +444,60 @@ pub async fn touch_sets_the_expiry(store: &dyn SessionStore) {
         assert_eq!(loaded.last_accessed, at, "{changes:?}");
         assert_eq!(loaded.expires_at, expected, "{changes:?}");
     }
+}
+
+/// A touch within its interval of the stored last access is skipped, unless
+/// the change sets metadata; the attributes it carries are written anyway.
+pub async fn touch_is_throttled(store: &dyn SessionStore) {
+    let (_, key) = stored(store, &[("a", "1")]).await;
+    let before = store.load(&key).await.expect("load").expect("stored");
+    let touch = |after, interval| Touch {
+        last_accessed: before.last_accessed + after,
+        absolute_timeout: None,
+        interval,
+    };
+    // The stored idle timeout is 600 s: a twentieth is 30 s.
+    let mut changes = set(&[("a", "2")]);
+    changes.set_touch(Some(touch(Duration::from_secs(20), None)));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    assert_eq!(loaded.attributes["a"], "2");
+    assert_eq!(
+        (loaded.last_accessed, loaded.expires_at),
+        (before.last_accessed, before.expires_at),
+        "a touch before its interval was written"
+    );
+    let mut changes = set(&[("a", "3")]);
+    changes.set_touch(Some(touch(
+        Duration::from_secs(20),
+        Some(Duration::from_secs(10)),
+    )));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    let at = before.last_accessed + Duration::from_secs(20);
+    assert_eq!(loaded.last_accessed, at, "a due touch was skipped");
+    assert_eq!(loaded.expires_at, at + Duration::from_secs(600));
+    let mut changes = ChangeSet::new();
+    changes.set_max_inactive(Some(Duration::from_secs(900)));
+    changes.set_touch(Some(touch(Duration::from_secs(21), None)));
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    let loaded = store.load(&key).await.expect("load").expect("stored");
+    let at = before.last_accessed + Duration::from_secs(21);
+    assert_eq!(
+        loaded.last_accessed, at,
+        "a metadata change skipped its touch"
+    );
+    assert_eq!(loaded.expires_at, at + Duration::from_secs(900));
+    assert_eq!(loaded.max_inactive, Duration::from_secs(900));
 }
 
 /// `apply` with a required verifier hash other than the stored one answers
@@ -480,6 +538,7 @@ pub async fn apply_limits_attributes(store: &dyn SessionStore) {
         changes.set_touch(Some(Touch {
             last_accessed: before.last_accessed + Duration::from_secs(9),
             absolute_timeout: None,
+            interval: None,
         }));
         changes
     };
@@ -726,6 +785,7 @@ macro_rules! store_suite {
             expired_records_are_gone,
             touch_extends_expiry,
             touch_sets_the_expiry,
+            touch_is_throttled,
             apply_requires_the_verifier,
             apply_limits_attributes,
             compare_and_set_semantics,

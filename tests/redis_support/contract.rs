@@ -55,6 +55,7 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
     changes.set_touch(Some(Touch {
         last_accessed: t,
         absolute_timeout: None,
+        interval: Some(Duration::ZERO),
     }));
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     changes.apply_to(&mut record);
@@ -121,6 +122,7 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     changes.set_touch(Some(Touch {
         last_accessed: t,
         absolute_timeout: None,
+        interval: Some(Duration::ZERO),
     }));
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     tokio::time::sleep(Duration::from_millis(600)).await;

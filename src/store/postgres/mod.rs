@@ -543,6 +543,7 @@ impl SessionStore for PostgresStore {
                         .attribute_limit()
                         .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                 )
+                .bind(touch.and_then(|t| t.interval).map(duration_millis))
                 .fetch_one(self.pool())
                 .await
                 .map_err(|e| from_sqlx(op, e))?;

@@ -85,10 +85,10 @@ impl Statements {
             delete_expired_key: format!(
                 "DELETE FROM {sessions} WHERE key = $1 AND expires_at <= now()"
             ),
-            // The UPDATE locks the session row, so applies to one session run
-            // one after the other, and a concurrent delete either waits for
-            // it or makes it match no row. Only when it matched do the other
-            // two CTEs (which read `s`) write anything: a session deleted or
+            // `s` locks the session row, so applies to one session run one
+            // after the other, and a concurrent delete either waits for it
+            // or makes it match no row. Only when it matched do the other
+            // CTEs (which read `s`) write anything: a session deleted or
             // expired meanwhile, one whose verifier hash is not the required
             // one ($9), and a change that adds names past the attribute limit
             // ($10) write nothing at all.
@@ -97,34 +97,48 @@ impl Statements {
             // set is not stored yet (CASE evaluates its branches lazily), so
             // replacing a value costs one index probe per name.
             //
+            // The session row itself is rewritten only for new metadata ($4
+            // the idle timeout, $5 the verifier) or a touch ($2, the access
+            // time) that is due: $11 milliseconds (NULL: a twentieth of the
+            // idle timeout) after the stored access. Most writes change
+            // attributes only, and an update of the session row is not HOT
+            // (the expiry is indexed): skipping it halves what a write
+            // costs. A touch moves the expiry to the earlier of the access
+            // time plus the idle timeout (the new one, if set) and the
+            // creation time plus the absolute timeout ($3, milliseconds, NULL
+            // for none; least() ignores NULL). Metadata left NULL keeps its
+            // value.
+            //
             // Names are unique within each array and the two arrays are
             // disjoint, because a ChangeSet keeps every name either set or
             // removed, once. So the upsert never meets the same row twice
             // (which PostgreSQL would refuse), and the DELETE and the upsert
-            // never touch the same row.
-            //
-            // Metadata left NULL keeps its value. A touch ($2, the access
-            // time) moves the expiry to the earlier of the access time plus
-            // the idle timeout (the new one, $4, if set) and the creation
-            // time plus the absolute timeout ($3, milliseconds, NULL for
-            // none; least() ignores NULL). Only the attribute rows named are
+            // never touch the same row. Only the attribute rows named are
             // written: the session's other attributes are neither read nor
             // rewritten.
             //
             // Answers 1 when written, 2 when over the limit, 0 when gone.
             apply: format!(
                 "WITH s AS ( \
-                     UPDATE {sessions} SET \
-                         last_accessed_at = coalesce($2, last_accessed_at), \
-                         expires_at = CASE WHEN $2::timestamptz IS NULL THEN expires_at ELSE least( \
-                             $2 + coalesce($4, idle_timeout_ms) * interval '1 millisecond', \
-                             created_at + $3::bigint * interval '1 millisecond') END, \
-                         idle_timeout_ms = coalesce($4, idle_timeout_ms), \
-                         verifier = coalesce($5, verifier) \
+                     SELECT key, last_accessed_at, idle_timeout_ms FROM {sessions} \
                      WHERE key = $1 AND expires_at > now() \
                        AND ($9::bytea IS NULL OR verifier = $9) \
                        AND ({fits}) \
-                     RETURNING key \
+                     FOR NO KEY UPDATE \
+                 ), meta AS ( \
+                     UPDATE {sessions} t SET \
+                         last_accessed_at = coalesce($2, t.last_accessed_at), \
+                         expires_at = CASE WHEN $2::timestamptz IS NULL THEN t.expires_at ELSE least( \
+                             $2 + coalesce($4, t.idle_timeout_ms) * interval '1 millisecond', \
+                             t.created_at + $3::bigint * interval '1 millisecond') END, \
+                         idle_timeout_ms = coalesce($4, t.idle_timeout_ms), \
+                         verifier = coalesce($5, t.verifier) \
+                     FROM s \
+                     WHERE t.key = s.key AND ( \
+                         $4::bigint IS NOT NULL OR $5::bytea IS NOT NULL \
+                         OR ($2::timestamptz IS NOT NULL AND $2 - s.last_accessed_at \
+                             >= coalesce($11::bigint, s.idle_timeout_ms / 20) \
+                                * interval '1 millisecond')) \
                  ), removed AS ( \
                      DELETE FROM {attributes} a USING s \
                      WHERE a.session_key = s.key AND a.name = ANY($8::text[]) \
@@ -140,7 +154,7 @@ impl Statements {
                          SELECT 1 FROM {sessions} \
                          WHERE key = $1 AND expires_at > now() \
                            AND ($9::bytea IS NULL OR verifier = $9)) THEN 2 \
-                     ELSE 0 END",
+                     ELSE 0 END"
             ),
             // Only the attributes named in $2, found through the primary key
             // index: the other attributes' rows are never read. Otherwise as

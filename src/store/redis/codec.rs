@@ -78,7 +78,8 @@ pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
 }
 
 /// The arguments of the apply script after the key: the required verifier
-/// hash, the touch's access time, the absolute timeout and the attribute
+/// hash, the touch's access time, absolute timeout and interval (`0` when
+/// the change sets metadata, which makes the touch due), the attribute
 /// limit (each empty when absent), the number of set arguments, the fields
 /// and values to set, the fields to delete. Only what changed is sent.
 pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
@@ -97,6 +98,12 @@ pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
             .and_then(|t| t.absolute_timeout)
             .map_or_else(Vec::new, |d| duration_millis(d).to_string().into_bytes()),
     );
+    let interval = if changes.sets_metadata() {
+        Some(Duration::ZERO)
+    } else {
+        touch.and_then(|t| t.interval)
+    };
+    args.push(interval.map_or_else(Vec::new, |d| duration_millis(d).to_string().into_bytes()));
     args.push(
         changes
             .attribute_limit()
@@ -115,7 +122,7 @@ pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
         args.push(VERIFIER.to_vec());
         args.push(hash.as_bytes().to_vec());
     }
-    args[4] = (args.len() - 5).to_string().into_bytes();
+    args[5] = (args.len() - 6).to_string().into_bytes();
     args.extend(changes.attributes_removed().map(attribute_field));
     args
 }
@@ -446,6 +453,7 @@ mod tests {
         changes.set_touch(Some(Touch {
             last_accessed: t,
             absolute_timeout: Some(std::time::Duration::from_secs(7)),
+            interval: None,
         }));
         let hash = crate::SessionId::generate().unwrap().verifier_hash();
         changes.require_verifier(Some(hash));
@@ -455,12 +463,13 @@ mod tests {
         assert_eq!(args[0], hash.as_bytes());
         assert_eq!(args[1], ms);
         assert_eq!(args[2], b"7000");
-        assert_eq!(args[3], b"64");
-        assert_eq!(args[4], b"2");
-        assert_eq!(args[5], b"a:n");
-        assert_eq!(args[6], b"5");
-        assert_eq!(args[7], b"a:gone");
-        assert_eq!(args.len(), 8);
+        assert_eq!(args[3], b"");
+        assert_eq!(args[4], b"64");
+        assert_eq!(args[5], b"2");
+        assert_eq!(args[6], b"a:n");
+        assert_eq!(args[7], b"5");
+        assert_eq!(args[8], b"a:gone");
+        assert_eq!(args.len(), 9);
     }
 
     #[test]
@@ -472,6 +481,7 @@ mod tests {
         assert_eq!(
             args,
             [
+                empty.clone(),
                 empty.clone(),
                 empty.clone(),
                 empty.clone(),

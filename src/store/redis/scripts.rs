@@ -43,12 +43,15 @@ return 1
 /// - `ARGV[2]`: the touch's access time in Unix milliseconds, or empty to
 ///   keep the access time and the expiry.
 /// - `ARGV[3]`: the absolute timeout in milliseconds, or empty for none.
-/// - `ARGV[4]`: the attribute limit, or empty for none.
-/// - `ARGV[5]`: how many of the following arguments are fields and values
+/// - `ARGV[4]`: the touch interval in milliseconds, or empty for a
+///   twentieth of the idle timeout.
+/// - `ARGV[5]`: the attribute limit, or empty for none.
+/// - `ARGV[6]`: how many of the following arguments are fields and values
 ///   to set (twice the number of fields).
 /// - then the fields and values to set, then the fields to delete.
 ///
-/// The touch moves the expiry to the earlier of the access time plus the
+/// The touch is applied only once it is due, the interval after the stored
+/// access. It moves the expiry to the earlier of the access time plus the
 /// idle timeout (as stored after the change) and the creation time plus the
 /// absolute timeout. Lua numbers are doubles, exact for integers below 2^53:
 /// milliseconds since 1970 stay far below.
@@ -64,10 +67,10 @@ end
 if ARGV[1] ~= '' and redis.call('HGET', key, '{verifier}') ~= ARGV[1] then
   return 0
 end
-local last = 5 + tonumber(ARGV[5])
-if ARGV[4] ~= '' then
+local last = 6 + tonumber(ARGV[6])
+if ARGV[5] ~= '' then
   local added = 0
-  for i = 6, last, 2 do
+  for i = 7, last, 2 do
     if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' and redis.call('HEXISTS', key, ARGV[i]) == 0 then
       added = added + 1
     end
@@ -77,26 +80,34 @@ if ARGV[4] ~= '' then
     for i = last + 1, #ARGV do
       count = count - redis.call('HEXISTS', key, ARGV[i])
     end
-    if count > tonumber(ARGV[4]) then
+    if count > tonumber(ARGV[5]) then
       return 2
     end
   end
 end
-for i = 6, last, 200 do
+for i = 7, last, 200 do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
 end
 for i = last + 1, #ARGV, 200 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, #ARGV)))
 end
 if ARGV[2] ~= '' then
-  local meta = redis.call('HMGET', key, '{created}', '{max_inactive}')
-  local expires = tonumber(ARGV[2]) + tonumber(meta[2])
-  if ARGV[3] ~= '' then
-    expires = math.min(expires, tonumber(meta[1]) + tonumber(ARGV[3]))
+  local meta = redis.call('HMGET', key, '{created}', '{max_inactive}', '{accessed}')
+  local access = tonumber(ARGV[2])
+  local idle = tonumber(meta[2])
+  local interval = math.floor(idle / 20)
+  if ARGV[4] ~= '' then
+    interval = tonumber(ARGV[4])
   end
-  local at = string.format('%.0f', expires)
-  redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
-  redis.call('PEXPIREAT', key, at)
+  if access - tonumber(meta[3]) >= interval then
+    local expires = access + idle
+    if ARGV[3] ~= '' then
+      expires = math.min(expires, tonumber(meta[1]) + tonumber(ARGV[3]))
+    end
+    local at = string.format('%.0f', expires)
+    redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
+    redis.call('PEXPIREAT', key, at)
+  end
 end
 return 1
 ",
