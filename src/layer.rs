@@ -99,7 +99,7 @@ impl SessionLayer {
 
     fn from_parts(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
         Self {
-            shared: Arc::new(Shared { store, config }),
+            shared: Arc::new(Shared::new(store, config)),
         }
     }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{app, bare, browser, config, counting, pair, serve, set_cookie};
@@ -235,31 +236,49 @@ async fn sixteen_concurrent_writers_keep_all_sixteen() {
     }
 }
 
-#[tokio::test]
-async fn thirty_two_concurrent_updates_keep_every_increment() {
-    let base = server_with(MemoryStore::default()).await;
-    let cookie = started(&base, "base", "0").await;
+/// Sends 32 concurrent increments of `n` in the session of `cookie` and
+/// returns what `n` holds afterwards.
+async fn thirty_two_increments(base: &str, cookie: &str) -> String {
     let client = bare();
     let increments = (0..32).map(|_| {
         let request = client
             .post(format!("{base}/incr/n"))
-            .header(COOKIE, &cookie)
+            .header(COOKIE, cookie)
             .send();
         async move { request.await.expect("request").status() }
     });
     for status in futures_util::future::join_all(increments).await {
         assert_eq!(status, StatusCode::OK);
     }
-    let n = client
+    client
         .get(format!("{base}/get/n"))
-        .header(COOKIE, &cookie)
+        .header(COOKIE, cookie)
         .send()
         .await
-        .unwrap()
+        .expect("request")
         .text()
         .await
-        .unwrap();
-    assert_eq!(n, "32");
+        .expect("body")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_in_one_process_take_turns() {
+    let store = counting();
+    store.latency_us.store(300, Ordering::SeqCst);
+    let base = server_with(store.clone()).await;
+    let cookie = started(&base, "base", "0").await;
+    assert_eq!(thirty_two_increments(&base, &cookie).await, "32");
+    // Each update read the value the one before it wrote: one swap each,
+    // where racing swaps would mostly miss and retry.
+    let swaps = store.swaps.load(Ordering::SeqCst);
+    assert_eq!(swaps, 32, "32 updates took {swaps} compare-and-sets");
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_updates_keep_every_increment() {
+    let base = server_with(MemoryStore::default()).await;
+    let cookie = started(&base, "base", "0").await;
+    assert_eq!(thirty_two_increments(&base, &cookie).await, "32");
 }
 
 #[tokio::test]

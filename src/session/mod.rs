@@ -6,6 +6,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +29,37 @@ const UPDATE_ATTEMPTS: usize = 128;
 /// How many fresh ids [`Session`] draws if a new one is taken.
 const CREATE_ATTEMPTS: usize = 4;
 
+/// How many locks [`Session::update`] spreads attributes over.
+const UPDATE_STRIPES: usize = 64;
+
 /// What the layer shares with every session handle.
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) config: SessionConfig,
+    /// Requests of this process that update one attribute of one session
+    /// take turns (attributes share a lock by the hash of their session key
+    /// and name): their compare-and-sets then rarely collide, where
+    /// dozens of concurrent ones would mostly lose and retry. Requests of
+    /// other processes still meet at the store's compare-and-set.
+    update_stripes: Box<[Mutex<()>]>,
+    stripe_hasher: RandomState,
+}
+
+impl Shared {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
+        Self {
+            store,
+            config,
+            update_stripes: (0..UPDATE_STRIPES).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: RandomState::new(),
+        }
+    }
+
+    fn update_stripe(&self, key: &store::StoreKey, name: &str) -> &Mutex<()> {
+        let hash = self.stripe_hasher.hash_one((key.as_str(), name));
+        let index = usize::try_from(hash % UPDATE_STRIPES as u64).unwrap_or(0);
+        &self.update_stripes[index]
+    }
 }
 
 /// A servlet-style HTTP session: named attributes kept in the shared store.
@@ -463,6 +491,19 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let config = self.config();
+        // Take the turn before reading, so that the value read is the one
+        // the last request of this process wrote. A request without a
+        // cookie has a session nobody else knows.
+        let _turn = match &self.inner.cookie {
+            Some(id) => Some(
+                self.inner
+                    .shared
+                    .update_stripe(&id.store_key(), name)
+                    .lock()
+                    .await,
+            ),
+            None => None,
+        };
         let mut loaded = self.loaded(&[name]).await?;
         if loaded.needs_count_for(name) {
             drop(loaded);
@@ -508,6 +549,8 @@ impl Session {
                 Swap::Mismatch { current } => {
                     loaded.known.insert(name.to_owned(), current);
                     loaded.changes.forget_attribute(name);
+                    // A miss means another process wrote meanwhile (or this
+                    // request read the value before its turn).
                     backoff(attempt).await;
                 }
                 Swap::Gone => {

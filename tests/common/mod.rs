@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -142,9 +142,21 @@ pub struct Counting {
     pub writes: AtomicUsize,
     /// Of `loads`, those that read the whole session.
     pub whole_loads: AtomicUsize,
+    /// Of `writes`, the compare-and-sets.
+    pub swaps: AtomicUsize,
+    /// How long partial loads and compare-and-sets take, in microseconds,
+    /// as over a network: lets concurrent requests interleave.
+    pub latency_us: AtomicU64,
 }
 
 impl Counting {
+    async fn network(&self) {
+        let us = self.latency_us.load(Ordering::SeqCst);
+        if us > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+        }
+    }
+
     pub fn counts(&self) -> (usize, usize) {
         (
             self.loads.load(Ordering::SeqCst),
@@ -169,6 +181,7 @@ impl SessionStore for Counting {
         names: &[&str],
     ) -> Result<Option<PartialRecord>, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
+        self.network().await;
         self.inner.load_some(key, names).await
     }
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
@@ -187,6 +200,8 @@ impl SessionStore for Counting {
         new: Option<&str>,
     ) -> Result<Swap, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
+        self.swaps.fetch_add(1, Ordering::SeqCst);
+        self.network().await;
         self.inner.compare_and_set(key, name, expected, new).await
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
