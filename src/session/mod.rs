@@ -265,7 +265,9 @@ impl Session {
         if let Some(names) = names {
             // Asked for and not returned: known to be absent.
             for name in names {
-                loaded.known.entry((*name).to_owned()).or_insert(None);
+                if !loaded.known.contains_key(*name) {
+                    loaded.known.insert((*name).to_owned(), None);
+                }
             }
         }
         Ok(loaded)

@@ -112,7 +112,8 @@ impl Loaded {
         let touch_interval = config.touch_interval_for(record.max_inactive);
         let since = now - record.last_accessed;
         Self {
-            cookie_hash: Some(id.verifier_hash()),
+            // The caller checked that the cookie's verifier hashes to it.
+            cookie_hash: Some(record.verifier),
             id,
             stored: true,
             verified: true,
