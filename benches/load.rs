@@ -146,7 +146,9 @@ fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A part of the matrix, for profiling one app or scenario: `BENCH_APP`
+/// A part of the matrix, for profiling one app or scenario (or a run with
+/// `BENCH_PG_SYNCHRONOUS_COMMIT` set, which changes the server's commits
+/// for every app): `BENCH_APP`
 /// (substrings of app names, separated by commas, such as
 /// `axum,httpsession / memory`) and
 /// `BENCH_SCENARIO` (a scenario's name). A partial run writes its report
@@ -179,7 +181,9 @@ impl Only {
     }
 
     fn is_partial(&self) -> bool {
-        self.app.is_some() || self.scenario.is_some()
+        self.app.is_some()
+            || self.scenario.is_some()
+            || stores::synchronous_commit().is_ok_and(|setting| setting.is_some())
     }
 }
 
@@ -310,6 +314,10 @@ fn machine_facts(quick: bool, settings: &Settings, elapsed: Duration, noise: &st
     } else {
         "full run"
     };
+    let commits = match stores::synchronous_commit() {
+        Ok(Some(value)) => format!("`synchronous_commit = {value}` (BENCH_PG_SYNCHRONOUS_COMMIT)"),
+        _ => "the server's `synchronous_commit` (on: a commit waits for its WAL flush)".to_owned(),
+    };
     let date = time::OffsetDateTime::now_utc();
     format!(
         "- Command: `cargo bench --bench load` ({mode}, {:.0} s)\n\
@@ -317,6 +325,7 @@ fn machine_facts(quick: bool, settings: &Settings, elapsed: Duration, noise: &st
          - Machine: {cores} cores (`nproc`), {memory} memory, {cpu}, Linux {kernel}\n\
          - Load: {} keep-alive HTTP/1.1 connections, one session each; {:.1} s warm-up, \
          then {} rounds of {:.1} s per app, medians\n\
+         - PostgreSQL commits: {commits}\n\
          - Idle noise on the store servers before the run, over 1 s: {noise}",
         elapsed.as_secs_f64(),
         date.date(),

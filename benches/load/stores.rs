@@ -88,8 +88,28 @@ impl Env {
                 .execute(&admin)
                 .await?;
         }
+        // Whether a commit waits for its WAL to reach the disk, for every
+        // app alike: the server's own setting, unless a partial run asks
+        // otherwise to show how much of a write that wait is.
+        let setting = match synchronous_commit()? {
+            Some(value) => format!("set synchronous_commit = {value}"),
+            None => "reset synchronous_commit".to_owned(),
+        };
+        sqlx::query(&format!("alter database {BENCH_DATABASE} {setting}"))
+            .execute(&admin)
+            .await?;
         admin.close().await;
         Ok(())
+    }
+}
+
+/// `BENCH_PG_SYNCHRONOUS_COMMIT`, if set: `on` or `off`.
+pub(crate) fn synchronous_commit() -> Result<Option<&'static str>, BoxError> {
+    match std::env::var("BENCH_PG_SYNCHRONOUS_COMMIT").as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("on") => Ok(Some("on")),
+        Ok("off") => Ok(Some("off")),
+        Ok(other) => Err(format!("BENCH_PG_SYNCHRONOUS_COMMIT={other}: expected on or off").into()),
     }
 }
 
