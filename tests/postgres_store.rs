@@ -459,3 +459,33 @@ async fn contended_increments_are_answered_the_newest_value() {
         "{attempts} attempts: a mismatch answered a stale value"
     );
 }
+
+#[tokio::test]
+async fn commits_wait_for_the_flush_unless_told_not_to() {
+    let schema = SchemaGuard::new().await;
+    let setting = |store: PostgresStore| async move {
+        let value: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .expect("show");
+        value
+    };
+    let builder = || PostgresStore::builder(database_url()).with_schema(&schema.name);
+    let waiting = builder().connect().await.expect("connect");
+    assert_eq!(setting(waiting).await, "on");
+    let not_waiting = builder()
+        .with_commits_not_waiting_for_flush()
+        .connect()
+        .await
+        .expect("connect");
+    assert_eq!(setting(not_waiting.clone()).await, "off");
+    // The store works as ever.
+    not_waiting.migrate().await.expect("migrate");
+    let (id, key) = fresh_key();
+    let rec = record(&id, Duration::from_secs(60), &[("a", "1")]);
+    assert_eq!(
+        not_waiting.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    assert_eq!(not_waiting.load(&key).await.expect("load"), Some(rec));
+}
