@@ -312,11 +312,14 @@ async fn seed_all(
     size: usize,
 ) -> Result<Vec<Option<String>>, BoxError> {
     let mut cookies = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        cookies.push(match target.spec.krate {
-            Crate::Bare => None,
-            Crate::Ours | Crate::Peer => Some(seed(target.addr, count, size).await?),
-        });
+    for i in 0..connections {
+        cookies.push(Some(match target.spec.krate {
+            // The same request as this crate's, cookie and all, which bare
+            // axum ignores: the comparison then weighs the session layer
+            // alone, not the bytes of a header.
+            Crate::Bare => format!("SESSION={}", crate::apps::attribute_value(i, 64)),
+            Crate::Ours | Crate::Peer => seed(target.addr, count, size).await?,
+        }));
     }
     Ok(cookies)
 }
