@@ -68,12 +68,14 @@ impl Shared {
 /// [`SessionLayer`](crate::SessionLayer); plain tower services find it in the
 /// request extensions. It is a cheap handle: clones share one state.
 ///
-/// The session is loaded the first time a method needs it, so a handler that
-/// never calls one costs no store round trip. Every method that may load is
-/// `async`. Changes are recorded, not written: when the response goes out,
-/// the layer writes exactly the attributes this request changed, in one store
-/// call. A session is stored, and its cookie sent, only once it holds an
-/// attribute.
+/// The session is loaded the first time a method reads it, and only the
+/// attributes named are read, so a handler that never calls one costs no
+/// store round trip. Every method that may load is `async`. Changes are
+/// recorded, not written: when the response goes out, the layer writes
+/// exactly the attributes this request changed, in one store call. A
+/// request that only [`set`](Self::set)s reads nothing: its write checks the
+/// cookie in the store. A session is stored, and its cookie sent, only once
+/// it holds an attribute.
 ///
 /// ```
 /// use axum::{Router, routing::post};
