@@ -50,6 +50,11 @@ return 1
 ///   to set (twice the number of fields).
 /// - then the fields and values to set, then the fields to delete.
 ///
+/// One `HMGET` reads what every check needs: whether the session exists,
+/// its verifier hash, and the times a touch works from. The attribute limit
+/// counts fields one by one only when the session's size plus the names set
+/// could pass it.
+///
 /// The touch is applied only once it is due, the interval after the stored
 /// access. It moves the expiry to the earlier of the access time plus the
 /// idle timeout (as stored after the change) and the creation time plus the
@@ -61,27 +66,41 @@ pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then
+local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}')
+if not meta[1] then
   return 0
 end
-if ARGV[1] ~= '' and redis.call('HGET', key, '{verifier}') ~= ARGV[1] then
+if ARGV[1] ~= '' and meta[1] ~= ARGV[1] then
   return 0
 end
 local last = 6 + tonumber(ARGV[6])
-if ARGV[5] ~= '' then
-  local added = 0
-  for i = 7, last, 2 do
-    if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' and redis.call('HEXISTS', key, ARGV[i]) == 0 then
-      added = added + 1
-    end
+local idle = tonumber(meta[3])
+local names = 0
+for i = 7, last, 2 do
+  if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' then
+    names = names + 1
+  elseif ARGV[i] == '{max_inactive}' then
+    idle = tonumber(ARGV[i + 1])
   end
-  if added > 0 then
-    local count = redis.call('HLEN', key) - {metadata_count} + added
-    for i = last + 1, #ARGV do
-      count = count - redis.call('HEXISTS', key, ARGV[i])
+end
+if ARGV[5] ~= '' then
+  local limit = tonumber(ARGV[5])
+  local stored = redis.call('HLEN', key) - {metadata_count}
+  if stored + names > limit then
+    local added = 0
+    for i = 7, last, 2 do
+      if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' and redis.call('HEXISTS', key, ARGV[i]) == 0 then
+        added = added + 1
+      end
     end
-    if count > tonumber(ARGV[5]) then
-      return 2
+    if added > 0 then
+      local count = stored + added
+      for i = last + 1, #ARGV do
+        count = count - redis.call('HEXISTS', key, ARGV[i])
+      end
+      if count > limit then
+        return 2
+      end
     end
   end
 end
@@ -92,17 +111,15 @@ for i = last + 1, #ARGV, 200 do
   redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, #ARGV)))
 end
 if ARGV[2] ~= '' then
-  local meta = redis.call('HMGET', key, '{created}', '{max_inactive}', '{accessed}')
   local access = tonumber(ARGV[2])
-  local idle = tonumber(meta[2])
   local interval = math.floor(idle / 20)
   if ARGV[4] ~= '' then
     interval = tonumber(ARGV[4])
   end
-  if access - tonumber(meta[3]) >= interval then
+  if access - tonumber(meta[4]) >= interval then
     local expires = access + idle
     if ARGV[3] ~= '' then
-      expires = math.min(expires, tonumber(meta[1]) + tonumber(ARGV[3]))
+      expires = math.min(expires, tonumber(meta[2]) + tonumber(ARGV[3]))
     end
     local at = string.format('%.0f', expires)
     redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
