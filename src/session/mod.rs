@@ -15,7 +15,7 @@ use http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, MutexGuard, OnceCell};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
@@ -28,6 +28,9 @@ use self::state::{Loaded, to_time};
 const UPDATE_ATTEMPTS: usize = 128;
 /// How many fresh ids [`Session`] draws if a new one is taken.
 const CREATE_ATTEMPTS: usize = 4;
+
+/// The locked state of one request's session.
+type State<'a> = MappedMutexGuard<'a, Loaded>;
 
 /// How many locks [`Session::update`] spreads attributes over.
 const UPDATE_STRIPES: usize = 64;
@@ -101,7 +104,8 @@ pub struct Session {
 struct Inner {
     shared: Arc<Shared>,
     cookie: Option<SessionId>,
-    state: OnceCell<Mutex<Loaded>>,
+    /// What the request knows of its session, once a method asked.
+    state: Mutex<Option<Loaded>>,
 }
 
 /// What the response's `Set-Cookie` must do after a commit.
@@ -136,7 +140,7 @@ impl Session {
             inner: Arc::new(Inner {
                 shared,
                 cookie,
-                state: OnceCell::new(),
+                state: Mutex::new(None),
             }),
         }
     }
@@ -152,13 +156,8 @@ impl Session {
     /// Locks the state, loading the session first if no call has yet, and
     /// makes sure the stored values of `names` are known: a request that
     /// touches a few attributes of a large session reads only those.
-    async fn loaded(&self, names: &[&str]) -> Result<MutexGuard<'_, Loaded>, SessionError> {
-        let state = self
-            .inner
-            .state
-            .get_or_try_init(|| async { self.load(Some(names)).await.map(Mutex::new) })
-            .await?;
-        let mut loaded = state.lock().await;
+    async fn loaded(&self, names: &[&str]) -> Result<State<'_>, SessionError> {
+        let mut loaded = self.state(|| self.load(Some(names))).await?;
         if !loaded.verified {
             self.verify(&mut loaded, names).await?;
         }
@@ -177,13 +176,8 @@ impl Session {
     }
 
     /// Locks the state with every stored attribute known.
-    async fn loaded_whole(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
-        let state = self
-            .inner
-            .state
-            .get_or_try_init(|| async { self.load(None).await.map(Mutex::new) })
-            .await?;
-        let mut loaded = state.lock().await;
+    async fn loaded_whole(&self) -> Result<State<'_>, SessionError> {
+        let mut loaded = self.state(|| self.load(None)).await?;
         if !loaded.verified {
             self.verify(&mut loaded, &[]).await?;
         }
@@ -203,21 +197,32 @@ impl Session {
     /// Locks the state for a write, without reading the store: a session
     /// the cookie names and this request has not read yet is written
     /// blind, and the store checks the cookie when the write lands.
-    async fn for_write(&self) -> Result<MutexGuard<'_, Loaded>, SessionError> {
-        let state = self
-            .inner
-            .state
-            .get_or_try_init(|| async {
-                let config = self.config();
-                let now = store::now();
-                match &self.inner.cookie {
-                    Some(id) => Ok(Loaded::unverified(id.clone(), config, now)),
-                    None => Loaded::fresh(config, now, false),
-                }
-                .map(Mutex::new)
-            })
-            .await?;
-        Ok(state.lock().await)
+    async fn for_write(&self) -> Result<State<'_>, SessionError> {
+        self.state(|| async {
+            let config = self.config();
+            let now = store::now();
+            match &self.inner.cookie {
+                Some(id) => Ok(Loaded::unverified(id.clone(), config, now)),
+                None => Loaded::fresh(config, now, false),
+            }
+        })
+        .await
+    }
+
+    /// Locks the state, making it with `init` if no call has yet. Calls of
+    /// one request wait for each other, so `init` runs once.
+    async fn state<F, Fut>(&self, init: F) -> Result<State<'_>, SessionError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded, SessionError>>,
+    {
+        match MutexGuard::try_map(self.inner.state.lock().await, Option::as_mut) {
+            Ok(state) => Ok(state),
+            Err(empty) => {
+                let loaded = init().await?;
+                Ok(MutexGuard::map(empty, |state| state.insert(loaded)))
+            }
+        }
     }
 
     /// Reads the session an unverified state stands for, with the
@@ -577,10 +582,10 @@ impl Session {
     pub(crate) async fn commit(&self) -> Result<CookieAction, SessionError> {
         let config = self.config();
         let store = self.store();
-        let Some(state) = self.inner.state.get() else {
+        let Ok(mut loaded) = MutexGuard::try_map(self.inner.state.lock().await, Option::as_mut)
+        else {
             return Ok(CookieAction::Keep);
         };
-        let mut loaded = state.lock().await;
         if let Some(old) = loaded.to_delete.take() {
             store.delete(&old).await?;
         }
