@@ -67,6 +67,12 @@ pub enum SessionError {
     /// wraps the route.
     #[error("no SessionLayer wraps this route")]
     MissingLayer,
+    /// The session ended while the request was using it: another request
+    /// changed its id (a login) or ended it, or it expired. The store
+    /// refused the request's changes, so none of them was written. The
+    /// response is `409 Conflict` and tells the browser to drop its cookie.
+    #[error("the session ended while the request was using it; nothing was written")]
+    Ended,
 }
 
 impl SessionError {
@@ -77,6 +83,7 @@ impl SessionError {
             Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Contended { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Ended => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

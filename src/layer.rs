@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{ConfigError, SessionConfig};
-use crate::error::SessionFailure;
+use crate::error::{SessionError, SessionFailure};
 use crate::session::{CookieAction, Session, SessionId, Shared};
 use crate::store::SessionStore;
 
@@ -195,6 +195,10 @@ async fn finish(
         }
         Err(error) => {
             let mut failed = error.to_response(config.retry_after);
+            if matches!(error, SessionError::Ended) {
+                // The old cookie names nothing this request may use.
+                append_cookie(failed.headers_mut(), &removal_cookie(config));
+            }
             failed
                 .extensions_mut()
                 .insert(SessionFailure(Arc::new(error)));
@@ -263,11 +267,11 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::MemoryStore;
     use crate::store::{
         Applied, ChangeSet, Created, Operation, Record, StoreError, StoreErrorKind, StoreHealth,
-        StoreKey, Swap,
+        StoreKey, Swap, VerifierHash,
     };
-    use crate::{MemoryStore, SessionError};
 
     /// A store whose every call fails as an unreachable server does.
     #[derive(Debug)]
@@ -295,13 +299,14 @@ mod tests {
         async fn compare_and_set(
             &self,
             _: &StoreKey,
+            _: &VerifierHash,
             _: &str,
             _: Option<&str>,
             _: Option<&str>,
         ) -> Result<Swap, StoreError> {
             Err(down(Operation::CompareAndSet))
         }
-        async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
+        async fn delete(&self, _: &StoreKey, _: &VerifierHash) -> Result<(), StoreError> {
             Err(down(Operation::Delete))
         }
         async fn health(&self) -> StoreHealth {

@@ -21,7 +21,7 @@ use tower_httpsession::health::{
     Acl, ComponentHealth, Health, HealthIndicator, TrafficPhase, TrafficState,
 };
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, HealthStatus, Record, StoreHealth, StoreKey, Swap,
+    Applied, ChangeSet, Created, HealthStatus, Record, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{MemoryStore, SessionStore, StoreError};
 
@@ -60,14 +60,17 @@ impl SessionStore for ControlledStore {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Swap, StoreError> {
-        self.inner.compare_and_set(key, name, expected, new).await
+        self.inner
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.inner.delete(key).await
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        self.inner.delete(key, verifier).await
     }
     async fn health(&self) -> StoreHealth {
         match self.mode.load(Ordering::SeqCst) {

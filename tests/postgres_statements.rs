@@ -59,17 +59,28 @@ async fn compare_and_set_is_one_statement_per_attempt() {
         store.create(&key, &rec).await.expect("create"),
         Created::Stored
     );
+    let verifier = id.verifier_hash();
     // Warm up: the pool's connection and its prepared statements.
     for _ in 0..2 {
-        let _ = store.compare_and_set(&key, "n", Some("0"), Some("0")).await;
-        let _ = store.compare_and_set(&key, "m", None, Some("0")).await;
-        let _ = store.compare_and_set(&key, "m", Some("0"), None).await;
+        let _ = store
+            .compare_and_set(&key, &verifier, "n", Some("0"), Some("0"))
+            .await;
+        let _ = store
+            .compare_and_set(&key, &verifier, "m", None, Some("0"))
+            .await;
+        let _ = store
+            .compare_and_set(&key, &verifier, "m", Some("0"), None)
+            .await;
     }
 
     let cas = |expected: Option<&'static str>, new: Option<&'static str>| {
         let store = store.clone();
         let key = key.clone();
-        async move { store.compare_and_set(&key, "n", expected, new).await }
+        async move {
+            store
+                .compare_and_set(&key, &verifier, "n", expected, new)
+                .await
+        }
     };
     let (swap, n) = statements(cas(Some("0"), Some("5"))).await;
     assert_eq!(
@@ -103,7 +114,8 @@ async fn compare_and_set_is_one_statement_per_attempt() {
     assert_eq!(swap.expect("cas"), Swap::Swapped);
     assert_eq!(n, 1, "an insert");
     let (_, missing) = fresh_key();
-    let (swap, n) = statements(store.compare_and_set(&missing, "n", Some("1"), Some("2"))).await;
+    let (swap, n) =
+        statements(store.compare_and_set(&missing, &verifier, "n", Some("1"), Some("2"))).await;
     assert_eq!(swap.expect("cas"), Swap::Gone);
     assert_eq!(n, 1, "a missing session");
 
@@ -155,7 +167,7 @@ async fn compare_and_set_is_one_statement_per_attempt() {
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
     assert_eq!(
         store
-            .compare_and_set(&key, "n", Some("9"), Some("10"))
+            .compare_and_set(&key, &verifier, "n", Some("9"), Some("10"))
             .await
             .expect("cas"),
         Swap::Swapped

@@ -282,14 +282,17 @@ async fn errors_name_backend_and_operation_and_keep_their_source() {
         .connect()
         .await
         .expect("connect");
-    let (_, key) = fresh_key();
+    let (id, key) = fresh_key();
     let e = store.load(&key).await.expect_err("no table");
     assert_eq!(e.backend(), "postgres");
     assert_eq!(e.operation(), Operation::Load);
     assert_eq!(e.kind(), StoreErrorKind::Config, "undefined table");
     let source = std::error::Error::source(&e).expect("source kept");
     assert!(source.downcast_ref::<sqlx::Error>().is_some());
-    let e = store.delete(&key).await.expect_err("no table");
+    let e = store
+        .delete(&key, &id.verifier_hash())
+        .await
+        .expect_err("no table");
     assert_eq!(e.operation(), Operation::Delete);
 }
 
@@ -418,6 +421,7 @@ async fn contended_increments_are_answered_the_newest_value() {
         store.create(&key, &rec).await.expect("create"),
         Created::Stored
     );
+    let verifier = id.verifier_hash();
     let attempts = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..32)
@@ -431,7 +435,13 @@ async fn contended_increments_are_answered_the_newest_value() {
                     attempts.fetch_add(1, Ordering::Relaxed);
                     let n: u64 = current.as_deref().map_or(0, |v| v.parse().expect("number"));
                     match store
-                        .compare_and_set(&key, "n", current.as_deref(), Some(&(n + 1).to_string()))
+                        .compare_and_set(
+                            &key,
+                            &verifier,
+                            "n",
+                            current.as_deref(),
+                            Some(&(n + 1).to_string()),
+                        )
                         .await
                         .expect("cas")
                     {

@@ -263,7 +263,7 @@ mod redis {
             store.load(&key).await.unwrap().unwrap().attributes["a"],
             "1"
         );
-        store.delete(&key).await.unwrap();
+        store.delete(&key, &id.verifier_hash()).await.unwrap();
     }
 
     #[tokio::test]

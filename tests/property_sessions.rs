@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use http::{Request, StatusCode, header};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use tokio::sync::Notify;
 use tower::ServiceExt as _;
 use tower_httpsession::store::{Created, now};
 use tower_httpsession::{
@@ -64,6 +65,16 @@ enum Op {
     Replay {
         which: usize,
     },
+    /// A request of `client` reads attribute `name`, and is held there while
+    /// the same browser changes the session's id (`rotate`) or invalidates
+    /// it; then it writes `name` (with `update` or `set`). The write must
+    /// not land in the session, and its response must say so.
+    InFlight {
+        client: usize,
+        name: usize,
+        update: bool,
+        rotate: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -73,18 +84,47 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (client.clone(), name.clone(), 0u8..4)
             .prop_map(|(client, name, value)| Op::Set { client, name, value }),
         2 => (client.clone(), name.clone()).prop_map(|(client, name)| Op::Remove { client, name }),
-        2 => (client.clone(), name).prop_map(|(client, name)| Op::Update { client, name }),
+        2 => (client.clone(), name.clone()).prop_map(|(client, name)| Op::Update { client, name }),
         1 => client.clone().prop_map(|client| Op::Invalidate { client }),
         1 => client.clone().prop_map(|client| Op::ChangeId { client }),
-        1 => client.prop_map(|client| Op::Expire { client }),
+        1 => client.clone().prop_map(|client| Op::Expire { client }),
         1 => any::<usize>().prop_map(|which| Op::Replay { which }),
+        2 => (client, name, any::<bool>(), any::<bool>()).prop_map(|(client, name, update, rotate)| {
+            Op::InFlight { client, name, update, rotate }
+        }),
     ]
 }
 
-fn app(store: Arc<dyn SessionStore>) -> Router {
+/// Where an in-flight request is held: it says when it has read the
+/// session, and waits to be let go.
+#[derive(Default)]
+struct Gate {
+    loaded: Notify,
+    go: Notify,
+}
+
+fn app(store: Arc<dyn SessionStore>, gate: Arc<Gate>) -> Router {
     let config = common::config().with_absolute_timeout(Some(ABSOLUTE));
     let layer = SessionLayer::shared(store, config).expect("config");
     Router::new()
+        .route(
+            "/held/{name}/{how}",
+            post(
+                |session: Session, Path((name, how)): Path<(String, String)>| async move {
+                    let _: Option<u64> = session.get(&name).await?;
+                    gate.loaded.notify_one();
+                    gate.go.notified().await;
+                    if how == "update" {
+                        session
+                            .update(&name, |n: Option<u64>| n.map_or(1, |n| n + 1))
+                            .await?;
+                    } else {
+                        session.set(&name, &9u64).await?;
+                    }
+                    Ok::<_, SessionError>("")
+                },
+            ),
+        )
         .route(
             "/set/{name}/{value}",
             post(
@@ -156,6 +196,7 @@ enum CookieChange {
 
 struct World {
     app: Router,
+    gate: Arc<Gate>,
     store: Arc<dyn SessionStore>,
     browsers: Vec<Browser>,
     /// Cookies that must never open a session again.
@@ -168,13 +209,19 @@ impl World {
         if let Some(cookie) = &self.browsers[client].cookie {
             request = request.header(header::COOKIE, cookie);
         }
-        let (change, body) = exchange(&self.app, request).await;
-        match &change {
+        let (status, change, body) = exchange_any(self.app.clone(), request).await;
+        assert_eq!(status, StatusCode::OK, "{method} {uri}");
+        self.see(client, &change);
+        (change, body)
+    }
+
+    /// What a response's cookie does to the browser.
+    fn see(&mut self, client: usize, change: &CookieChange) {
+        match change {
             CookieChange::Set(pair) => self.browsers[client].cookie = Some(pair.clone()),
             CookieChange::Removed => self.browsers[client].cookie = None,
             CookieChange::None => {}
         }
-        (change, body)
     }
 
     /// Checks every browser's view against the model.
@@ -265,6 +312,12 @@ impl World {
                     self.dead.push(cookie);
                 }
             }
+            Op::InFlight {
+                client,
+                name,
+                update,
+                rotate,
+            } => self.in_flight(client, name, update, rotate).await,
             Op::Replay { which } => {
                 if self.dead.is_empty() {
                     return;
@@ -275,6 +328,70 @@ impl World {
                 assert_eq!(body, "{}", "a dead cookie opened a session");
                 assert_eq!(change, CookieChange::Removed);
             }
+        }
+    }
+
+    /// Runs [`Op::InFlight`].
+    async fn in_flight(&mut self, client: usize, name: usize, update: bool, rotate: bool) {
+        let how = if update { "update" } else { "set" };
+        let mut request = Request::post(format!("/held/{}/{how}", NAMES[name]));
+        if let Some(cookie) = &self.browsers[client].cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let held = tokio::spawn(exchange_any(self.app.clone(), request));
+        self.gate.loaded.notified().await;
+        let had_session = self.browsers[client].session.is_some();
+        // Setting the value the request read is no change: nothing to write,
+        // nothing to refuse.
+        let no_change = !update
+            && self.browsers[client]
+                .session
+                .as_ref()
+                .is_some_and(|s| s.get(NAMES[name]) == Some(&9));
+        let ending = if rotate {
+            Op::ChangeId { client }
+        } else {
+            Op::Invalidate { client }
+        };
+        Box::pin(self.apply(&ending)).await;
+        // The session the held request read, as it is now: rotated (under
+        // the browser's new cookie) or gone.
+        let live = self.browsers[client].cookie.clone();
+        self.gate.go.notify_one();
+        let (status, change, _) = held.await.expect("held request");
+        if no_change {
+            assert_eq!((status, change), (StatusCode::OK, CookieChange::None));
+        } else if had_session {
+            assert_eq!(
+                status,
+                StatusCode::CONFLICT,
+                "the held write claimed success"
+            );
+            assert_eq!(
+                change,
+                CookieChange::Removed,
+                "the held write kept its cookie"
+            );
+            if let (true, Some(cookie)) = (rotate, live) {
+                // The rotated session is intact; the browser, told to drop
+                // its cookie, no longer holds it.
+                let request = Request::get("/state").header(header::COOKIE, &cookie);
+                let (status, _, body) = exchange_any(self.app.clone(), request).await;
+                assert_eq!(status, StatusCode::OK);
+                let seen: BTreeMap<String, u64> = serde_json::from_str(&body).expect("json");
+                let expected = self.browsers[client].session.clone().unwrap_or_default();
+                assert_eq!(seen, expected, "the held write landed after the id changed");
+            }
+            self.see(client, &change);
+            self.browsers[client].session = None;
+        } else {
+            // The held request had no stored session: nobody else knew it,
+            // so its write starts one.
+            assert_eq!(status, StatusCode::OK);
+            self.see(client, &change);
+            self.write(client, change, |s| {
+                s.insert(NAMES[name].to_owned(), if update { 1 } else { 9 });
+            });
         }
     }
 
@@ -322,19 +439,30 @@ impl World {
         record.created = now() - ABSOLUTE - Duration::from_secs(1);
         record.last_accessed = now();
         record.expires_at = now() + Duration::from_secs(600);
-        self.store.delete(&key).await.expect("delete");
+        self.store
+            .delete(&key, &record.verifier)
+            .await
+            .expect("delete");
         let created = self.store.create(&key, &record).await.expect("create");
         assert_eq!(created, Created::Stored);
     }
 }
 
 async fn exchange(app: &Router, request: http::request::Builder) -> (CookieChange, String) {
+    let (status, change, body) = exchange_any(app.clone(), request).await;
+    assert_eq!(status, StatusCode::OK);
+    (change, body)
+}
+
+async fn exchange_any(
+    app: Router,
+    request: http::request::Builder,
+) -> (StatusCode, CookieChange, String) {
     let response = app
-        .clone()
         .oneshot(request.body(Body::empty()).expect("request"))
         .await
         .expect("infallible");
-    assert_eq!(response.status(), StatusCode::OK);
+    let status = response.status();
     let cookies: Vec<String> = response
         .headers()
         .get_all(header::SET_COOKIE)
@@ -350,12 +478,18 @@ async fn exchange(app: &Router, request: http::request::Builder) -> (CookieChang
     let body = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
         .expect("body");
-    (change, String::from_utf8(body.to_vec()).expect("utf-8"))
+    (
+        status,
+        change,
+        String::from_utf8(body.to_vec()).expect("utf-8"),
+    )
 }
 
 async fn run(store: Arc<dyn SessionStore>, ops: Vec<Op>) {
+    let gate = Arc::new(Gate::default());
     let mut world = World {
-        app: app(store.clone()),
+        app: app(store.clone(), gate.clone()),
+        gate,
         store,
         browsers: (0..CLIENTS).map(|_| Browser::default()).collect(),
         dead: Vec::new(),

@@ -50,7 +50,8 @@ async fn sessions_spread_over_every_primary() {
     let store = make_store().await;
     let mut keys = Vec::new();
     for _ in 0..60 {
-        keys.push(contract::stored(&store, &[("a", "1")]).await.0);
+        let (key, record) = contract::stored(&store, &[("a", "1")]).await;
+        keys.push((key, record.verifier));
     }
     let cluster = Cluster::shared();
     for port in &cluster.ports {
@@ -59,8 +60,8 @@ async fn sessions_spread_over_every_primary() {
         let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
         assert!(size > 0, "node {port} holds no session");
     }
-    for key in keys {
-        tower_httpsession::SessionStore::delete(&store, &key)
+    for (key, verifier) in keys {
+        tower_httpsession::SessionStore::delete(&store, &key, &verifier)
             .await
             .unwrap();
     }

@@ -80,10 +80,10 @@ async fn calls_fail_fast_while_down_and_work_again_when_back() {
         fails_fast("apply", store.apply(&key, &changes)).await;
         fails_fast(
             "compare_and_set",
-            store.compare_and_set(&key, "a", None, Some("1")),
+            store.compare_and_set(&key, &record.verifier, "a", None, Some("1")),
         )
         .await;
-        fails_fast("delete", store.delete(&key)).await;
+        fails_fast("delete", store.delete(&key, &record.verifier)).await;
         let started = Instant::now();
         let health = store.health().await;
         assert_eq!(health.status, HealthStatus::Down);

@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 use tower_httpsession::health::{Acl, Health};
 use tower_httpsession::store::{
     Applied, ChangeSet, Created, Operation, Record, StoreErrorKind, StoreHealth, StoreKey, Swap,
+    VerifierHash,
 };
 use tower_httpsession::{
     MemoryStore, Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore,
@@ -113,16 +114,19 @@ impl SessionStore for Switchable {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Swap, StoreError> {
         self.check(Operation::CompareAndSet)?;
-        self.inner.compare_and_set(key, name, expected, new).await
+        self.inner
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
         self.check(Operation::Delete)?;
-        self.inner.delete(key).await
+        self.inner.delete(key, verifier).await
     }
     async fn health(&self) -> StoreHealth {
         let down = self.check(Operation::Health);

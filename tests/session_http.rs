@@ -127,10 +127,10 @@ async fn a_set_without_a_read_on_a_dead_session_starts_a_new_one() {
     let store = MemoryStore::default();
     let base = server_with(store.clone()).await;
     let cookie = started(&base, "a", "1").await;
-    let old = SessionId::from_cookie_value(cookie.trim_start_matches("SESSION="))
-        .expect("cookie value")
-        .store_key();
-    store.delete(&old).await.unwrap();
+    let id =
+        SessionId::from_cookie_value(cookie.trim_start_matches("SESSION=")).expect("cookie value");
+    let old = id.store_key();
+    store.delete(&old, &id.verifier_hash()).await.unwrap();
 
     let response = bare()
         .post(format!("{base}/set/b/2"))

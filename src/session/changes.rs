@@ -126,7 +126,8 @@ impl ChangeSet {
 
     /// Writes only if the stored verifier hash is `hash`: the cookie that
     /// asked for the change must name the session, not only its key. A
-    /// mismatch is answered like a missing session, [`Applied::Gone`].
+    /// mismatch is answered as [`Applied::Stale`]. The session layer always
+    /// sets it; a change set without it is not checked.
     pub fn require_verifier(&mut self, hash: Option<VerifierHash>) {
         self.required_verifier = hash;
     }
@@ -222,7 +223,7 @@ impl ChangeSet {
             .required_verifier
             .is_some_and(|hash| !hash.matches(&record.verifier))
         {
-            return Applied::Gone;
+            return Applied::Stale;
         }
         if let Some(limit) = self.attribute_limit {
             let added = self

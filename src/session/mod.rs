@@ -4,10 +4,10 @@ pub(crate) mod changes;
 pub(crate) mod id;
 mod state;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -106,6 +106,10 @@ struct Inner {
     cookie: Option<SessionId>,
     /// What the request knows of its session, once a method asked.
     state: Mutex<Option<Loaded>>,
+    /// The session this request was using ended under it (another request
+    /// changed its id or ended it): nothing more is written, and the
+    /// response says so.
+    ended: AtomicBool,
 }
 
 /// What the response's `Set-Cookie` must do after a commit.
@@ -141,6 +145,7 @@ impl Session {
                 shared,
                 cookie,
                 state: Mutex::new(None),
+                ended: AtomicBool::new(false),
             }),
         }
     }
@@ -151,6 +156,27 @@ impl Session {
 
     fn store(&self) -> &dyn SessionStore {
         &*self.inner.shared.store
+    }
+
+    /// Records that the session this request read ended under it: its id
+    /// was changed or it was ended by another request, or it expired. The
+    /// request goes on with a new, empty session that is never stored, and
+    /// its response becomes [`SessionError::Ended`] with the cookie removed.
+    fn end_mid_request(&self, loaded: &mut Loaded) -> Result<SessionError, SessionError> {
+        tracing::debug!("session ended while the request was using it");
+        self.inner.ended.store(true, Ordering::Release);
+        *loaded = Loaded::fresh(self.config(), loaded.now, true)?;
+        Ok(SessionError::Ended)
+    }
+
+    /// Checks that a record loaded after the request's first read is still
+    /// the session the request read: same verifier, still live.
+    fn still_ours(loaded: &Loaded, record: Option<&crate::store::Record>) -> bool {
+        record.is_some_and(|record| {
+            loaded
+                .cookie_hash
+                .is_some_and(|hash| hash.matches(&record.verifier))
+        })
     }
 
     /// Locks the state, loading the session first if no call has yet, and
@@ -164,13 +190,14 @@ impl Session {
         let unknown = loaded.unknown(names);
         if !unknown.is_empty() {
             let key = loaded.id.store_key();
-            // `None`: the session ended meanwhile; the commit will find it
-            // gone, and meanwhile its attributes read as absent.
-            let (attributes, count) = match self.store().load_some(&key, &unknown).await? {
-                Some(partial) => (partial.record.attributes, partial.attribute_count),
-                None => (HashMap::new(), None),
+            let partial = self.store().load_some(&key, &unknown).await?;
+            // The session ended, or its id changed, since the request first
+            // read it: the old cookie reads nothing more.
+            let Some(partial) = partial.filter(|p| Self::still_ours(&loaded, Some(&p.record)))
+            else {
+                return Err(self.end_mid_request(&mut loaded)?);
             };
-            loaded.learn(&unknown, attributes, count);
+            loaded.learn(&unknown, partial.record.attributes, partial.attribute_count);
         }
         Ok(loaded)
     }
@@ -183,10 +210,11 @@ impl Session {
         }
         if !loaded.complete {
             let key = loaded.id.store_key();
-            let attributes = match self.store().load(&key).await? {
-                Some(record) => record.attributes,
-                None => HashMap::new(),
+            let record = self.store().load(&key).await?;
+            let Some(record) = record.filter(|r| Self::still_ours(&loaded, Some(r))) else {
+                return Err(self.end_mid_request(&mut loaded)?);
             };
+            let attributes = record.attributes;
             loaded.stored_count = Some(attributes.len());
             loaded.known = attributes.into_iter().map(|(k, v)| (k, Some(v))).collect();
             loaded.complete = true;
@@ -265,7 +293,7 @@ impl Session {
             .map(|limit| record.created.saturating_add(to_time(limit)));
         if record.expires_at <= now || absolute_end.is_some_and(|end| end <= now) {
             tracing::debug!("session past its timeout; deleting it");
-            self.store().delete(&key).await?;
+            self.store().delete(&key, &record.verifier).await?;
             return Loaded::fresh(config, now, true);
         }
         let mut loaded = Loaded::from_record(id.clone(), record, complete, count, config, now);
@@ -375,12 +403,12 @@ impl Session {
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
         let mut loaded = self.loaded(&[]).await?;
-        let old_key = loaded
-            .stored
-            .then(|| loaded.id.store_key())
-            .or(loaded.to_delete.take());
+        let old = match (loaded.stored, loaded.cookie_hash) {
+            (true, Some(hash)) => Some((loaded.id.store_key(), hash)),
+            _ => loaded.to_delete.take(),
+        };
         let mut fresh = Loaded::fresh(self.config(), loaded.now, true)?;
-        fresh.to_delete = old_key;
+        fresh.to_delete = old;
         *loaded = fresh;
         Ok(())
     }
@@ -545,9 +573,12 @@ impl Session {
                 return Ok(new);
             }
             let key = loaded.id.store_key();
+            let Some(verifier) = loaded.cookie_hash else {
+                return Err(self.end_mid_request(&mut loaded)?);
+            };
             match self
                 .store()
-                .compare_and_set(&key, name, expected.as_deref(), Some(&json))
+                .compare_and_set(&key, &verifier, name, expected.as_deref(), Some(&json))
                 .await?
             {
                 Swap::Swapped => {
@@ -562,10 +593,7 @@ impl Session {
                     // request read the value before its turn).
                     backoff(attempt).await;
                 }
-                Swap::Gone => {
-                    tracing::debug!("session ended during update; continuing with a new one");
-                    *loaded = Loaded::fresh(config, loaded.now, true)?;
-                }
+                Swap::Gone => return Err(self.end_mid_request(&mut loaded)?),
             }
         }
         Err(SessionError::Contended {
@@ -586,8 +614,11 @@ impl Session {
         else {
             return Ok(CookieAction::Keep);
         };
-        if let Some(old) = loaded.to_delete.take() {
-            store.delete(&old).await?;
+        if self.inner.ended.load(Ordering::Acquire) {
+            return Err(SessionError::Ended);
+        }
+        if let Some((key, verifier)) = loaded.to_delete.take() {
+            store.delete(&key, &verifier).await?;
         }
         if loaded.stored {
             if !loaded.changes.has_changes() && !loaded.touch_due {
@@ -623,7 +654,13 @@ impl Session {
                 }
                 Applied::Gone if loaded.verified => {
                     tracing::debug!("session ended by another request; its changes are dropped");
-                    return Ok(CookieAction::Remove);
+                    self.inner.ended.store(true, Ordering::Release);
+                    return Err(SessionError::Ended);
+                }
+                Applied::Stale => {
+                    tracing::debug!("session id changed after the request's cookie was issued");
+                    self.inner.ended.store(true, Ordering::Release);
+                    return Err(SessionError::Ended);
                 }
                 Applied::Gone => {
                     // The cookie named no live session: what the request set

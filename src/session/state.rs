@@ -38,8 +38,9 @@ pub(super) struct Loaded {
     /// The request's time, used for the touch and the expiry.
     pub(super) now: OffsetDateTime,
     pub(super) touch_due: bool,
-    /// A stored session this request invalidated, deleted at commit.
-    pub(super) to_delete: Option<StoreKey>,
+    /// A stored session this request invalidated, deleted at commit if
+    /// its stored verifier hash is still the one the cookie carried.
+    pub(super) to_delete: Option<(StoreKey, VerifierHash)>,
     /// The request's cookie named no live session: remove it unless a new
     /// one is sent.
     pub(super) cookie_stale: bool,

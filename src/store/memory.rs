@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use super::{
     Applied, ChangeSet, Created, PartialRecord, Record, SessionStore, StoreError, StoreHealth,
-    StoreKey, Swap,
+    StoreKey, Swap, VerifierHash,
 };
 
 /// The default number of sessions a [`MemoryStore`] holds.
@@ -199,6 +199,7 @@ impl SessionStore for MemoryStore {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
@@ -208,6 +209,9 @@ impl SessionStore for MemoryStore {
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
                 Some(entry) if live(entry.value()) => {
+                    if !verifier.matches(&entry.value().verifier) {
+                        return Op::Nop;
+                    }
                     let current = entry.value().attributes.get(name).map(String::as_str);
                     if current != expected {
                         outcome = Swap::Mismatch {
@@ -229,8 +233,14 @@ impl SessionStore for MemoryStore {
         Ok(outcome)
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.cache.invalidate(key);
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(entry) if verifier.matches(&entry.value().verifier) => Op::Remove,
+                Some(entry) if !live(entry.value()) => Op::Remove,
+                _ => Op::Nop,
+            });
         Ok(())
     }
 

@@ -23,13 +23,21 @@
 //!   meanwhile, it answers [`Applied::Gone`] and writes nothing.
 //! - **`apply` checks its guards in the same atomic step.** A stored
 //!   verifier hash other than the [required](ChangeSet::require_verifier)
-//!   one is answered as [`Applied::Gone`]; a change that adds names past the
+//!   one is answered as [`Applied::Stale`]; a change that adds names past the
 //!   [attribute limit](ChangeSet::limit_attributes) as
 //!   [`Applied::TooManyAttributes`]; either way nothing is written. A
 //!   [`Touch`] sets the last access and moves the expiry to
 //!   [`Touch::expires_at`] of the stored creation time and idle timeout
 //!   (the new one if the change sets it). So a request may write to a
 //!   session without reading it first.
+//! - **A stale verifier changes nothing.** Every operation that changes a
+//!   session (`apply`, `compare_and_set`, `delete`) carries the verifier hash
+//!   of the cookie that asked for it and compares it with the stored one in
+//!   the same atomic step as the write: after the id was changed (or the
+//!   session ended), a request still carrying the old cookie, even one that
+//!   read the session before the change, writes nothing. `apply` answers
+//!   [`Applied::Stale`] for a live session whose verifier differs,
+//!   `compare_and_set` answers [`Swap::Gone`], `delete` deletes nothing.
 //! - **`compare_and_set` is atomic** for one attribute: it swaps only if the
 //!   stored value is still the expected one (`None`: absent), and otherwise
 //!   answers the current value so the caller can retry.
@@ -146,9 +154,12 @@ pub enum Created {
 pub enum Applied {
     /// The change set was written.
     Written,
-    /// The session was deleted or expired meanwhile, or its stored verifier
-    /// is not the required one; nothing was written.
+    /// The session was deleted or expired meanwhile; nothing was written.
     Gone,
+    /// The session is live but its stored verifier hash is not the
+    /// [required](ChangeSet::require_verifier) one: its id was changed
+    /// after the request's cookie was issued. Nothing was written.
+    Stale,
     /// The change would add names past the attribute limit; nothing was
     /// written.
     TooManyAttributes,
@@ -165,7 +176,8 @@ pub enum Swap {
         /// The value the store holds now (`None`: absent).
         current: Option<String>,
     },
-    /// The session was deleted or expired; nothing was written.
+    /// The session was deleted or expired, or its stored verifier hash is
+    /// not the one given; nothing was written.
     Gone,
 }
 
@@ -254,18 +266,23 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// Applies a change set atomically to a live record.
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError>;
 
-    /// Sets one attribute to `new` (`None`: removes it) if it currently holds
-    /// `expected` (`None`: absent).
+    /// Sets one attribute to `new` (`None`: removes it) if the session's
+    /// stored verifier hash is `verifier` and the attribute currently holds
+    /// `expected` (`None`: absent). A live session with another verifier is
+    /// answered as [`Swap::Gone`].
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Swap, StoreError>;
 
-    /// Deletes a record; deleting a missing one is not an error.
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
+    /// Deletes a record if its stored verifier hash is `verifier`; deleting
+    /// a missing record, or one with another verifier, deletes nothing and
+    /// is not an error.
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError>;
 
     /// Checks that the store answers.
     async fn health(&self) -> StoreHealth;
@@ -295,14 +312,17 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Swap, StoreError> {
-        (**self).compare_and_set(key, name, expected, new).await
+        (**self)
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        (**self).delete(key).await
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        (**self).delete(key, verifier).await
     }
     async fn health(&self) -> StoreHealth {
         (**self).health().await

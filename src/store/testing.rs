@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use crate::SessionId;
 use crate::store::{
     Applied, ChangeSet, Created, HealthStatus, PartialRecord, Record, SessionStore, StoreError,
-    StoreHealth, StoreKey, Swap, Touch, now,
+    StoreHealth, StoreKey, Swap, Touch, VerifierHash, now,
 };
 
 /// A store kept together with a guard that cleans up after a check (drops
@@ -81,14 +81,17 @@ impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Gu
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Swap, StoreError> {
-        self.store.compare_and_set(key, name, expected, new).await
+        self.store
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.store.delete(key).await
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        self.store.delete(key, verifier).await
     }
     async fn health(&self) -> StoreHealth {
         self.store.health().await
@@ -292,8 +295,11 @@ pub async fn interleaved_applies_keep_both(store: &dyn SessionStore) {
 
 /// `apply` on a deleted session answers `Gone` and does not bring it back.
 pub async fn apply_never_resurrects(store: &dyn SessionStore) {
-    let (_, key) = stored(store, &[("a", "1")]).await;
-    store.delete(&key).await.expect("delete");
+    let (id, key) = stored(store, &[("a", "1")]).await;
+    store
+        .delete(&key, &id.verifier_hash())
+        .await
+        .expect("delete");
     let mut changes = set(&[("b", "2")]);
     let at = now();
     changes.set_touch(Some(Touch {
@@ -510,7 +516,7 @@ pub async fn apply_requires_the_verifier(store: &dyn SessionStore) {
     changes.set_new_verifier(Some(other.verifier_hash()));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
-        Applied::Gone
+        Applied::Stale
     );
     let loaded = store.load(&key).await.expect("load").expect("stored");
     assert_eq!(loaded.attributes.len(), 1);
@@ -582,17 +588,18 @@ pub async fn apply_limits_attributes(store: &dyn SessionStore) {
 /// `compare_and_set` swaps on a match, reports the current value on a
 /// mismatch, and treats `None` as absent.
 pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
-    let (_, key) = stored(store, &[("n", "1")]).await;
+    let (id, key) = stored(store, &[("n", "1")]).await;
+    let verifier = id.verifier_hash();
     assert_eq!(
         store
-            .compare_and_set(&key, "n", Some("1"), Some("2"))
+            .compare_and_set(&key, &verifier, "n", Some("1"), Some("2"))
             .await
             .expect("cas"),
         Swap::Swapped
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "n", Some("1"), Some("3"))
+            .compare_and_set(&key, &verifier, "n", Some("1"), Some("3"))
             .await
             .expect("cas"),
         Swap::Mismatch {
@@ -601,14 +608,14 @@ pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "fresh", None, Some("1"))
+            .compare_and_set(&key, &verifier, "fresh", None, Some("1"))
             .await
             .expect("cas"),
         Swap::Swapped
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "fresh", None, Some("9"))
+            .compare_and_set(&key, &verifier, "fresh", None, Some("9"))
             .await
             .expect("cas"),
         Swap::Mismatch {
@@ -617,14 +624,14 @@ pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "absent", Some("1"), Some("2"))
+            .compare_and_set(&key, &verifier, "absent", Some("1"), Some("2"))
             .await
             .expect("cas"),
         Swap::Mismatch { current: None }
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "n", Some("2"), None)
+            .compare_and_set(&key, &verifier, "n", Some("2"), None)
             .await
             .expect("cas"),
         Swap::Swapped
@@ -635,7 +642,7 @@ pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
     let (_, missing) = fresh_key();
     assert_eq!(
         store
-            .compare_and_set(&missing, "n", None, Some("1"))
+            .compare_and_set(&missing, &verifier, "n", None, Some("1"))
             .await
             .expect("cas"),
         Swap::Gone
@@ -671,7 +678,8 @@ pub async fn concurrent_distinct_writes_all_kept(store: Arc<dyn SessionStore>) {
 
 /// 32 concurrent compare-and-set increments of one counter keep all 32.
 pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
-    let (_, key) = stored(&*store, &[("n", "0")]).await;
+    let (id, key) = stored(&*store, &[("n", "0")]).await;
+    let verifier = id.verifier_hash();
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let store = store.clone();
@@ -684,7 +692,7 @@ pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
                         .map_or(0, |v| v.parse().expect("a number"));
                     let next = (n + 1).to_string();
                     match store
-                        .compare_and_set(&key, "n", current.as_deref(), Some(&next))
+                        .compare_and_set(&key, &verifier, "n", current.as_deref(), Some(&next))
                         .await
                         .expect("cas")
                     {
@@ -705,12 +713,85 @@ pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
 
 /// `delete` removes the record and is idempotent.
 pub async fn delete_is_idempotent(store: &dyn SessionStore) {
-    let (_, key) = stored(store, &[("a", "1")]).await;
-    store.delete(&key).await.expect("delete");
-    store.delete(&key).await.expect("second delete");
+    let (id, key) = stored(store, &[("a", "1")]).await;
+    let verifier = id.verifier_hash();
+    store.delete(&key, &verifier).await.expect("delete");
+    store.delete(&key, &verifier).await.expect("second delete");
     assert!(store.load(&key).await.expect("load").is_none());
     let (_, never) = fresh_key();
-    store.delete(&never).await.expect("delete of a missing key");
+    store
+        .delete(&never, &verifier)
+        .await
+        .expect("delete of a missing key");
+}
+
+/// Once a session's verifier was replaced (its id changed), every
+/// operation that carries the old verifier changes nothing: `apply`
+/// answers `Stale`, `compare_and_set` answers `Gone`, `delete` deletes
+/// nothing. The new verifier still works for each.
+pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
+    let (old, key) = stored(store, &[("cart", "1")]).await;
+    let new = SessionId::generate().expect("rng");
+    let mut rotation = ChangeSet::new();
+    rotation.require_verifier(Some(old.verifier_hash()));
+    rotation.set_new_verifier(Some(new.verifier_hash()));
+    assert_eq!(
+        store.apply(&key, &rotation).await.expect("rotate"),
+        Applied::Written
+    );
+    let before = store.load(&key).await.expect("load").expect("stored");
+
+    let mut write = set(&[("cart", "2"), ("added", "1")]);
+    write.remove_attribute("gone");
+    write.require_verifier(Some(old.verifier_hash()));
+    write.set_touch(Some(Touch {
+        last_accessed: before.last_accessed + Duration::from_secs(3600),
+        absolute_timeout: None,
+        interval: Some(Duration::ZERO),
+    }));
+    assert_eq!(
+        store.apply(&key, &write).await.expect("apply"),
+        Applied::Stale
+    );
+    let mut back = ChangeSet::new();
+    back.require_verifier(Some(old.verifier_hash()));
+    back.set_new_verifier(Some(old.verifier_hash()));
+    assert_eq!(
+        store.apply(&key, &back).await.expect("apply"),
+        Applied::Stale,
+        "the old cookie took the session back"
+    );
+    for (expected, new_value) in [(Some("1"), Some("2")), (None, Some("1")), (Some("1"), None)] {
+        let name = if expected.is_some() { "cart" } else { "fresh" };
+        assert_eq!(
+            store
+                .compare_and_set(&key, &old.verifier_hash(), name, expected, new_value)
+                .await
+                .expect("cas"),
+            Swap::Gone,
+            "a swap with the old verifier"
+        );
+    }
+    store
+        .delete(&key, &old.verifier_hash())
+        .await
+        .expect("delete");
+    let after = store.load(&key).await.expect("load").expect("still stored");
+    assert_eq!(after, before, "a stale verifier changed the session");
+    assert!(new.matches(&after.verifier));
+
+    assert_eq!(
+        store
+            .compare_and_set(&key, &new.verifier_hash(), "cart", Some("1"), Some("3"))
+            .await
+            .expect("cas"),
+        Swap::Swapped
+    );
+    store
+        .delete(&key, &new.verifier_hash())
+        .await
+        .expect("delete");
+    assert!(store.load(&key).await.expect("load").is_none());
 }
 
 /// Values and names round-trip exactly: escapes, NUL escapes, non-ASCII,
@@ -787,6 +868,7 @@ macro_rules! store_suite {
             touch_sets_the_expiry,
             touch_is_throttled,
             apply_requires_the_verifier,
+            stale_verifier_changes_nothing,
             apply_limits_attributes,
             compare_and_set_semantics,
             delete_is_idempotent,

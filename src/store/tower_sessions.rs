@@ -274,6 +274,7 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
@@ -282,6 +283,9 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
         let Some(mut record) = self.live(Operation::CompareAndSet, key).await? else {
             return Ok(Swap::Gone);
         };
+        if !verifier.matches(&record.verifier) {
+            return Ok(Swap::Gone);
+        }
         let current = record.attributes.get(name).map(String::as_str);
         if current != expected {
             return Ok(Swap::Mismatch {
@@ -296,11 +300,16 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
         Ok(Swap::Swapped)
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.inner
-            .delete(&id_of(key))
-            .await
-            .map_err(|e| error(Operation::Delete, e))
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        let _guard = self.stripe(key).lock().await;
+        match self.live(Operation::Delete, key).await? {
+            Some(record) if !verifier.matches(&record.verifier) => Ok(()),
+            _ => self
+                .inner
+                .delete(&id_of(key))
+                .await
+                .map_err(|e| error(Operation::Delete, e)),
+        }
     }
 
     async fn health(&self) -> StoreHealth {

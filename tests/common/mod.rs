@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, PartialRecord, Record, StoreHealth, StoreKey, Swap,
+    Applied, ChangeSet, Created, PartialRecord, Record, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{
     Session, SessionConfig, SessionError, SessionLayer, SessionStore, StoreError,
@@ -195,6 +195,7 @@ impl SessionStore for Counting {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
@@ -202,11 +203,13 @@ impl SessionStore for Counting {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.swaps.fetch_add(1, Ordering::SeqCst);
         self.network().await;
-        self.inner.compare_and_set(key, name, expected, new).await
+        self.inner
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
     }
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(key).await
+        self.inner.delete(key, verifier).await
     }
     async fn health(&self) -> StoreHealth {
         self.inner.health().await

@@ -45,6 +45,7 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
         ],
     )
     .await;
+    let verifier = record.verifier;
     assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
 
     let mut changes = ChangeSet::new();
@@ -61,7 +62,7 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
     changes.apply_to(&mut record);
     assert_eq!(
         store
-            .compare_and_set(&key, "m:accessed", None, Some("\"x\""))
+            .compare_and_set(&key, &verifier, "m:accessed", None, Some("\"x\""))
             .await
             .unwrap(),
         Swap::Swapped
@@ -70,15 +71,16 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
         .attributes
         .insert("m:accessed".to_owned(), "\"x\"".to_owned());
     assert_eq!(store.load(&key).await.unwrap(), Some(record));
-    store.delete(&key).await.unwrap();
+    store.delete(&key, &verifier).await.unwrap();
 }
 
 /// For compare-and-set, an empty value is a value, not an absent one.
 pub async fn an_empty_value_is_not_absent(store: &impl SessionStore) {
-    let (key, _) = stored(store, &[("empty", "")]).await;
+    let (key, record) = stored(store, &[("empty", "")]).await;
+    let verifier = record.verifier;
     assert_eq!(
         store
-            .compare_and_set(&key, "empty", None, Some("x"))
+            .compare_and_set(&key, &verifier, "empty", None, Some("x"))
             .await
             .unwrap(),
         Swap::Mismatch {
@@ -87,14 +89,14 @@ pub async fn an_empty_value_is_not_absent(store: &impl SessionStore) {
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "gone", Some(""), Some("x"))
+            .compare_and_set(&key, &verifier, "gone", Some(""), Some("x"))
             .await
             .unwrap(),
         Swap::Mismatch { current: None }
     );
     assert_eq!(
         store
-            .compare_and_set(&key, "empty", Some(""), None)
+            .compare_and_set(&key, &verifier, "empty", Some(""), None)
             .await
             .unwrap(),
         Swap::Swapped
@@ -108,13 +110,14 @@ pub async fn an_empty_value_is_not_absent(store: &impl SessionStore) {
             .attributes
             .is_empty()
     );
-    store.delete(&key).await.unwrap();
+    store.delete(&key, &verifier).await.unwrap();
 }
 
 /// A touch sets the key's own expiry: the record outlives its first
 /// deadline and reports the new one.
 pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     let (key, record) = record(Duration::from_millis(400), &[("a", "1")]);
+    let verifier = record.verifier;
     assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
     let mut changes = ChangeSet::new();
     let t = now();
@@ -129,7 +132,7 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     let loaded = store.load(&key).await.unwrap().expect("still live");
     assert_eq!(loaded.expires_at, t + Duration::from_secs(60));
     assert_eq!(loaded.last_accessed, t);
-    store.delete(&key).await.unwrap();
+    store.delete(&key, &verifier).await.unwrap();
 }
 
 /// Writes of hundreds of fields (more than the scripts pass to one `HSET`
@@ -138,6 +141,7 @@ pub async fn many_fields_land_whole(store: &impl SessionStore) {
     let names: Vec<String> = (0..450).map(|i| format!("f{i}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
     let (key, mut record) = stored(store, &pairs).await;
+    let verifier = record.verifier;
     assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
 
     let mut changes = ChangeSet::new();
@@ -152,5 +156,5 @@ pub async fn many_fields_land_whole(store: &impl SessionStore) {
     let loaded = store.load(&key).await.unwrap().unwrap();
     assert_eq!(loaded.attributes.len(), 150 + 333);
     assert_eq!(loaded, record);
-    store.delete(&key).await.unwrap();
+    store.delete(&key, &verifier).await.unwrap();
 }

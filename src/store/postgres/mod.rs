@@ -346,30 +346,36 @@ impl PostgresStore {
     async fn try_swap(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<Option<Attempt>, sqlx::Error> {
         let sql = &self.inner.sql;
+        let verifier = verifier.as_bytes().as_slice();
         let query = match (expected, new) {
             (Some(expected), Some(new)) => sqlx::query_as(&sql.cas_replace)
                 .bind(key.as_str())
                 .bind(name)
                 .bind(expected)
-                .bind(new),
+                .bind(new)
+                .bind(verifier),
             (Some(expected), None) => sqlx::query_as(&sql.cas_remove)
                 .bind(key.as_str())
                 .bind(name)
-                .bind(expected),
+                .bind(expected)
+                .bind(verifier),
             (None, Some(new)) => sqlx::query_as(&sql.cas_insert)
                 .bind(key.as_str())
                 .bind(name)
-                .bind(new),
+                .bind(new)
+                .bind(verifier),
             // Absent stays absent: nothing to write, the value decides.
             (None, None) => {
                 let current: Option<Option<String>> = sqlx::query_scalar(&sql.cas_current)
                     .bind(key.as_str())
                     .bind(name)
+                    .bind(verifier)
                     .fetch_optional(self.pool())
                     .await?;
                 return Ok(current.map(|current| Attempt {
@@ -551,6 +557,7 @@ impl SessionStore for PostgresStore {
             Ok(match state {
                 1 => Applied::Written,
                 2 => Applied::TooManyAttributes,
+                3 => Applied::Stale,
                 _ => Applied::Gone,
             })
         })
@@ -560,6 +567,7 @@ impl SessionStore for PostgresStore {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
@@ -570,7 +578,7 @@ impl SessionStore for PostgresStore {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let current = match self.try_swap(key, name, expected, new).await {
+                let current = match self.try_swap(key, verifier, name, expected, new).await {
                     Ok(Some(Attempt { swapped: true, .. })) => return Ok(Swap::Swapped),
                     Ok(Some(Attempt { current, .. })) => current,
                     Ok(None) => return Ok(Swap::Gone),
@@ -600,11 +608,12 @@ impl SessionStore for PostgresStore {
         .await
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
         let op = Operation::Delete;
         self.bounded(op, async {
             sqlx::query(&self.inner.sql.delete)
                 .bind(key.as_str())
+                .bind(verifier.as_bytes().as_slice())
                 .execute(self.pool())
                 .await
                 .map(drop)

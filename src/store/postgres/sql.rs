@@ -117,7 +117,9 @@ impl Statements {
             // written: the session's other attributes are neither read nor
             // rewritten.
             //
-            // Answers 1 when written, 2 when over the limit, 0 when gone.
+            // Answers 1 when written, 2 when over the limit, 0 when gone, 3
+            // when the session is live but its verifier is not $9 (the id
+            // was changed after the request's cookie was issued).
             apply: format!(
                 "WITH s AS ( \
                      SELECT key, last_accessed_at, idle_timeout_ms FROM {sessions} \
@@ -154,6 +156,9 @@ impl Statements {
                          SELECT 1 FROM {sessions} \
                          WHERE key = $1 AND expires_at > now() \
                            AND ($9::bytea IS NULL OR verifier = $9)) THEN 2 \
+                     WHEN $9::bytea IS NOT NULL AND EXISTS ( \
+                         SELECT 1 FROM {sessions} \
+                         WHERE key = $1 AND expires_at > now()) THEN 3 \
                      ELSE 0 END"
             ),
             // Only the attributes named in $2, found through the primary key
@@ -181,10 +186,12 @@ impl Statements {
             // same row makes the UPDATE or DELETE wait for its commit, after
             // which PostgreSQL checks the condition again against the row as
             // now committed: two swaps from the same value cannot both win.
-            // $3 is the expected value, $4 the new one.
+            // $3 is the expected value, $4 the new one, $5 the verifier hash
+            // the session must have.
             cas_replace: cas(
                 &sessions,
                 &attributes,
+                5,
                 "UPDATE {attributes} a SET value = $4 FROM s \
                  WHERE a.session_key = s.key AND a.name = $2 AND a.value = $3 \
                  RETURNING 1",
@@ -192,30 +199,38 @@ impl Statements {
             cas_remove: cas(
                 &sessions,
                 &attributes,
+                4,
                 "DELETE FROM {attributes} a USING s \
                  WHERE a.session_key = s.key AND a.name = $2 AND a.value = $3 \
                  RETURNING 1",
             ),
             // Expected absent: insert unless a row exists (or is being
             // inserted: ON CONFLICT waits for that transaction's outcome).
-            // $3 is the new value.
+            // $3 is the new value, $4 the verifier hash.
             cas_insert: cas(
                 &sessions,
                 &attributes,
+                4,
                 "INSERT INTO {attributes} (session_key, name, value) \
                  SELECT s.key, $2, $3 FROM s \
                  ON CONFLICT (session_key, name) DO NOTHING \
                  RETURNING 1",
             ),
             // Expected absent and new absent: nothing to write. Is the
-            // session alive, and what does the attribute hold?
+            // session alive with verifier $3, and what does the attribute
+            // hold?
             cas_current: format!(
                 "SELECT (SELECT value FROM {attributes} \
                          WHERE session_key = s.key AND name = $2) \
                  FROM {sessions} s \
-                 WHERE s.key = $1 AND s.expires_at > now()"
+                 WHERE s.key = $1 AND s.expires_at > now() AND s.verifier = $3"
             ),
-            delete: format!("DELETE FROM {sessions} WHERE key = $1"),
+            // Deletes the session only for the cookie that names it ($2, its
+            // verifier hash), or once it has expired anyway.
+            delete: format!(
+                "DELETE FROM {sessions} \
+                 WHERE key = $1 AND (verifier = $2 OR expires_at <= now())"
+            ),
             // The oldest expired sessions, at most $1 of them, found through
             // the expiry index. Rows another transaction holds are skipped,
             // not waited for; the cascade removes their attributes.
@@ -259,11 +274,18 @@ impl Statements {
 /// sees the expected value back and tries again), and a session deleted
 /// while the statement waited, which reads as the attribute absent (the
 /// caller's next attempt finds the session gone).
-fn cas(sessions: &str, attributes: &str, write: &str) -> String {
+///
+/// The session must be live and hold the verifier hash bound as parameter
+/// `verifier` (`$n`): a request whose cookie was replaced by a new id, or
+/// whose session ended, writes nothing. The statement sees the session row
+/// as of its snapshot, so a swap that started before a concurrent id change
+/// committed is ordered before it.
+fn cas(sessions: &str, attributes: &str, verifier: u8, write: &str) -> String {
     let write = write.replace("{attributes}", attributes);
     format!(
         "WITH s AS ( \
-             SELECT key FROM {sessions} WHERE key = $1 AND expires_at > now() \
+             SELECT key FROM {sessions} \
+             WHERE key = $1 AND expires_at > now() AND verifier = ${verifier} \
          ), w AS ( \
              {write} \
          ), cur AS ( \

@@ -86,7 +86,7 @@ use async_trait::async_trait;
 
 use super::{
     Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
-    StoreErrorKind, StoreHealth, StoreKey, Swap,
+    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 
 const BACKEND: &str = "redis";
@@ -381,6 +381,7 @@ impl SessionStore for RedisStore {
             Value::Int(1) => Ok(Applied::Written),
             Value::Int(2) => Ok(Applied::TooManyAttributes),
             Value::Int(0) => Ok(Applied::Gone),
+            Value::Int(3) => Ok(Applied::Stale),
             _ => Err(unexpected(Operation::Apply)),
         }
     }
@@ -388,6 +389,7 @@ impl SessionStore for RedisStore {
     async fn compare_and_set(
         &self,
         key: &StoreKey,
+        verifier: &VerifierHash,
         name: &str,
         expected: Option<&str>,
         new: Option<&str>,
@@ -396,6 +398,7 @@ impl SessionStore for RedisStore {
             codec::attribute_field(name),
             scripts::tagged(expected),
             scripts::tagged(new),
+            verifier.as_bytes().to_vec(),
         ];
         let reply = self
             .invoke(
@@ -429,12 +432,15 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let command = ::redis::cmd("DEL").arg(self.key(key)).to_owned();
-        self.run(Operation::Delete, command.query_async(&mut connection))
-            .await?;
-        Ok(())
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        let args = [verifier.as_bytes().to_vec()];
+        match self
+            .invoke(Operation::Delete, &scripts::DELETE, key, &args)
+            .await?
+        {
+            Value::Int(_) => Ok(()),
+            _ => Err(unexpected(Operation::Delete)),
+        }
     }
 
     async fn health(&self) -> StoreHealth {

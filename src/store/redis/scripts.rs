@@ -61,7 +61,8 @@ return 1
 /// absolute timeout. Lua numbers are doubles, exact for integers below 2^53:
 /// milliseconds since 1970 stay far below.
 ///
-/// Answers 1 when written, 2 when over the limit, 0 when gone.
+/// Answers 1 when written, 2 when over the limit, 0 when gone, 3 when the
+/// stored verifier hash is not the required one.
 pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
@@ -71,7 +72,7 @@ if not meta[1] then
   return 0
 end
 if ARGV[1] ~= '' and meta[1] ~= ARGV[1] then
-  return 0
+  return 3
 end
 local last = 6 + tonumber(ARGV[6])
 local idle = tonumber(meta[3])
@@ -144,23 +145,27 @@ fn field(name: &[u8]) -> &str {
     std::str::from_utf8(name).unwrap_or_default()
 }
 
-/// Swaps one field of a live session if it holds the expected value.
+/// Swaps one field of a live session whose verifier hash is the given one,
+/// if the field holds the expected value.
 ///
 /// - `KEYS[1]`: the session's hash.
 /// - `ARGV[1]`: the field.
 /// - `ARGV[2]`: the expected value: `0` for absent, or `1` followed by the
 ///   value.
 /// - `ARGV[3]`: the new value, encoded the same way (`0`: delete the field).
+/// - `ARGV[4]`: the verifier hash the stored one must equal.
 ///
-/// Answers `{1}` when swapped, `{2, current}` (or `{2}` when the field is
-/// absent) on a mismatch, and `{0}` when the session is gone.
+/// One `HMGET` reads the verifier and the field. Answers `{1}` when
+/// swapped, `{2, current}` (or `{2}` when the field is absent) on a
+/// mismatch, and `{0}` when the session is gone or its verifier differs.
 pub(super) static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0}
+local found = redis.call('HMGET', KEYS[1], '{verifier}', ARGV[1])
+if found[1] ~= ARGV[4] then
+  return {{0}}
 end
-local current = redis.call('HGET', KEYS[1], ARGV[1])
+local current = found[2]
 local expected = ARGV[2]
 local matches
 if current then
@@ -170,18 +175,37 @@ else
 end
 if not matches then
   if current then
-    return {2, current}
+    return {{2, current}}
   end
-  return {2}
+  return {{2}}
 end
 if string.sub(ARGV[3], 1, 1) == '1' then
   redis.call('HSET', KEYS[1], ARGV[1], string.sub(ARGV[3], 2))
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
-return {1}
+return {{1}}
 ",
-    )
+        verifier = field(codec::VERIFIER),
+    ))
+});
+
+/// Deletes a session if its verifier hash is the given one.
+///
+/// - `KEYS[1]`: the session's hash.
+/// - `ARGV[1]`: the verifier hash the stored one must equal.
+///
+/// Answers 1 when deleted, 0 otherwise.
+pub(super) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+if redis.call('HGET', KEYS[1], '{verifier}') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+        verifier = field(codec::VERIFIER),
+    ))
 });
 
 /// `0` for `None`, `1` followed by the bytes for `Some`: how the
