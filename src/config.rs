@@ -179,7 +179,8 @@ impl SessionConfig {
     }
 
     pub(crate) fn touch_interval_for(&self, max_inactive: Duration) -> Duration {
-        self.touch_interval.unwrap_or(max_inactive / 20)
+        self.touch_interval
+            .unwrap_or_else(|| crate::store::policy::default_touch_interval(max_inactive))
     }
 
     /// Checks the rules the setters document.

@@ -1,7 +1,5 @@
 //! The error a session call can return, and the response it becomes.
 
-use std::error::Error as StdError;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::store::StoreError;
+pub(crate) use crate::store::chain;
 
 /// Why a session call failed.
 ///
@@ -151,17 +150,6 @@ impl IntoResponse for SessionError {
 /// answered it because of a [`SessionError`], for outer layers to inspect.
 #[derive(Debug, Clone)]
 pub struct SessionFailure(pub Arc<SessionError>);
-
-/// An error and its sources, joined by `": "`, for logs and health reports.
-pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

@@ -59,7 +59,7 @@ async fn compare_and_set_is_one_statement_per_attempt() {
         store.create(&key, &rec).await.expect("create"),
         Created::Stored
     );
-    let verifier = id.verifier_hash();
+    let verifier = id;
     // Warm up: the pool's connection and its prepared statements.
     for _ in 0..2 {
         let _ = store

@@ -289,10 +289,7 @@ async fn errors_name_backend_and_operation_and_keep_their_source() {
     assert_eq!(e.kind(), StoreErrorKind::Config, "undefined table");
     let source = std::error::Error::source(&e).expect("source kept");
     assert!(source.downcast_ref::<sqlx::Error>().is_some());
-    let e = store
-        .delete(&key, &id.verifier_hash())
-        .await
-        .expect_err("no table");
+    let e = store.delete(&key, &id).await.expect_err("no table");
     assert_eq!(e.operation(), Operation::Delete);
 }
 
@@ -421,7 +418,7 @@ async fn contended_increments_are_answered_the_newest_value() {
         store.create(&key, &rec).await.expect("create"),
         Created::Stored
     );
-    let verifier = id.verifier_hash();
+    let verifier = id;
     let attempts = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..32)

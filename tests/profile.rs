@@ -170,8 +170,11 @@ mod postgres {
         assert_eq!(sessions.profile(), "postgres");
         let store = sessions.store();
         let id = tower_httpsession::SessionId::generate().unwrap();
-        let record =
-            tower_httpsession::store::testing::record(&id, Duration::from_secs(60), &[("a", "1")]);
+        let record = tower_httpsession::store::testing::record(
+            &id.verifier_hash(),
+            Duration::from_secs(60),
+            &[("a", "1")],
+        );
         let key = id.store_key();
         assert_eq!(
             store.create(&key, &record).await.unwrap(),
@@ -252,8 +255,11 @@ mod redis {
     async fn round_trip(sessions: &tower_httpsession::profile::Sessions) {
         let store = sessions.store();
         let id = tower_httpsession::SessionId::generate().unwrap();
-        let record =
-            tower_httpsession::store::testing::record(&id, Duration::from_secs(5), &[("a", "1")]);
+        let record = tower_httpsession::store::testing::record(
+            &id.verifier_hash(),
+            Duration::from_secs(5),
+            &[("a", "1")],
+        );
         let key = id.store_key();
         assert_eq!(
             store.create(&key, &record).await.unwrap(),

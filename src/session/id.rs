@@ -12,16 +12,13 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-const SELECTOR_LEN: usize = 16;
-const VERIFIER_LEN: usize = 32;
+use crate::store::key::{SELECTOR_LEN, VERIFIER_LEN};
+use crate::store::{StoreKey, VerifierHash};
+
 const TOKEN_LEN: usize = SELECTOR_LEN + VERIFIER_LEN;
 /// Length of a cookie value: 48 bytes in unpadded base64url.
 pub(crate) const COOKIE_VALUE_LEN: usize = 64;
-/// Length of a [`StoreKey`]: 16 bytes in unpadded base64url.
-const STORE_KEY_LEN: usize = 22;
 
 /// The id of a session: what the cookie carries.
 ///
@@ -82,13 +79,13 @@ impl SessionId {
     /// a cookie.
     #[must_use]
     pub fn store_key(&self) -> StoreKey {
-        StoreKey(URL_SAFE_NO_PAD.encode(self.selector))
+        StoreKey::from_selector(&self.selector)
     }
 
     /// The hash of the verifier, the only part of the secret the store keeps.
     #[must_use]
     pub fn verifier_hash(&self) -> VerifierHash {
-        VerifierHash(Sha256::digest(self.verifier).into())
+        VerifierHash::of_verifier(&self.verifier)
     }
 
     /// Same selector, new verifier: the old cookie value stops matching.
@@ -104,77 +101,13 @@ impl SessionId {
     /// Whether `hash` is this id's verifier hash, compared in constant time.
     #[must_use]
     pub fn matches(&self, hash: &VerifierHash) -> bool {
-        self.verifier_hash().0.ct_eq(&hash.0).into()
+        self.verifier_hash().matches(hash)
     }
 }
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionId(<redacted>)")
-    }
-}
-
-/// The store's name for a session: the selector half of a [`SessionId`].
-///
-/// Always 22 characters of base64url, so it is safe in a Redis key or a SQL
-/// parameter. `Debug` does not print it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StoreKey(String);
-
-impl StoreKey {
-    /// The key as text, for the store to use.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Parses a key read back from a store; `None` unless it is well formed.
-    #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut selector = [0u8; SELECTOR_LEN];
-        (text.len() == STORE_KEY_LEN
-            && matches!(
-                URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut selector),
-                Ok(SELECTOR_LEN)
-            ))
-        .then(|| Self(text.to_owned()))
-    }
-}
-
-impl fmt::Debug for StoreKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StoreKey(<redacted>)")
-    }
-}
-
-/// SHA-256 of a session's verifier: what the store keeps instead of the
-/// secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct VerifierHash([u8; 32]);
-
-impl VerifierHash {
-    /// The raw 32 bytes.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// From raw bytes as a store kept them; `None` unless exactly 32 bytes.
-    #[must_use]
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
-    }
-
-    /// Whether two hashes are equal, compared in constant time.
-    #[must_use]
-    pub fn matches(&self, other: &VerifierHash) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl fmt::Debug for VerifierHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VerifierHash(<redacted>)")
     }
 }
 

@@ -1,6 +1,5 @@
 //! The per-request session handle.
 
-pub(crate) mod changes;
 pub(crate) mod id;
 mod state;
 
@@ -22,7 +21,8 @@ use crate::error::SessionError;
 use crate::store::{self, Applied, Created, SessionStore, Swap, Touch};
 
 pub use self::id::SessionId;
-use self::state::{Loaded, to_time};
+use self::state::Loaded;
+use crate::store::policy::to_time;
 
 /// How many times [`Session::update`] retries a lost compare-and-set.
 const UPDATE_ATTEMPTS: usize = 128;

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::session::SessionId;
-use crate::store::{ChangeSet, Record, StoreKey, VerifierHash};
+use crate::store::{ChangeSet, Record, StoreKey, VerifierHash, policy};
 
 /// The session as this request sees it.
 pub(super) struct Loaded {
@@ -267,18 +267,6 @@ impl Loaded {
         Ok(())
     }
 
-    pub(super) fn expiry(
-        &self,
-        config: &SessionConfig,
-        last_accessed: OffsetDateTime,
-    ) -> OffsetDateTime {
-        let idle = last_accessed.saturating_add(to_time(self.max_inactive));
-        match config.absolute_timeout {
-            Some(limit) => idle.min(self.created.saturating_add(to_time(limit))),
-            None => idle,
-        }
-    }
-
     pub(super) fn record(&self, config: &SessionConfig) -> Record {
         let mut attributes: HashMap<String, String> = self
             .known
@@ -296,12 +284,13 @@ impl Loaded {
             created: self.created,
             last_accessed: self.now,
             max_inactive: self.max_inactive,
-            expires_at: self.expiry(config, self.now),
+            expires_at: policy::expires_at(
+                self.created,
+                self.now,
+                self.max_inactive,
+                config.absolute_timeout,
+            ),
             attributes,
         }
     }
-}
-
-pub(super) fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }

@@ -154,6 +154,19 @@ impl StdError for StoreError {
     }
 }
 
+/// An error and its sources, joined by `": "`, for logs and health reports.
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
+    use std::fmt::Write as _;
+
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,12 +254,11 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::SessionId;
 
     fn record(expires_in: Duration) -> Record {
         let now = crate::store::now();
         Record {
-            verifier: SessionId::generate().unwrap().verifier_hash(),
+            verifier: VerifierHash::random().unwrap(),
             created: now,
             last_accessed: now,
             max_inactive: expires_in,
@@ -272,7 +271,7 @@ mod tests {
     async fn capacity_bounds_the_number_of_sessions() {
         let store = MemoryStore::new(100);
         for _ in 0..1_000 {
-            let key = SessionId::generate().unwrap().store_key();
+            let key = StoreKey::random().unwrap();
             assert_eq!(
                 store
                     .create(&key, &record(Duration::from_secs(60)))
@@ -287,14 +286,14 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_is_evicted_first() {
         let store = MemoryStore::new(10);
-        let keep = SessionId::generate().unwrap().store_key();
+        let keep = StoreKey::random().unwrap();
         let _ = store
             .create(&keep, &record(Duration::from_secs(60)))
             .await
             .unwrap();
         for _ in 0..50 {
             assert!(store.load(&keep).await.unwrap().is_some());
-            let key = SessionId::generate().unwrap().store_key();
+            let key = StoreKey::random().unwrap();
             let _ = store
                 .create(&key, &record(Duration::from_secs(60)))
                 .await

@@ -47,8 +47,11 @@
 //! - **Errors say what failed**: [`StoreError`] names the backend and the
 //!   operation and keeps the cause as its source.
 
+mod changes;
 mod error;
+pub(crate) mod key;
 pub mod memory;
+pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -66,15 +69,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+pub use self::changes::{ChangeSet, Touch};
+pub(crate) use self::error::chain;
 pub use self::error::{Operation, StoreError, StoreErrorKind};
+pub use self::key::{StoreKey, VerifierHash};
 pub use self::memory::MemoryStore;
-pub use crate::session::changes::{ChangeSet, Touch};
-pub use crate::session::id::{StoreKey, VerifierHash};
 
 /// One stored session.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Hash of the cookie's verifier; see [`SessionId`](crate::SessionId).
+    /// Hash of the cookie's verifier.
     pub verifier: VerifierHash,
     /// When the session was created.
     pub created: OffsetDateTime,
@@ -226,7 +230,7 @@ impl StoreHealth {
                 status: HealthStatus::Down,
                 backend,
                 latency,
-                error: Some(crate::error::chain(&e)),
+                error: Some(error::chain(&e)),
                 sessions: None,
             },
         }

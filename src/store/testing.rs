@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::SessionId;
 use crate::store::{
     Applied, ChangeSet, Created, HealthStatus, PartialRecord, Record, SessionStore, StoreError,
     StoreHealth, StoreKey, Swap, Touch, VerifierHash, now,
@@ -98,20 +97,23 @@ impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Gu
     }
 }
 
-/// A fresh random key.
+/// A fresh random key, with the hash of a fresh random verifier.
 #[must_use]
-pub fn fresh_key() -> (SessionId, StoreKey) {
-    let id = SessionId::generate().expect("the OS random number generator works");
-    let key = id.store_key();
-    (id, key)
+pub fn fresh_key() -> (VerifierHash, StoreKey) {
+    let rng = "the OS random number generator works";
+    (
+        VerifierHash::random().expect(rng),
+        StoreKey::random().expect(rng),
+    )
 }
 
-/// A record for `id` that lives for `ttl`, with `attributes`.
+/// A record with the verifier hash `id` that lives for `ttl`, with
+/// `attributes`.
 #[must_use]
-pub fn record(id: &SessionId, ttl: Duration, attributes: &[(&str, &str)]) -> Record {
+pub fn record(id: &VerifierHash, ttl: Duration, attributes: &[(&str, &str)]) -> Record {
     let now = now();
     Record {
-        verifier: id.verifier_hash(),
+        verifier: *id,
         created: now,
         last_accessed: now,
         max_inactive: ttl,
@@ -123,7 +125,7 @@ pub fn record(id: &SessionId, ttl: Duration, attributes: &[(&str, &str)]) -> Rec
     }
 }
 
-async fn stored(store: &dyn SessionStore, attributes: &[(&str, &str)]) -> (SessionId, StoreKey) {
+async fn stored(store: &dyn SessionStore, attributes: &[(&str, &str)]) -> (VerifierHash, StoreKey) {
     let (id, key) = fresh_key();
     let created = store
         .create(&key, &record(&id, Duration::from_secs(600), attributes))
@@ -296,10 +298,7 @@ pub async fn interleaved_applies_keep_both(store: &dyn SessionStore) {
 /// `apply` on a deleted session answers `Gone` and does not bring it back.
 pub async fn apply_never_resurrects(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("a", "1")]).await;
-    store
-        .delete(&key, &id.verifier_hash())
-        .await
-        .expect("delete");
+    store.delete(&key, &id).await.expect("delete");
     let mut changes = set(&[("b", "2")]);
     let at = now();
     changes.set_touch(Some(Touch {
@@ -330,11 +329,11 @@ pub async fn apply_on_missing_is_gone(store: &dyn SessionStore) {
 /// Metadata changes land: idle timeout, verifier, touch.
 pub async fn apply_writes_metadata(store: &dyn SessionStore) {
     let (_, key) = stored(store, &[("a", "1")]).await;
-    let new_id = SessionId::generate().expect("rng");
+    let new_id = VerifierHash::random().expect("rng");
     let at = now() + Duration::from_secs(5);
     let mut changes = ChangeSet::new();
     changes.set_max_inactive(Some(Duration::from_secs(1234)));
-    changes.set_new_verifier(Some(new_id.verifier_hash()));
+    changes.set_new_verifier(Some(new_id));
     changes.set_touch(Some(Touch {
         last_accessed: at,
         absolute_timeout: None,
@@ -510,10 +509,10 @@ pub async fn touch_is_throttled(store: &dyn SessionStore) {
 /// `Gone` and writes nothing; with the stored one it writes.
 pub async fn apply_requires_the_verifier(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("a", "1")]).await;
-    let other = SessionId::generate().expect("rng");
+    let other = VerifierHash::random().expect("rng");
     let mut changes = set(&[("a", "2"), ("b", "2")]);
-    changes.require_verifier(Some(other.verifier_hash()));
-    changes.set_new_verifier(Some(other.verifier_hash()));
+    changes.require_verifier(Some(other));
+    changes.set_new_verifier(Some(other));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
         Applied::Stale
@@ -523,7 +522,7 @@ pub async fn apply_requires_the_verifier(store: &dyn SessionStore) {
     assert_eq!(loaded.attributes["a"], "1");
     assert!(id.matches(&loaded.verifier), "the verifier was replaced");
 
-    changes.require_verifier(Some(id.verifier_hash()));
+    changes.require_verifier(Some(id));
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
         Applied::Written
@@ -589,7 +588,7 @@ pub async fn apply_limits_attributes(store: &dyn SessionStore) {
 /// mismatch, and treats `None` as absent.
 pub async fn compare_and_set_semantics(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("n", "1")]).await;
-    let verifier = id.verifier_hash();
+    let verifier = id;
     assert_eq!(
         store
             .compare_and_set(&key, &verifier, "n", Some("1"), Some("2"))
@@ -679,7 +678,7 @@ pub async fn concurrent_distinct_writes_all_kept(store: Arc<dyn SessionStore>) {
 /// 32 concurrent compare-and-set increments of one counter keep all 32.
 pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
     let (id, key) = stored(&*store, &[("n", "0")]).await;
-    let verifier = id.verifier_hash();
+    let verifier = id;
     let tasks: Vec<_> = (0..32)
         .map(|_| {
             let store = store.clone();
@@ -714,7 +713,7 @@ pub async fn concurrent_increments_all_kept(store: Arc<dyn SessionStore>) {
 /// `delete` removes the record and is idempotent.
 pub async fn delete_is_idempotent(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("a", "1")]).await;
-    let verifier = id.verifier_hash();
+    let verifier = id;
     store.delete(&key, &verifier).await.expect("delete");
     store.delete(&key, &verifier).await.expect("second delete");
     assert!(store.load(&key).await.expect("load").is_none());
@@ -731,10 +730,10 @@ pub async fn delete_is_idempotent(store: &dyn SessionStore) {
 /// nothing. The new verifier still works for each.
 pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
     let (old, key) = stored(store, &[("cart", "1")]).await;
-    let new = SessionId::generate().expect("rng");
+    let new = VerifierHash::random().expect("rng");
     let mut rotation = ChangeSet::new();
-    rotation.require_verifier(Some(old.verifier_hash()));
-    rotation.set_new_verifier(Some(new.verifier_hash()));
+    rotation.require_verifier(Some(old));
+    rotation.set_new_verifier(Some(new));
     assert_eq!(
         store.apply(&key, &rotation).await.expect("rotate"),
         Applied::Written
@@ -743,7 +742,7 @@ pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
 
     let mut write = set(&[("cart", "2"), ("added", "1")]);
     write.remove_attribute("gone");
-    write.require_verifier(Some(old.verifier_hash()));
+    write.require_verifier(Some(old));
     write.set_touch(Some(Touch {
         last_accessed: before.last_accessed + Duration::from_secs(3600),
         absolute_timeout: None,
@@ -754,8 +753,8 @@ pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
         Applied::Stale
     );
     let mut back = ChangeSet::new();
-    back.require_verifier(Some(old.verifier_hash()));
-    back.set_new_verifier(Some(old.verifier_hash()));
+    back.require_verifier(Some(old));
+    back.set_new_verifier(Some(old));
     assert_eq!(
         store.apply(&key, &back).await.expect("apply"),
         Applied::Stale,
@@ -765,32 +764,26 @@ pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
         let name = if expected.is_some() { "cart" } else { "fresh" };
         assert_eq!(
             store
-                .compare_and_set(&key, &old.verifier_hash(), name, expected, new_value)
+                .compare_and_set(&key, &old, name, expected, new_value)
                 .await
                 .expect("cas"),
             Swap::Gone,
             "a swap with the old verifier"
         );
     }
-    store
-        .delete(&key, &old.verifier_hash())
-        .await
-        .expect("delete");
+    store.delete(&key, &old).await.expect("delete");
     let after = store.load(&key).await.expect("load").expect("still stored");
     assert_eq!(after, before, "a stale verifier changed the session");
     assert!(new.matches(&after.verifier));
 
     assert_eq!(
         store
-            .compare_and_set(&key, &new.verifier_hash(), "cart", Some("1"), Some("3"))
+            .compare_and_set(&key, &new, "cart", Some("1"), Some("3"))
             .await
             .expect("cas"),
         Swap::Swapped
     );
-    store
-        .delete(&key, &new.verifier_hash())
-        .await
-        .expect("delete");
+    store.delete(&key, &new).await.expect("delete");
     assert!(store.load(&key).await.expect("load").is_none());
 }
 

@@ -50,7 +50,7 @@ async fn sweep(store: &PostgresStore, batch: u32) {
             }
             Err(error) => {
                 tracing::warn!(
-                    error = %crate::error::chain(&error),
+                    error = %crate::store::chain(&error),
                     "session cleanup failed; retrying at the next interval"
                 );
                 break;

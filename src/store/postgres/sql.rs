@@ -41,6 +41,8 @@ impl Statements {
                               + cardinality($6::text[]) <= $10 \
                      END"
         );
+        // The default touch interval is this fraction of the idle timeout.
+        let divisor = crate::store::policy::TOUCH_DIVISOR;
         Self {
             // The session row with its attributes aggregated into two arrays
             // of the same order (one aggregate pass feeds both): one row,
@@ -139,7 +141,7 @@ impl Statements {
                      WHERE t.key = s.key AND ( \
                          $4::bigint IS NOT NULL OR $5::bytea IS NOT NULL \
                          OR ($2::timestamptz IS NOT NULL AND $2 - s.last_accessed_at \
-                             >= coalesce($11::bigint, s.idle_timeout_ms / 20) \
+                             >= coalesce($11::bigint, s.idle_timeout_ms / {divisor}) \
                                 * interval '1 millisecond')) \
                  ), removed AS ( \
                      DELETE FROM {attributes} a USING s \

@@ -278,13 +278,12 @@ fn parse_time(bytes: Option<Vec<u8>>, field: &'static str) -> Result<OffsetDateT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SessionId;
     use crate::store::{Touch, now};
 
     fn record() -> Record {
         let t = now();
         Record {
-            verifier: SessionId::generate().unwrap().verifier_hash(),
+            verifier: crate::store::VerifierHash::random().unwrap(),
             created: t,
             last_accessed: t,
             max_inactive: Duration::from_secs(1800),
@@ -455,7 +454,7 @@ mod tests {
             absolute_timeout: Some(std::time::Duration::from_secs(7)),
             interval: None,
         }));
-        let hash = crate::SessionId::generate().unwrap().verifier_hash();
+        let hash = crate::store::VerifierHash::random().unwrap();
         changes.require_verifier(Some(hash));
         changes.limit_attributes(Some(64));
         let args = apply_args(&changes);

@@ -690,7 +690,7 @@ mod tests {
 
     #[test]
     fn keys_carry_the_hash_tag() {
-        let key = crate::SessionId::generate().unwrap().store_key();
+        let key = crate::store::StoreKey::random().unwrap();
         let expected = format!("httpsession:{{{}}}", key.as_str());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

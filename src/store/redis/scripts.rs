@@ -113,7 +113,7 @@ for i = last + 1, #ARGV, 200 do
 end
 if ARGV[2] ~= '' then
   local access = tonumber(ARGV[2])
-  local interval = math.floor(idle / 20)
+  local interval = math.floor(idle / {touch_divisor})
   if ARGV[4] ~= '' then
     interval = tonumber(ARGV[4])
   end
@@ -137,6 +137,7 @@ return 1
         attribute = field(codec::ATTRIBUTE),
         prefix_len = codec::ATTRIBUTE.len(),
         metadata_count = codec::METADATA_FIELDS.len(),
+        touch_divisor = crate::store::policy::TOUCH_DIVISOR,
     ))
 });
 

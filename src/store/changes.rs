@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::session::id::VerifierHash;
-use crate::store::{Applied, Record};
+use super::{Applied, Record, VerifierHash, policy};
 
 /// A new last-access time. The store works out the new expiry from it and
 /// what it holds, so that a request that did not read the session can
@@ -35,25 +34,19 @@ impl Touch {
     /// `created + absolute_timeout`.
     #[must_use]
     pub fn expires_at(&self, created: OffsetDateTime, max_inactive: Duration) -> OffsetDateTime {
-        let idle = self
-            .last_accessed
-            .saturating_add(time::Duration::try_from(max_inactive).unwrap_or(time::Duration::MAX));
-        match self.absolute_timeout {
-            Some(limit) => idle
-                .min(created.saturating_add(
-                    time::Duration::try_from(limit).unwrap_or(time::Duration::MAX),
-                )),
-            None => idle,
-        }
+        policy::expires_at(
+            created,
+            self.last_accessed,
+            max_inactive,
+            self.absolute_timeout,
+        )
     }
 
     /// Whether the touch is due for a session last accessed at `stored`
     /// with the idle timeout `max_inactive`.
     #[must_use]
     pub fn is_due(&self, stored: OffsetDateTime, max_inactive: Duration) -> bool {
-        let interval = self.interval.unwrap_or(max_inactive / 20);
-        self.last_accessed - stored
-            >= time::Duration::try_from(interval).unwrap_or(time::Duration::MAX)
+        policy::touch_due(self.last_accessed, stored, max_inactive, self.interval)
     }
 }
 
@@ -367,7 +360,7 @@ mod tests {
     fn apply_to_changes_only_the_delta() {
         let now = OffsetDateTime::now_utc();
         let mut record = Record {
-            verifier: crate::SessionId::generate().unwrap().verifier_hash(),
+            verifier: crate::store::VerifierHash::random().unwrap(),
             created: now,
             last_accessed: now,
             max_inactive: Duration::from_secs(60),
