@@ -252,7 +252,7 @@ async fn large_sessions_under_churn_stay_within_the_byte_budget() {
         sizes: &[256 * KIB, 512 * KIB, 768 * KIB, LARGEST],
         // The sessions average 640 KiB: about 100 of them fill the budget.
         warm_up: 200,
-        steady: Duration::from_secs(15),
+        steady: Duration::from_secs(12),
         most: 2_000,
         every: 10,
         most_growth_kib: 2 * DEFAULT_MAX_BYTES / KIB + SLACK_KIB,
