@@ -24,6 +24,7 @@
 //! | --- | --- | --- |
 //! | `SESSION_STORE` | `memory`, `redis` or `postgres` | `memory` |
 //! | `SESSION_MEMORY_CAPACITY` | sessions the memory store holds | 100000 |
+//! | `SESSION_MEMORY_MAX_BYTES` | bytes the memory store's sessions may take | 67108864 (64 MiB) |
 //! | `REDIS_URL` | single-node Redis, `redis://host:port/db` | required for `redis` unless `REDIS_CLUSTER_URLS` |
 //! | `REDIS_CLUSTER_URLS` | comma-separated Redis Cluster nodes | |
 //! | `SESSION_REDIS_PREFIX` | key prefix | the store's default |
@@ -89,6 +90,10 @@ pub enum StoreProfile {
         /// How many sessions it holds.
         #[serde(default = "default_capacity")]
         capacity: u64,
+        /// How many bytes its sessions may take, as the store estimates
+        /// them.
+        #[serde(default = "default_max_bytes")]
+        max_bytes: u64,
     },
     /// Redis, single node or cluster (feature `redis`).
     Redis {
@@ -116,10 +121,15 @@ fn default_capacity() -> u64 {
     crate::store::memory::DEFAULT_CAPACITY
 }
 
+fn default_max_bytes() -> u64 {
+    crate::store::memory::DEFAULT_MAX_BYTES
+}
+
 impl Default for StoreProfile {
     fn default() -> Self {
         Self::Memory {
             capacity: default_capacity(),
+            max_bytes: default_max_bytes(),
         }
     }
 }
@@ -156,11 +166,14 @@ pub enum SameSiteSetting {
 /// use tower_httpsession::profile::{Profile, StoreProfile};
 ///
 /// let profile: Profile = serde_json::from_str(r#"{
-///     "store": { "kind": "memory", "capacity": 5000 },
+///     "store": { "kind": "memory", "capacity": 5000, "max_bytes": 33554432 },
 ///     "cookie_name": "__Host-sid",
 ///     "max_inactive_secs": 900
 /// }"#).unwrap();
-/// assert_eq!(profile.store, StoreProfile::Memory { capacity: 5000 });
+/// assert_eq!(
+///     profile.store,
+///     StoreProfile::Memory { capacity: 5000, max_bytes: 32 * 1024 * 1024 }
+/// );
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -266,6 +279,23 @@ fn invalid(variable: &'static str, value: &str, expected: &'static str) -> Profi
     }
 }
 
+/// A count above zero, such as a number of sessions or bytes.
+fn above_zero(
+    variable: &'static str,
+    value: Option<String>,
+    expected: &'static str,
+) -> Result<Option<u64>, ProfileError> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(variable, &v, expected))
+        })
+        .transpose()
+}
+
 fn seconds(variable: &'static str, value: Option<String>) -> Result<Option<u64>, ProfileError> {
     value
         .map(|v| {
@@ -323,64 +353,61 @@ impl Profile {
     /// A [`ProfileError`] naming the variable and what it accepts.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ProfileError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let store =
-            match var("SESSION_STORE").as_deref().map(str::trim) {
-                None | Some("memory") => {
-                    StoreProfile::Memory {
-                        capacity: match var("SESSION_MEMORY_CAPACITY") {
-                            Some(v) => v.trim().parse::<u64>().ok().filter(|c| *c > 0).ok_or_else(
-                                || {
-                                    invalid(
-                                        "SESSION_MEMORY_CAPACITY",
-                                        &v,
-                                        "a number of sessions above 0",
-                                    )
-                                },
-                            )?,
-                            None => default_capacity(),
-                        },
-                    }
+        let store = match var("SESSION_STORE").as_deref().map(str::trim) {
+            None | Some("memory") => StoreProfile::Memory {
+                capacity: above_zero(
+                    "SESSION_MEMORY_CAPACITY",
+                    var("SESSION_MEMORY_CAPACITY"),
+                    "a number of sessions above 0",
+                )?
+                .unwrap_or_else(default_capacity),
+                max_bytes: above_zero(
+                    "SESSION_MEMORY_MAX_BYTES",
+                    var("SESSION_MEMORY_MAX_BYTES"),
+                    "a number of bytes above 0",
+                )?
+                .unwrap_or_else(default_max_bytes),
+            },
+            Some("redis") => {
+                let url = var("REDIS_URL").map(SecretUrl);
+                let cluster_urls: Vec<SecretUrl> = var("REDIS_CLUSTER_URLS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| SecretUrl(s.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if url.is_none() && cluster_urls.is_empty() {
+                    return Err(ProfileError::Missing {
+                        variable: "REDIS_URL",
+                        profile: "redis",
+                    });
                 }
-                Some("redis") => {
-                    let url = var("REDIS_URL").map(SecretUrl);
-                    let cluster_urls: Vec<SecretUrl> = var("REDIS_CLUSTER_URLS")
-                        .map(|v| {
-                            v.split(',')
-                                .map(str::trim)
-                                .filter(|s| !s.is_empty())
-                                .map(|s| SecretUrl(s.to_owned()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if url.is_none() && cluster_urls.is_empty() {
-                        return Err(ProfileError::Missing {
-                            variable: "REDIS_URL",
-                            profile: "redis",
-                        });
-                    }
-                    StoreProfile::Redis {
-                        url,
-                        cluster_urls,
-                        prefix: var("SESSION_REDIS_PREFIX"),
-                    }
+                StoreProfile::Redis {
+                    url,
+                    cluster_urls,
+                    prefix: var("SESSION_REDIS_PREFIX"),
                 }
-                Some("postgres") => StoreProfile::Postgres {
-                    url: var("DATABASE_URL")
-                        .map(SecretUrl)
-                        .ok_or(ProfileError::Missing {
-                            variable: "DATABASE_URL",
-                            profile: "postgres",
-                        })?,
-                    schema: var("SESSION_PG_SCHEMA"),
-                },
-                Some(other) => {
-                    return Err(invalid(
-                        "SESSION_STORE",
-                        other,
-                        "one of memory, redis, postgres",
-                    ));
-                }
-            };
+            }
+            Some("postgres") => StoreProfile::Postgres {
+                url: var("DATABASE_URL")
+                    .map(SecretUrl)
+                    .ok_or(ProfileError::Missing {
+                        variable: "DATABASE_URL",
+                        profile: "postgres",
+                    })?,
+                schema: var("SESSION_PG_SCHEMA"),
+            },
+            Some(other) => {
+                return Err(invalid(
+                    "SESSION_STORE",
+                    other,
+                    "one of memory, redis, postgres",
+                ));
+            }
+        };
         let same_site = match var("SESSION_SAME_SITE").map(|v| v.trim().to_ascii_lowercase()) {
             None => None,
             Some(v) if v == "lax" => Some(SameSiteSetting::Lax),
@@ -475,7 +502,16 @@ impl Profile {
     pub async fn build(&self) -> Result<Sessions, ProfileError> {
         let config = self.session_config()?;
         let (store, tasks): (Arc<dyn SessionStore>, _) = match &self.store {
-            StoreProfile::Memory { capacity } => (Arc::new(MemoryStore::new(*capacity)) as _, None),
+            StoreProfile::Memory {
+                capacity,
+                max_bytes,
+            } => {
+                let store = MemoryStore::builder()
+                    .with_max_sessions(*capacity)
+                    .with_max_bytes(*max_bytes)
+                    .build();
+                (Arc::new(store) as _, None)
+            }
             StoreProfile::Redis {
                 url,
                 cluster_urls,

@@ -55,6 +55,34 @@ async fn settings_reach_the_session_config() {
     assert_eq!(sessions.config().max_inactive_interval().as_secs(), 900);
 }
 
+#[tokio::test]
+async fn the_memory_store_takes_its_bounds_from_the_environment() {
+    assert_eq!(
+        profile(&[]).unwrap().store,
+        StoreProfile::Memory {
+            capacity: 100_000,
+            max_bytes: 64 * 1024 * 1024
+        }
+    );
+    let vars = [
+        ("SESSION_MEMORY_CAPACITY", "10"),
+        ("SESSION_MEMORY_MAX_BYTES", "1048576"),
+    ];
+    assert_eq!(
+        profile(&vars).unwrap().store,
+        StoreProfile::Memory {
+            capacity: 10,
+            max_bytes: 1_048_576
+        }
+    );
+    let sessions = start(&vars).await.unwrap();
+    let store = format!("{:?}", sessions.store());
+    assert!(
+        store.contains("max_bytes: 1048576, max_sessions: 10,"),
+        "{store}"
+    );
+}
+
 #[test]
 fn unknown_profile_names_the_accepted_values() {
     assert_eq!(
@@ -89,6 +117,14 @@ fn malformed_numbers_and_words_are_refused() {
         (
             ("SESSION_MEMORY_CAPACITY", "0"),
             "SESSION_MEMORY_CAPACITY=\"0\": expected a number of sessions above 0",
+        ),
+        (
+            ("SESSION_MEMORY_MAX_BYTES", "64MiB"),
+            "SESSION_MEMORY_MAX_BYTES=\"64MiB\": expected a number of bytes above 0",
+        ),
+        (
+            ("SESSION_MEMORY_MAX_BYTES", "0"),
+            "SESSION_MEMORY_MAX_BYTES=\"0\": expected a number of bytes above 0",
         ),
         (
             ("SESSION_SAME_SITE", "sometimes"),

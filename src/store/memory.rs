@@ -1,12 +1,64 @@
-//! The embedded store: bounded, in this process, on a concurrent cache.
+//! The embedded store: bounded by bytes, in this process, on a concurrent
+//! cache.
 //!
-//! Sessions live in a [`moka`] cache bounded by a number of sessions, with the
-//! least recently used evicted first and each record dropped at its own
-//! expiry. Each write is atomic per session (the cache's per-key
-//! compute), so concurrent requests of one session keep every change.
+//! Sessions live in a [`moka`] cache. Each write is atomic per session (the
+//! cache's per-key compute), so concurrent requests of one session keep
+//! every change, and each record is dropped at its own expiry.
 //!
 //! It is the default because it needs nothing, but it is not shared: with
 //! several instances behind a balancer use the Redis or PostgreSQL store.
+//!
+//! # Bounds
+//!
+//! The store is bounded by the memory its sessions take, not by their
+//! number alone: at most [`DEFAULT_MAX_BYTES`] (64 MiB) by default, set with
+//! [`MemoryStoreBuilder::with_max_bytes`]. Each session weighs an estimate
+//! of its heap footprint: about 600 bytes for the record, its key and the
+//! cache's entry, plus, for each attribute, its name and value and about 160
+//! bytes for the map entry and the two strings. Those overheads were
+//! measured: the process grew by about 580 bytes per empty session and 165
+//! bytes per extra small attribute.
+//!
+//! A second bound caps the number of sessions, at most [`DEFAULT_CAPACITY`]
+//! (100,000) by default, set with [`MemoryStoreBuilder::with_max_sessions`].
+//! The cache has one capacity, so the count bound is a weight floor: every
+//! session weighs at least the byte budget divided by the session bound.
+//! With the defaults that floor is 671 bytes, about what an empty session
+//! takes, so a store of small sessions holds up to 100,000 of them and a
+//! store of large ones holds 64 MiB of them (64 sessions of 1 MiB).
+//!
+//! 64 MiB is a figure a small server survives while it still keeps 100,000
+//! small sessions. Plan for the process to hold up to twice the budget,
+//! with the cache's own upkeep (below) and the allocator's slack: churning
+//! sessions of 256 KiB to 1 MiB through a full store, the test process grew
+//! by 74 to 85 MiB in five runs, and stayed there.
+//!
+//! The budget holds once the cache has done its upkeep, which runs at least
+//! every 64 writes: the sessions written since the last run may sit above it
+//! for that long. A session that alone weighs more than the budget is not
+//! kept at all; its next request finds no session.
+//!
+//! # Eviction, and what a flood does
+//!
+//! Past the budget the least recently used sessions are evicted first. A
+//! flood of new sessions (a burst of logins, or a client that never sends
+//! its cookie back) therefore evicts the least recently used sessions,
+//! logged in or not: a session used between the flood's requests stays, one
+//! left idle while the flood fills the budget is lost, and its user has to
+//! log in again.
+//!
+//! The cache's other policy, TinyLFU, would protect frequently used
+//! sessions from a flood, but it admits a newcomer only if it has been seen
+//! more often than the sessions it would evict. A new session has never
+//! been seen, so once the store is full it would refuse every new session
+//! while [`create`](SessionStore::create) reports it stored: every login
+//! during and after the flood would fail. The store keeps least recently
+//! used eviction, which always keeps the new session.
+//!
+//! A deployment that must keep its logged-in users through a flood keeps
+//! its sessions in Redis or PostgreSQL (the store for several instances
+//! behind a balancer anyway), or raises the budget to what the flood can
+//! fill. The memory store is for one instance.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,37 +75,160 @@ use super::{
     StoreKey, Swap, VerifierHash,
 };
 
-/// The default number of sessions a [`MemoryStore`] holds.
+/// The default bound on the number of sessions a [`MemoryStore`] holds.
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
+/// The default bound on the estimated bytes a [`MemoryStore`]'s sessions
+/// take: 64 MiB. See the [module docs](self) for why.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What one session weighs besides its attributes: the record, the `Arc`
+/// around it, its key and the cache's entry (measured: about 580 bytes).
+const SESSION_OVERHEAD: usize = 600;
+
+/// What one attribute weighs besides its name and value: its share of the
+/// map's table and the two strings' allocations (measured: about 165 bytes
+/// with small names and values).
+const ATTRIBUTE_OVERHEAD: usize = 160;
+
 /// A bounded in-process store. Clones share one cache.
+///
+/// It holds sessions up to a byte budget ([`DEFAULT_MAX_BYTES`], 64 MiB, by
+/// default) and up to a number of sessions ([`DEFAULT_CAPACITY`], 100,000,
+/// by default), and evicts the least recently used past either. The
+/// [module docs](self) say how a session is weighed and what a flood of new
+/// sessions does.
 ///
 /// ```
 /// use tower_httpsession::MemoryStore;
 ///
-/// let store = MemoryStore::new(10_000); // at most 10,000 sessions
+/// // At most 256 MiB of sessions, and at most 500,000 of them.
+/// let store = MemoryStore::builder()
+///     .with_max_bytes(256 * 1024 * 1024)
+///     .with_max_sessions(500_000)
+///     .build();
 /// # let _ = store;
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<StoreKey, Arc<Record>>,
-    capacity: u64,
+    max_bytes: u64,
+    max_sessions: u64,
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("capacity", &self.capacity)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_sessions", &self.max_sessions)
+            .field("bytes", &self.cache.weighted_size())
             .field("sessions", &self.cache.entry_count())
             .finish()
     }
 }
 
 impl Default for MemoryStore {
-    /// A store of at most [`DEFAULT_CAPACITY`] sessions.
+    /// A store of at most [`DEFAULT_MAX_BYTES`] and [`DEFAULT_CAPACITY`]
+    /// sessions.
     fn default() -> Self {
-        Self::new(DEFAULT_CAPACITY)
+        Self::builder().build()
     }
+}
+
+/// The bounds of a [`MemoryStore`], from [`MemoryStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    max_bytes: u64,
+    max_sessions: u64,
+}
+
+impl Default for MemoryStoreBuilder {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_sessions: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// The most bytes the sessions may take, as estimated from their
+    /// attributes plus a fixed overhead per session and per attribute.
+    /// Default: [`DEFAULT_MAX_BYTES`] (64 MiB). Zero keeps no session.
+    ///
+    /// ```
+    /// # use tower_httpsession::MemoryStore;
+    /// let store = MemoryStore::builder().with_max_bytes(16 * 1024 * 1024).build();
+    /// # let _ = store;
+    /// ```
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// The most sessions the store holds. Default: [`DEFAULT_CAPACITY`]
+    /// (100,000). Zero keeps no session.
+    ///
+    /// Kept as a weight floor: every session weighs at least the byte budget
+    /// divided by this bound, so the store never holds more sessions than
+    /// this, and holds fewer when they are large.
+    ///
+    /// ```
+    /// # use tower_httpsession::MemoryStore;
+    /// let store = MemoryStore::builder().with_max_sessions(10_000).build();
+    /// # let _ = store;
+    /// ```
+    pub fn with_max_sessions(mut self, sessions: u64) -> Self {
+        self.max_sessions = sessions;
+        self
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn build(self) -> MemoryStore {
+        // Every session weighs at least the floor, and the capacity is
+        // `max_sessions` floors at most (a budget smaller by the remainder),
+        // so no more than `max_sessions` sessions fit.
+        let (capacity, floor) = match self.max_sessions {
+            0 => (0, u32::MAX),
+            sessions => {
+                let floor = u32::try_from(self.max_bytes / sessions)
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                let most = u64::from(floor).saturating_mul(sessions);
+                (self.max_bytes.min(most), floor)
+            }
+        };
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(move |key: &StoreKey, record: &Arc<Record>| weight(key, record).max(floor))
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilExpiry)
+            .build();
+        MemoryStore {
+            cache,
+            max_bytes: self.max_bytes,
+            max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// A session's estimated heap footprint in bytes, saturating at
+/// `u32::MAX` (4 GiB; the default limits allow at most about 1 GiB).
+fn weight(key: &StoreKey, record: &Record) -> u32 {
+    let attributes = record
+        .attributes
+        .iter()
+        .fold(0_usize, |sum, (name, value)| {
+            sum.saturating_add(ATTRIBUTE_OVERHEAD)
+                .saturating_add(name.len())
+                .saturating_add(value.len())
+        });
+    let bytes = SESSION_OVERHEAD
+        .saturating_add(key.as_str().len())
+        .saturating_add(attributes);
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 /// Each record expires at its own `expires_at`.
@@ -90,16 +265,17 @@ fn live(record: &Record) -> bool {
 }
 
 impl MemoryStore {
-    /// A store of at most `capacity` sessions; past it, the least recently
-    /// used session is evicted.
+    /// A store of at most `capacity` sessions within the default byte budget
+    /// ([`DEFAULT_MAX_BYTES`]); past either, the least recently used session
+    /// is evicted. [`builder`](Self::builder) sets both bounds.
     #[must_use]
     pub fn new(capacity: u64) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry)
-            .build();
-        Self { cache, capacity }
+        Self::builder().with_max_sessions(capacity).build()
+    }
+
+    /// A builder for a store with other bounds than the defaults.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder::default()
     }
 
     /// How many sessions the store holds; approximate while writes are in
@@ -114,6 +290,15 @@ impl MemoryStore {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The estimated bytes the held sessions take, as weighed against the
+    /// budget (a small session counts at least the weight floor);
+    /// approximate while writes are in flight.
+    #[must_use]
+    pub fn estimated_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
     }
 }
 
@@ -255,6 +440,8 @@ mod tests {
 
     use super::*;
 
+    const MIB: u64 = 1024 * 1024;
+
     fn record(expires_in: Duration) -> Record {
         let now = crate::store::now();
         Record {
@@ -267,18 +454,27 @@ mod tests {
         }
     }
 
+    /// A live record holding one attribute of `bytes` bytes.
+    fn sized(bytes: usize) -> Record {
+        let mut record = record(Duration::from_secs(60));
+        record
+            .attributes
+            .insert("profile".to_owned(), "p".repeat(bytes));
+        record
+    }
+
+    /// Creates a session holding `record` under a new key, which it returns.
+    async fn create(store: &MemoryStore, record: &Record) -> StoreKey {
+        let key = StoreKey::random().unwrap();
+        assert_eq!(store.create(&key, record).await.unwrap(), Created::Stored);
+        key
+    }
+
     #[tokio::test]
     async fn capacity_bounds_the_number_of_sessions() {
         let store = MemoryStore::new(100);
         for _ in 0..1_000 {
-            let key = StoreKey::random().unwrap();
-            assert_eq!(
-                store
-                    .create(&key, &record(Duration::from_secs(60)))
-                    .await
-                    .unwrap(),
-                Created::Stored
-            );
+            create(&store, &record(Duration::from_secs(60))).await;
         }
         assert!(store.len() <= 100, "{}", store.len());
     }
@@ -286,20 +482,132 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_is_evicted_first() {
         let store = MemoryStore::new(10);
-        let keep = StoreKey::random().unwrap();
-        let _ = store
-            .create(&keep, &record(Duration::from_secs(60)))
-            .await
-            .unwrap();
+        let keep = create(&store, &record(Duration::from_secs(60))).await;
         for _ in 0..50 {
             assert!(store.load(&keep).await.unwrap().is_some());
-            let key = StoreKey::random().unwrap();
-            let _ = store
-                .create(&key, &record(Duration::from_secs(60)))
-                .await
-                .unwrap();
+            create(&store, &record(Duration::from_secs(60))).await;
             store.cache.run_pending_tasks();
         }
         assert!(store.load(&keep).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_session_weighs_its_names_and_values_plus_overheads() {
+        let key = StoreKey::random().unwrap();
+        let empty = weight(&key, &record(Duration::from_secs(60)));
+        assert_eq!(
+            empty as usize,
+            SESSION_OVERHEAD + key.as_str().len(),
+            "an empty session"
+        );
+        let one = weight(&key, &sized(1_000));
+        assert_eq!(
+            (one - empty) as usize,
+            ATTRIBUTE_OVERHEAD + "profile".len() + 1_000
+        );
+    }
+
+    #[tokio::test]
+    async fn large_sessions_never_push_the_weight_past_the_budget() {
+        let budget = 16 * MIB;
+        let store = MemoryStore::builder().with_max_bytes(budget).build();
+        let large = sized(1024 * 1024);
+        let mut last = None;
+        for _ in 0..300 {
+            last = Some(create(&store, &large).await);
+            store.cache.run_pending_tasks();
+            let weight = store.cache.weighted_size();
+            assert!(weight <= budget, "{weight} bytes held");
+        }
+        let held = store.len();
+        assert!((1..=16).contains(&held), "{held} sessions of 1 MiB held");
+        let last = last.unwrap();
+        assert!(
+            store.load(&last).await.unwrap().is_some(),
+            "the newest session is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_session_bound_is_a_weight_floor() {
+        let store = MemoryStore::builder()
+            .with_max_bytes(MIB)
+            .with_max_sessions(10)
+            .build();
+        for _ in 0..100 {
+            create(&store, &record(Duration::from_secs(60))).await;
+        }
+        assert_eq!(store.len(), 10);
+        assert_eq!(store.estimated_bytes(), MIB / 10 * 10);
+    }
+
+    #[tokio::test]
+    async fn a_flood_evicts_idle_sessions_and_keeps_used_ones() {
+        let store = MemoryStore::builder().with_max_bytes(MIB).build();
+        let session = sized(4 * 1024);
+        let used = create(&store, &session).await;
+        let idle = create(&store, &session).await;
+        // Ten times what the budget holds, with the used session read
+        // between the flood's requests, as its user's browser would.
+        let mut newest = None;
+        for _ in 0..2_500 {
+            newest = Some(create(&store, &session).await);
+            assert!(store.load(&used).await.unwrap().is_some());
+        }
+        assert!(store.estimated_bytes() <= MIB, "{store:?}");
+        assert!(
+            store.load(&idle).await.unwrap().is_none(),
+            "the idle session is evicted"
+        );
+        assert!(store.load(&used).await.unwrap().is_some());
+        assert!(
+            store.load(&newest.unwrap()).await.unwrap().is_some(),
+            "a new session is kept, even at the budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_heavier_than_the_budget_is_not_kept() {
+        let store = MemoryStore::builder().with_max_bytes(64 * 1024).build();
+        let small = create(&store, &sized(1024)).await;
+        let huge = create(&store, &sized(128 * 1024)).await;
+        store.cache.run_pending_tasks();
+        assert!(store.load(&huge).await.unwrap().is_none());
+        assert!(
+            store.load(&small).await.unwrap().is_some(),
+            "nothing is evicted for it"
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_bounds_keep_nothing() {
+        for store in [
+            MemoryStore::builder().with_max_bytes(0).build(),
+            MemoryStore::builder().with_max_sessions(0).build(),
+            MemoryStore::new(0),
+        ] {
+            let key = create(&store, &record(Duration::from_secs(60))).await;
+            store.cache.run_pending_tasks();
+            assert!(store.load(&key).await.unwrap().is_none(), "{store:?}");
+            assert!(store.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn debug_shows_the_bounds_and_what_is_held() {
+        let store = MemoryStore::builder()
+            .with_max_bytes(MIB)
+            .with_max_sessions(1_000)
+            .build();
+        create(&store, &sized(10_000)).await;
+        assert_eq!(store.len(), 1);
+        let bytes = store.estimated_bytes();
+        assert!(bytes > 10_000, "{bytes}");
+        assert_eq!(
+            format!("{store:?}"),
+            format!(
+                "MemoryStore {{ max_bytes: 1048576, max_sessions: 1000, bytes: {bytes}, sessions: 1 }}"
+            )
+        );
     }
 }
