@@ -562,6 +562,49 @@ async fn bad_bodies_get_400_with_a_message_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn repeated_or_unknown_keys_are_400_and_change_nothing() {
+    let store = ControlledStore::default();
+    let health = health(&store);
+    let app = app(&health);
+    let bodies = [
+        (
+            r#"{"status": "UP", "status": "OUT_OF_SERVICE"}"#,
+            "duplicate field `status`",
+        ),
+        (
+            r#"{"status": "OUT_OF_SERVICE", "status": "OUT_OF_SERVICE"}"#,
+            "duplicate field `status`",
+        ),
+        // the same key, spelled with an escape
+        (
+            r#"{"status": "UP", "st\u0061tus": "DOWN"}"#,
+            "duplicate field `status`",
+        ),
+        (
+            r#"{"status": "UP", "extra": null}"#,
+            "unknown field `extra`",
+        ),
+        (r#"{"extra": 1, "status": "DOWN"}"#, "unknown field `extra`"),
+        (
+            r#"{"status": "DOWN", "Status": "DOWN"}"#,
+            "unknown field `Status`",
+        ),
+        (r#"{"status": "DOWN", "": 0}"#, "unknown field ``"),
+    ];
+    for (body, message) in bodies {
+        let (status, answer) = send(&app, put(body, Some(OPERATOR))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(message), "{body}: {error}");
+        assert_eq!(
+            health.traffic_state().phase(),
+            TrafficPhase::Running,
+            "{body} took effect"
+        );
+    }
+}
+
+#[tokio::test]
 async fn up_while_shutting_down_is_a_conflict() {
     let store = ControlledStore::default();
     let health = health(&store);

@@ -162,16 +162,51 @@ pub fn cookie_header(data: &[u8]) {
 /// The bearer token of the ACL [`health_put`] runs behind.
 const HEALTH_TOKEN: &str = "fuzz-health-token-0123456789";
 
+/// Counts the entries of a JSON object as written, repeated keys included
+/// (a `serde_json::Value` keeps only the last of them).
+struct Entries;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries {
+    type Value = usize;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 /// What the toggle must answer to an allowed caller: `Some(target)` for one
-/// of the three bodies it documents, `None` for anything else.
+/// of the three bodies it documents (one key, written once), `None` for
+/// anything else.
 fn expected_target(body: &[u8]) -> Option<&'static str> {
+    use serde::de::DeserializeSeed as _;
+
     if body.len() > 1024 {
         return None;
     }
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) else {
         return None;
     };
-    if object.len() != 1 {
+    let entries = Entries.deserialize(&mut serde_json::Deserializer::from_slice(body));
+    if object.len() != 1 || entries.ok()? != 1 {
         return None;
     }
     match object.get("status")?.as_str()? {

@@ -73,7 +73,8 @@
 //!
 //! - 200 with `{"status", "traffic", "previous"}` when done;
 //! - 400 with `{"error": ...}` for a body that is not one of these (not
-//!   JSON, another content type, an unknown status, over 1 KiB);
+//!   JSON, another content type, an unknown status, a repeated or unknown
+//!   key, over 1 KiB);
 //! - 403 for a caller the ACL refuses, including every caller when no ACL
 //!   is configured or when the request has no
 //!   [`ConnectInfo`](axum::extract::ConnectInfo);
