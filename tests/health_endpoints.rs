@@ -689,8 +689,26 @@ async fn refusals_are_logged_with_the_address_and_never_the_token() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = send(&app, put("{}", None)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // the right token and address, through a rebound name
+    let acl = Acl::builder()
+        .allow("10.0.0.0/24")
+        .bearer_token(TOKEN)
+        .allow_host("shop-1.internal")
+        .build()
+        .unwrap();
+    let hosted = Health::new(store.clone()).with_acl(acl).router();
+    let mut request = put(r#"{"status": "UP"}"#, Some(OPERATOR));
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, "attacker.example".parse().unwrap());
+    headers.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let (status, _) = send(&hosted, request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 
     let text = logs.text();
+    assert!(text.contains("Host not in the allowed hosts"), "{text}");
     assert!(text.contains("traffic state change refused"), "{text}");
     assert!(
         text.contains("203.0.113.9") && text.contains("wrong bearer token"),

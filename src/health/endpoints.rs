@@ -51,7 +51,7 @@ impl Inner {
                 client: peer.map(|p| p.ip().to_canonical()),
                 reason: Refusal::NoAcl,
             },
-            Some(acl) => acl.check(peer, &parts.headers),
+            Some(acl) => acl.check_request(peer, parts),
         };
         (access, peer)
     }

@@ -77,7 +77,8 @@
 //!   key, over 1 KiB);
 //! - 403 for a caller the ACL refuses, including every caller when no ACL
 //!   is configured or when the request has no
-//!   [`ConnectInfo`](axum::extract::ConnectInfo);
+//!   [`ConnectInfo`](axum::extract::ConnectInfo), and a request that names
+//!   a host outside the ACL's [allowed hosts](AclBuilder::allow_host);
 //! - 409 when the [state machine](state) refuses, such as `UP` while
 //!   shutting down.
 //!
@@ -111,6 +112,7 @@
 pub mod acl;
 mod drain;
 mod endpoints;
+mod host;
 mod indicator;
 pub mod state;
 
