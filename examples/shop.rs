@@ -21,6 +21,13 @@
 //! `127.0.0.1,localhost,[::1]`, any port): list the names the balancer and
 //! the deploy scripts use. On SIGTERM the shop leaves rotation, waits
 //! `HEALTH_DRAIN_SECS` (default 5) and stops after in-flight requests.
+//!
+//! It is served with the limits a server in front of the internet needs
+//! (`serve/mod.rs`): a 10 s header read timeout, a 64 KiB body limit, at
+//! most 1,024 connections at once (more wait in the kernel's backlog), a
+//! 60 s idle timeout, a 30 s request timeout and a graceful shutdown.
+
+mod serve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -228,11 +235,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("shop on http://{addr}");
-    axum::serve(
+    // Not `axum::serve`: it sets no header read timeout, connection limit
+    // or idle timeout (see serve/mod.rs).
+    serve::serve(
         listener,
-        app(sessions.layer(), &health).into_make_service_with_connect_info::<SocketAddr>(),
+        app(sessions.layer(), &health),
+        serve::Limits::default(),
+        health.shutdown_signal(),
     )
-    .with_graceful_shutdown(health.shutdown_signal())
     .await?;
     tracing::info!("shop stopped");
     Ok(())

@@ -88,7 +88,10 @@
 //! # Rolling deploys
 //!
 //! Serve with connection info so the ACL sees the peer, and let
-//! [`Health::shutdown_signal`] drain the instance on `SIGTERM`:
+//! [`Health::shutdown_signal`] drain the instance on `SIGTERM`. (In front
+//! of the internet, serve with a header read timeout and a connection
+//! limit, which `axum::serve` does not set; the crate's `shop` example
+//! shows how.)
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
