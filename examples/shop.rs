@@ -15,8 +15,19 @@
 //! It also serves the health endpoints a load balancer polls. The toggle
 //! (`PUT /actuator/health`) is allowed from `HEALTH_ALLOW` (comma-separated
 //! CIDR ranges, default loopback only) and, if `HEALTH_TOKEN` is set, only
-//! with that bearer token too. On SIGTERM the shop leaves rotation, waits
+//! with that bearer token too. Against DNS rebinding it must also name one
+//! of `HEALTH_HOSTS` in its `Host` header (comma-separated host names or
+//! addresses, each with an optional port; default
+//! `127.0.0.1,localhost,[::1]`, any port): list the names the balancer and
+//! the deploy scripts use. On SIGTERM the shop leaves rotation, waits
 //! `HEALTH_DRAIN_SECS` (default 5) and stops after in-flight requests.
+//!
+//! It is served with the limits a server in front of the internet needs
+//! (`serve/mod.rs`): a 10 s header read timeout, a 64 KiB body limit, at
+//! most 1,024 connections at once (more wait in the kernel's backlog), a
+//! 60 s idle timeout, a 30 s request timeout and a graceful shutdown.
+
+mod serve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -164,15 +175,34 @@ fn app(layer: SessionLayer, health: &Health) -> Router {
         .merge(health.router())
 }
 
-/// The health endpoints' ACL from `HEALTH_ALLOW` and `HEALTH_TOKEN`.
+/// The entries of a comma-separated environment variable, or of `default`
+/// when it is not set.
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    let value = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The health endpoints' ACL from `HEALTH_ALLOW`, `HEALTH_TOKEN` and
+/// `HEALTH_HOSTS`.
 fn acl() -> Result<Acl, Box<dyn std::error::Error>> {
-    let allow = std::env::var("HEALTH_ALLOW").unwrap_or_else(|_| "127.0.0.1/32,::1/128".into());
     let mut acl = Acl::builder();
-    for cidr in allow.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+    for cidr in env_list("HEALTH_ALLOW", "127.0.0.1/32,::1/128") {
         acl = acl.allow(cidr);
     }
     if let Ok(token) = std::env::var("HEALTH_TOKEN") {
         acl = acl.bearer_token(token).require_both();
+    }
+    let hosts = env_list("HEALTH_HOSTS", "127.0.0.1,localhost,[::1]");
+    if hosts.is_empty() {
+        return Err("HEALTH_HOSTS lists no host; give the names the shop is reached by".into());
+    }
+    for host in hosts {
+        acl = acl.allow_host(host);
     }
     Ok(acl.build()?)
 }
@@ -205,11 +235,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("shop on http://{addr}");
-    axum::serve(
+    // Not `axum::serve`: it sets no header read timeout, connection limit
+    // or idle timeout (see serve/mod.rs).
+    serve::serve(
         listener,
-        app(sessions.layer(), &health).into_make_service_with_connect_info::<SocketAddr>(),
+        app(sessions.layer(), &health),
+        serve::Limits::default(),
+        health.shutdown_signal(),
     )
-    .with_graceful_shutdown(health.shutdown_signal())
     .await?;
     tracing::info!("shop stopped");
     Ok(())

@@ -208,15 +208,40 @@ async fn finish(
 }
 
 /// The first cookie named `name` whose value is a well-formed id.
+///
+/// The header is read as bytes, as browsers send it: another cookie whose
+/// value holds UTF-8 or Latin-1 bytes, and pairs that are empty or have no
+/// `=`, never hide the session cookie. Each `;`-separated pair is trimmed of
+/// spaces and tabs and split at its first `=`; the name is compared byte for
+/// byte, and only the value of a pair with that name is read, without one
+/// pair of surrounding double quotes (RFC 6265 allows them).
 fn session_cookie(headers: &HeaderMap, name: &str) -> Option<SessionId> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .filter(|c| c.name() == name)
-        .find_map(|c| SessionId::from_cookie_value(c.value()))
+        .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| value_named(pair, name.as_bytes()))
+        .find_map(|value| {
+            let value = std::str::from_utf8(unquote(value)).ok()?;
+            SessionId::from_cookie_value(value)
+        })
+}
+
+/// The value of one `name=value` pair if its name is `name`.
+fn value_named<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut halves = pair.splitn(2, |&b| b == b'=');
+    let (pair_name, value) = (halves.next()?, halves.next()?);
+    // A header value holds no line breaks or form feeds, so trimming ASCII
+    // whitespace trims the spaces and tabs around the name and the value.
+    (pair_name.trim_ascii() == name).then(|| value.trim_ascii())
+}
+
+/// `value` without one pair of surrounding double quotes, if it has them.
+fn unquote(value: &[u8]) -> &[u8] {
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    }
 }
 
 fn base_cookie(config: &SessionConfig, value: String) -> Cookie<'static> {
@@ -413,6 +438,81 @@ mod tests {
         headers.append(header::COOKIE, HeaderValue::try_from(value).unwrap());
         assert_eq!(session_cookie(&headers, "SESSION"), Some(id));
         assert_eq!(session_cookie(&headers, "other"), None);
+    }
+
+    /// `session_cookie` over one `Cookie` header of raw bytes.
+    fn found_in(bytes: &[u8]) -> Option<SessionId> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_bytes(bytes).unwrap());
+        session_cookie(&headers, "SESSION")
+    }
+
+    #[test]
+    fn odd_bytes_in_other_cookies_never_hide_the_session() {
+        let id = SessionId::generate().unwrap();
+        let session = format!("SESSION={}", id.expose_cookie_value());
+        let session = session.as_bytes();
+        let others: [&[u8]; 9] = [
+            "lang=Español".as_bytes(),
+            b"lang=Espa\xf1ol",
+            b"\xe2\x82\xac=\xff\xfe",
+            b"note=a\tb",
+            b"flag",
+            b"=nameless",
+            b"",
+            b" \t ",
+            b"a=\"unclosed",
+        ];
+        for other in others {
+            for header in [
+                [other, b"; ", session].concat(),
+                [session, b"; ", other].concat(),
+                [other, b";;", session, b";", other].concat(),
+            ] {
+                let shown = String::from_utf8_lossy(&header).into_owned();
+                assert_eq!(found_in(&header).as_ref(), Some(&id), "{shown:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_session_pair_is_trimmed_and_unquoted_once() {
+        let id = SessionId::generate().unwrap();
+        let value = id.expose_cookie_value();
+        for header in [
+            format!(" \t SESSION \t= \t{value} \t;"),
+            format!("SESSION=\"{value}\""),
+            format!("a=1;SESSION=\"{value}\";b=2"),
+        ] {
+            assert_eq!(found_in(header.as_bytes()).as_ref(), Some(&id), "{header}");
+        }
+        for header in [
+            format!("SESSION=\"\"{value}\"\""),
+            format!("SESSION=\"{value}"),
+            format!("SESSION={value}\""),
+            format!("session={value}"),
+            format!("SESSION2={value}"),
+            format!("XSESSION={value}"),
+            format!("SESSION={value}x"),
+            format!("SESSION=={value}"),
+        ] {
+            assert_eq!(found_in(header.as_bytes()), None, "{header}");
+        }
+        let mut latin1 = format!("SESSION={value}").into_bytes();
+        latin1.push(0xe9);
+        assert_eq!(found_in(&latin1), None);
+    }
+
+    #[test]
+    fn the_first_well_formed_session_cookie_wins() {
+        let first = SessionId::generate().unwrap();
+        let second = SessionId::generate().unwrap();
+        let header = format!(
+            "SESSION=bad; SESSION={}; SESSION={}",
+            first.expose_cookie_value(),
+            second.expose_cookie_value()
+        );
+        assert_eq!(found_in(header.as_bytes()), Some(first));
     }
 
     #[test]

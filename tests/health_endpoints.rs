@@ -565,6 +565,49 @@ async fn bad_bodies_get_400_with_a_message_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn repeated_or_unknown_keys_are_400_and_change_nothing() {
+    let store = ControlledStore::default();
+    let health = health(&store);
+    let app = app(&health);
+    let bodies = [
+        (
+            r#"{"status": "UP", "status": "OUT_OF_SERVICE"}"#,
+            "duplicate field `status`",
+        ),
+        (
+            r#"{"status": "OUT_OF_SERVICE", "status": "OUT_OF_SERVICE"}"#,
+            "duplicate field `status`",
+        ),
+        // the same key, spelled with an escape
+        (
+            r#"{"status": "UP", "st\u0061tus": "DOWN"}"#,
+            "duplicate field `status`",
+        ),
+        (
+            r#"{"status": "UP", "extra": null}"#,
+            "unknown field `extra`",
+        ),
+        (r#"{"extra": 1, "status": "DOWN"}"#, "unknown field `extra`"),
+        (
+            r#"{"status": "DOWN", "Status": "DOWN"}"#,
+            "unknown field `Status`",
+        ),
+        (r#"{"status": "DOWN", "": 0}"#, "unknown field ``"),
+    ];
+    for (body, message) in bodies {
+        let (status, answer) = send(&app, put(body, Some(OPERATOR))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(message), "{body}: {error}");
+        assert_eq!(
+            health.traffic_state().phase(),
+            TrafficPhase::Running,
+            "{body} took effect"
+        );
+    }
+}
+
+#[tokio::test]
 async fn up_while_shutting_down_is_a_conflict() {
     let store = ControlledStore::default();
     let health = health(&store);
@@ -649,8 +692,26 @@ async fn refusals_are_logged_with_the_address_and_never_the_token() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = send(&app, put("{}", None)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // the right token and address, through a rebound name
+    let acl = Acl::builder()
+        .allow("10.0.0.0/24")
+        .bearer_token(TOKEN)
+        .allow_host("shop-1.internal")
+        .build()
+        .unwrap();
+    let hosted = Health::new(store.clone()).with_acl(acl).router();
+    let mut request = put(r#"{"status": "UP"}"#, Some(OPERATOR));
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, "attacker.example".parse().unwrap());
+    headers.insert(
+        header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let (status, _) = send(&hosted, request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 
     let text = logs.text();
+    assert!(text.contains("Host not in the allowed hosts"), "{text}");
     assert!(text.contains("traffic state change refused"), "{text}");
     assert!(
         text.contains("203.0.113.9") && text.contains("wrong bearer token"),

@@ -92,6 +92,19 @@ async fn allowed(app: &Router, state: &TrafficState, request: &Put<'_>, what: &s
     state.mark_running().expect("back in rotation");
 }
 
+/// `GET` of the health endpoint from `request`'s caller: the answer's head
+/// and its JSON body.
+async fn report(app: &Router, request: &Put<'_>) -> (http::response::Parts, serde_json::Value) {
+    let response = app
+        .clone()
+        .oneshot(request.request(http::Method::GET))
+        .await
+        .expect("infallible");
+    let (head, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, 4096).await.expect("body");
+    (head, serde_json::from_slice(&body).expect("json"))
+}
+
 fn acl(
     build: impl FnOnce(tower_httpsession::health::AclBuilder) -> tower_httpsession::health::AclBuilder,
 ) -> Acl {
@@ -293,32 +306,65 @@ async fn require_both_needs_the_network_and_the_token() {
     allowed(&app, &state, &request, "both").await;
 }
 
+/// DNS rebinding: a page whose name now resolves to the instance makes a
+/// browser on an allowed network send the `PUT` with the page's own name as
+/// `Host`. With allowed hosts listed, only a listed `Host` passes.
+#[tokio::test]
+async fn a_host_outside_the_allowed_hosts_is_refused_from_an_allowed_address() {
+    let (app, state) = toggle(Some(acl(|b| {
+        b.allow("127.0.0.1/32")
+            .allow_host("localhost")
+            .allow_host("shop-1.internal:8443")
+    })));
+    for host in [
+        "attacker.example",
+        "attacker.example:3000",
+        "localhost.attacker.example",
+        "shop-1.internal",
+        "shop-1.internal:3000",
+        "127.0.0.1",
+    ] {
+        let request = put("127.0.0.1:1").header("host", host);
+        refused(&app, &state, &request, host).await;
+    }
+    refused(&app, &state, &put("127.0.0.1:1"), "no Host").await;
+    // a listed host next to another is no cover for it
+    let two = put("127.0.0.1:1")
+        .header("host", "localhost")
+        .header("host", "attacker.example");
+    refused(&app, &state, &two, "two Hosts").await;
+
+    for host in ["localhost", "LocalHost:3000", "shop-1.internal:8443"] {
+        let request = put("127.0.0.1:1").header("host", host);
+        allowed(&app, &state, &request, host).await;
+    }
+    // the address still decides first
+    let outsider = put("127.0.0.2:1").header("host", "localhost");
+    refused(&app, &state, &outsider, "listed host, address outside").await;
+}
+
+#[tokio::test]
+async fn a_host_outside_the_allowed_hosts_sees_no_details() {
+    let (app, _) = toggle(Some(acl(|b| {
+        b.allow("127.0.0.1/32").allow_host("localhost")
+    })));
+    for (host, details) in [("attacker.example", false), ("localhost:3000", true)] {
+        let (head, body) = report(&app, &put("127.0.0.1:1").header("host", host)).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(body.get("components").is_some(), details, "{host}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn refused_callers_see_no_details_and_nothing_is_cached() {
     let (app, _) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").bearer_token(TOKEN))));
     let outsider = put("203.0.113.9:1").header("x-forwarded-for", "10.0.0.1");
-    let response = app
-        .clone()
-        .oneshot(outsider.request(http::Method::GET))
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-    let body = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .expect("body");
-    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let (head, body) = report(&app, &outsider).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.headers[header::CACHE_CONTROL], "no-store");
     assert_eq!(body, serde_json::json!({ "status": "UP" }));
 
-    let insider = put("10.0.0.1:1");
-    let response = app
-        .oneshot(insider.request(http::Method::GET))
-        .await
-        .expect("infallible");
-    let body = axum::body::to_bytes(response.into_body(), 4096)
-        .await
-        .expect("body");
-    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let (_, body) = report(&app, &put("10.0.0.1:1")).await;
     assert!(body.get("components").is_some(), "{body}");
 }
 
@@ -349,10 +395,8 @@ async fn hostile_bodies_from_an_allowed_caller_are_400_not_5xx() {
     }
 }
 
-/// Over a real socket the ACL sees the real peer, whatever the headers say.
-#[tokio::test]
-async fn over_tcp_the_socket_peer_decides() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").trust_proxy("10.0.0.2"))));
+/// Serves `app` on 127.0.0.1:0 with connection info, as a deployment must.
+async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -365,6 +409,14 @@ async fn over_tcp_the_socket_peer_decides() {
         .await
         .expect("serve");
     });
+    (addr, server)
+}
+
+/// Over a real socket the ACL sees the real peer, whatever the headers say.
+#[tokio::test]
+async fn over_tcp_the_socket_peer_decides() {
+    let (app, state) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").trust_proxy("10.0.0.2"))));
+    let (addr, server) = serve(app).await;
     let response = reqwest::Client::new()
         .put(format!("http://{addr}/actuator/health"))
         .header("content-type", "application/json")
@@ -375,5 +427,61 @@ async fn over_tcp_the_socket_peer_decides() {
         .expect("request");
     assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
     assert_eq!(state.phase(), TrafficPhase::Running);
+    server.abort();
+}
+
+/// Over a real socket the host is the one the client sends: `Host` in
+/// HTTP/1.1, `:authority` in HTTP/2, which has no `Host` header.
+#[tokio::test]
+async fn over_tcp_the_host_sent_decides_in_http1_and_http2() {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let (app, state) = toggle(Some(acl(|b| {
+        b.allow("127.0.0.1/32").allow_host("localhost")
+    })));
+    let (addr, server) = serve(app).await;
+
+    for (host, expected) in [("attacker.example", "403"), ("localhost:1234", "200")] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "PUT /actuator/health HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{OUT}",
+            OUT.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{host}: {answer}"
+        );
+        state.mark_running().expect("back in rotation");
+    }
+
+    for (authority, expected) in [
+        ("attacker.example", StatusCode::FORBIDDEN),
+        ("localhost", StatusCode::OK),
+    ] {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 connection");
+        tokio::spawn(connection);
+        let request = Request::put(format!(
+            "http://{authority}:{}/actuator/health",
+            addr.port()
+        ))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from_static(OUT.as_bytes())))
+        .expect("request");
+        assert!(request.headers().get(header::HOST).is_none());
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), expected, "{authority}");
+        response.into_body().collect().await.expect("body");
+        state.mark_running().expect("back in rotation");
+    }
     server.abort();
 }

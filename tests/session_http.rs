@@ -27,6 +27,23 @@ async fn started(base: &str, name: &str, value: &str) -> String {
     pair(&set_cookie(&response).expect("a new session sends its cookie"))
 }
 
+/// `GET /get/a` with `cookie` as the whole `Cookie` header; asserts a 200.
+async fn get_a(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: reqwest::header::HeaderValue,
+    what: &str,
+) -> reqwest::Response {
+    let response = client
+        .get(format!("{base}/get/a"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK, "{what}");
+    response
+}
+
 #[tokio::test]
 async fn no_cookie_until_an_attribute_is_set() {
     let store = counting();
@@ -343,18 +360,42 @@ async fn malformed_cookies_get_a_fresh_session() {
         let value = pair(&cookie).split_once('=').unwrap().1.to_owned();
         assert!(SessionId::from_cookie_value(&value).is_some(), "{what}");
 
-        let response = client
-            .get(format!("{base}/get/a"))
-            .header(COOKIE, header)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        let response = get_a(&client, &base, header, what).await;
         assert_eq!(
             response.text().await.unwrap(),
             "",
             "{what}: must not see a session"
         );
+    }
+}
+
+#[tokio::test]
+async fn odd_bytes_in_other_cookies_never_hide_the_session() {
+    let base = server_with(MemoryStore::default()).await;
+    let session = started(&base, "a", "1").await;
+    let client = bare();
+    // What browsers send as-is: cookies set by other apps on the host, with
+    // raw UTF-8 or Latin-1 bytes, tabs, empty pairs and pairs without `=`.
+    let others: [(&str, &[u8]); 7] = [
+        ("UTF-8", "lang=Español".as_bytes()),
+        ("Latin-1", b"lang=Espa\xf1ol"),
+        ("obs-text name", b"\xc3\xa9t\xe9=\x80\xff"),
+        ("tab", b"note=a\tb"),
+        ("empty pairs", b";;"),
+        ("no equals", b"flag"),
+        ("no name", b"=x"),
+    ];
+    for (what, other) in others {
+        for header in [
+            [other, b"; ", session.as_bytes()].concat(),
+            [session.as_bytes(), b";", other].concat(),
+            [other, b";;", session.as_bytes(), b"; ", other].concat(),
+        ] {
+            let header = reqwest::header::HeaderValue::from_bytes(&header).unwrap();
+            let response = get_a(&client, &base, header, what).await;
+            assert!(set_cookie(&response).is_none(), "{what}: cookie replaced");
+            assert_eq!(response.text().await.unwrap(), "\"1\"", "{what}");
+        }
     }
 }
 

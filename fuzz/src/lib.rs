@@ -18,6 +18,8 @@ use tower::ServiceExt as _;
 use tower_httpsession::store::StoreKey;
 use tower_httpsession::{MemoryStore, Session, SessionError, SessionId, SessionLayer};
 
+/// The session cookie's name, the default one.
+const COOKIE_NAME: &str = "SESSION";
 /// Length of a well-formed cookie value.
 const COOKIE_VALUE_LEN: usize = 64;
 /// Characters a cookie value and its store key share: the selector's first
@@ -32,8 +34,8 @@ const SHARED_PREFIX: usize = 21;
 /// prints none of it.
 pub fn cookie_value(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
-        // A header value that is not text never reaches the parser: the
-        // layer reads cookies with `HeaderValue::to_str`.
+        // A value that is not text never reaches the parser: the layer
+        // hands it only cookie values that are UTF-8.
         return;
     };
     if let Some(id) = SessionId::from_cookie_value(text) {
@@ -82,12 +84,15 @@ async fn visit(session: Session) -> Result<&'static str, SessionError> {
 }
 
 /// One request with `data` as its `Cookie` header through a router behind
-/// the session layer.
+/// the session layer, then requests with a live session cookie in the same
+/// header line as `data`.
 ///
 /// Promises checked: no panic; the answer is 200; the handler never sees a
 /// session (nobody can guess a live id); the response sets exactly one new,
 /// well-formed session cookie whose value does not occur in the input, so the
-/// server never adopts an id the client chose.
+/// server never adopts an id the client chose. Whatever bytes the input
+/// holds, a live session cookie before it is found, and so is one after it
+/// when the input names no `SESSION` of its own.
 pub fn cookie_header(data: &[u8]) {
     let Ok(value) = HeaderValue::from_bytes(data) else {
         // Bytes no HTTP parser lets through as a header value.
@@ -107,7 +112,7 @@ pub fn cookie_header(data: &[u8]) {
     .expect("a valid configuration");
     let app = Router::new().route("/", get(visit)).layer(layer);
     block_on(async move {
-        let response = app.oneshot(request).await.expect("infallible");
+        let response = app.clone().oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
         let cookies: Vec<&str> = response
             .headers()
@@ -118,32 +123,90 @@ pub fn cookie_header(data: &[u8]) {
         assert_eq!(cookies.len(), 1, "{cookies:?}");
         let pair = cookies[0].split(';').next().expect("a name=value pair");
         let (name, value) = pair.split_once('=').expect("name=value");
-        assert_eq!(name, "SESSION");
+        assert_eq!(name, COOKIE_NAME);
         assert!(SessionId::from_cookie_value(value).is_some(), "{value:?}");
         assert!(
             !data.windows(value.len()).any(|w| w == value.as_bytes()),
             "the server adopted an id from the request"
         );
+        // The cookie just set names a live session from here on.
+        let live = format!("{name}={value}").into_bytes();
         let body = axum::body::to_bytes(response.into_body(), 64)
             .await
             .expect("a short body");
         assert_eq!(&body[..], b"fresh", "an unknown cookie reached a session");
+
+        let mut lines = vec![[&live[..], b"; ", data].concat()];
+        if !data
+            .windows(COOKIE_NAME.len())
+            .any(|w| w == COOKIE_NAME.as_bytes())
+        {
+            lines.push([data, b"; ", &live[..]].concat());
+        }
+        for line in lines {
+            let value = HeaderValue::from_bytes(&line).expect("valid bytes around a cookie");
+            let request = Request::get("/")
+                .header(header::COOKIE, value)
+                .body(Body::empty())
+                .expect("a valid request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), 64)
+                .await
+                .expect("a short body");
+            assert_eq!(&body[..], b"known", "the input hid a live session");
+        }
     });
 }
 
 /// The bearer token of the ACL [`health_put`] runs behind.
 const HEALTH_TOKEN: &str = "fuzz-health-token-0123456789";
 
+/// Counts the entries of a JSON object as written, repeated keys included
+/// (a `serde_json::Value` keeps only the last of them).
+struct Entries;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entries {
+    type Value = usize;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Entries {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 /// What the toggle must answer to an allowed caller: `Some(target)` for one
-/// of the three bodies it documents, `None` for anything else.
+/// of the three bodies it documents (one key, written once), `None` for
+/// anything else.
 fn expected_target(body: &[u8]) -> Option<&'static str> {
+    use serde::de::DeserializeSeed as _;
+
     if body.len() > 1024 {
         return None;
     }
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) else {
         return None;
     };
-    if object.len() != 1 {
+    let entries = Entries.deserialize(&mut serde_json::Deserializer::from_slice(body));
+    if object.len() != 1 || entries.ok()? != 1 {
         return None;
     }
     match object.get("status")?.as_str()? {

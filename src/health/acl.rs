@@ -24,15 +24,38 @@
 //! `Authorization: Bearer <token>`, compared in constant time against a hash
 //! of the configured token, so neither its bytes nor its length leak through
 //! timing. `Debug` never prints it.
+//!
+//! # The host: DNS rebinding
+//!
+//! A web page can make a browser on an allowed network send requests to
+//! the instance: its attacker-controlled name first resolves to the
+//! attacker's server, then to the instance's address, and the browser takes
+//! the answers for its own origin's. The request then comes from an allowed
+//! address, with the attacker's name in `Host`.
+//!
+//! - A bearer token closes this: a browser cannot attach an
+//!   `Authorization` header that the page never learned, cross-origin or
+//!   after rebinding.
+//! - For an ACL that allows by address alone, a list of allowed hosts
+//!   closes it: with [`allow_host`](AclBuilder::allow_host), a request whose
+//!   `Host` (or URI authority, as HTTP/2 sends it) is missing or not listed
+//!   is refused, whatever its address or token.
+//!
+//! With neither, an address-only ACL trusts every page a browser on the
+//! allowed networks opens.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::uri::Authority;
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use super::host::{self, AllowedHost};
 
 /// The shortest bearer token an [`Acl`] accepts.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -50,6 +73,7 @@ const MAX_FORWARDED: usize = 32;
 ///     .allow("fd00::/8")
 ///     .trust_proxy("10.0.0.2") // the balancer, which sets X-Forwarded-For
 ///     .bearer_token("d5b1c0a4e7f94a3b9c2d")
+///     .allow_host("shop-1.internal") // any port
 ///     .build()
 ///     .unwrap();
 /// // the token never shows
@@ -64,6 +88,7 @@ pub struct Acl {
     trusted_proxies: Vec<IpNet>,
     token: Option<[u8; 32]>,
     require_both: bool,
+    hosts: Vec<AllowedHost>,
 }
 
 impl fmt::Debug for Acl {
@@ -73,6 +98,7 @@ impl fmt::Debug for Acl {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("token", &self.token.map(|_| "<redacted>"))
             .field("require_both", &self.require_both)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -86,6 +112,7 @@ pub struct AclBuilder {
     trusted_proxies: Vec<String>,
     token: Option<String>,
     require_both: bool,
+    hosts: Vec<String>,
 }
 
 impl fmt::Debug for AclBuilder {
@@ -95,6 +122,7 @@ impl fmt::Debug for AclBuilder {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("require_both", &self.require_both)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -132,6 +160,45 @@ impl AclBuilder {
         self
     }
 
+    /// Allows requests that name `host`, against DNS rebinding (see the
+    /// [module docs](self#the-host-dns-rebinding)). Default: none, and any
+    /// host passes.
+    ///
+    /// Once one host is listed, a caller the rest of the ACL allows must
+    /// also name a listed host, or it is refused (403 for a `PUT`, no
+    /// details for a `GET`): every `Host` header and the URI's authority
+    /// (HTTP/2's `:authority`) must be listed, and at least one must be
+    /// there. Give a name (`"shop-1.internal"`), an IPv4 address
+    /// (`"127.0.0.1"`) or an IPv6 one (`"[::1]"` or `"::1"`), with or
+    /// without a port: without one any port matches, with one only that
+    /// port, and a request without a port matches no entry with one. Names
+    /// match in any case; a trailing dot or another spelling of an address
+    /// is another host.
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderValue, header::HOST};
+    /// use tower_httpsession::health::{Acl, Refusal};
+    ///
+    /// let acl = Acl::builder()
+    ///     .allow("10.0.0.0/8")
+    ///     .allow_host("shop-1.internal")
+    ///     .allow_host("10.0.0.5:8080")
+    ///     .build()
+    ///     .unwrap();
+    /// let peer = Some("10.0.0.9:50000".parse().unwrap());
+    /// let host = |h: &'static str| HeaderMap::from_iter([(HOST, HeaderValue::from_static(h))]);
+    /// assert!(acl.check(peer, &host("shop-1.internal:3000")).is_allowed());
+    /// assert!(acl.check(peer, &host("10.0.0.5:8080")).is_allowed());
+    /// assert!(!acl.check(peer, &host("10.0.0.5:3000")).is_allowed());
+    /// // a rebound name
+    /// assert!(!acl.check(peer, &host("attacker.example")).is_allowed());
+    /// assert!(!acl.check(peer, &HeaderMap::new()).is_allowed());
+    /// ```
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
+        self
+    }
+
     /// Checks the configuration.
     ///
     /// # Errors
@@ -154,11 +221,17 @@ impl AclBuilder {
         if self.require_both && (networks.is_empty() || token.is_none()) {
             return Err(AclError::BothNeedsNetworkAndToken);
         }
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|h| AllowedHost::parse(h).ok_or_else(|| AclError::InvalidHost(h.clone())))
+            .collect::<Result<_, _>>()?;
         Ok(Acl {
             networks,
             trusted_proxies,
             token,
             require_both: self.require_both,
+            hosts,
         })
     }
 }
@@ -214,6 +287,9 @@ pub enum AclError {
     /// `require_both` without a network or without a token.
     #[error("require_both needs at least one network and a token")]
     BothNeedsNetworkAndToken,
+    /// An allowed host is not a host name or address with an optional port.
+    #[error("allowed host {0:?} is not a host name or IP address with an optional port")]
+    InvalidHost(String),
 }
 
 /// Why a caller was refused; logged, never sent to the caller.
@@ -233,6 +309,11 @@ pub enum Refusal {
     TokenMissing,
     /// The token sent is not the configured one.
     TokenWrong,
+    /// Allowed hosts are listed and the request names none: no `Host`
+    /// header and no authority in its URI.
+    HostMissing,
+    /// Allowed hosts are listed and the request names another one.
+    HostNotAllowed,
 }
 
 impl fmt::Display for Refusal {
@@ -247,6 +328,8 @@ impl fmt::Display for Refusal {
             Self::AddressNotAllowed => "address not in an allowed network",
             Self::TokenMissing => "no bearer token",
             Self::TokenWrong => "wrong bearer token",
+            Self::HostMissing => "no Host header or URI authority while allowed hosts are listed",
+            Self::HostNotAllowed => "Host not in the allowed hosts",
         })
     }
 }
@@ -292,9 +375,29 @@ impl Acl {
     }
 
     /// Decides whether a caller is allowed, from the socket peer (`None`:
-    /// unknown, refused) and the request headers.
+    /// unknown, refused) and the request headers. The host, if
+    /// [allowed hosts](AclBuilder::allow_host) are listed, is the `Host`
+    /// header: use [`check_request`](Self::check_request) where a request
+    /// may carry it in its URI, as HTTP/2 requests do.
     #[must_use]
     pub fn check(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Access {
+        self.decide(peer, None, headers)
+    }
+
+    /// Like [`check`](Self::check), for a whole request head: the host is
+    /// also read from the URI's authority (HTTP/2's `:authority`, or an
+    /// absolute-form target in HTTP/1.1). The health endpoints use this.
+    #[must_use]
+    pub fn check_request(&self, peer: Option<SocketAddr>, request: &Parts) -> Access {
+        self.decide(peer, request.uri.authority(), &request.headers)
+    }
+
+    fn decide(
+        &self,
+        peer: Option<SocketAddr>,
+        authority: Option<&Authority>,
+        headers: &HeaderMap,
+    ) -> Access {
         let Some(peer) = peer else {
             return Access::Refused {
                 client: None,
@@ -329,6 +432,12 @@ impl Acl {
                 Some(Err(_)) | None => Err(Refusal::AddressNotAllowed),
             }
         };
+        // checked last, so that a refusal for the address or the token is
+        // logged as such
+        let outcome = outcome.and_then(|()| match self.hosts.as_slice() {
+            [] => Ok(()),
+            hosts => host::check(hosts, authority, headers),
+        });
         match outcome {
             Ok(()) => Access::Allowed { client },
             Err(reason) => Access::Refused {
@@ -689,11 +798,112 @@ mod tests {
             err(Acl::builder().allow("::1").require_both()),
             AclError::BothNeedsNetworkAndToken
         );
+        assert_eq!(
+            err(Acl::builder().allow("::1").allow_host("user@shop")),
+            AclError::InvalidHost("user@shop".into())
+        );
         assert!(
             err(Acl::builder().allow("10.0.0.0/33"))
                 .to_string()
                 .contains("10.0.0.0/33")
         );
+    }
+
+    #[test]
+    fn listed_hosts_apply_to_every_caller_after_address_and_token() {
+        let acl = Acl::builder()
+            .allow("127.0.0.1")
+            .bearer_token(TOKEN)
+            .allow_host("localhost")
+            .build()
+            .unwrap();
+        let listed = headers(&[("host", "localhost:3000")]);
+        assert!(acl.check(peer("127.0.0.1"), &listed).is_allowed());
+        let token = format!("Bearer {TOKEN}");
+        let cases = [
+            (
+                "127.0.0.1",
+                Some("attacker.example:3000"),
+                None,
+                Refusal::HostNotAllowed,
+            ),
+            ("127.0.0.1", None, None, Refusal::HostMissing),
+            // the token does not lift the host check
+            (
+                "198.51.100.1",
+                Some("attacker.example"),
+                Some(&token),
+                Refusal::HostNotAllowed,
+            ),
+            // an address outside is refused as such, whatever the host
+            (
+                "198.51.100.1",
+                Some("attacker.example"),
+                None,
+                Refusal::AddressNotAllowed,
+            ),
+        ];
+        for (from, host, token, reason) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(host) = host {
+                h.insert("host", HeaderValue::from_str(host).unwrap());
+            }
+            if let Some(token) = token {
+                h.insert("authorization", HeaderValue::from_str(token).unwrap());
+            }
+            assert_eq!(
+                refused(acl.check(peer(from), &h)),
+                reason,
+                "{from} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_request_reads_the_uri_authority_too() {
+        let acl = Acl::builder()
+            .allow("127.0.0.1")
+            .allow_host("localhost")
+            .build()
+            .unwrap();
+        let head = |uri: &str, host: Option<&str>| {
+            let mut request = http::Request::put(uri);
+            if let Some(host) = host {
+                request = request.header("host", host);
+            }
+            request.body(()).unwrap().into_parts().0
+        };
+        let p = peer("127.0.0.1");
+        // HTTP/2: no Host header, the authority in the URI
+        assert!(
+            acl.check_request(p, &head("https://localhost:3000/actuator/health", None))
+                .is_allowed()
+        );
+        assert_eq!(
+            refused(acl.check_request(p, &head("https://attacker.example/", None))),
+            Refusal::HostNotAllowed
+        );
+        // both: both must be listed
+        assert_eq!(
+            refused(acl.check_request(p, &head("http://attacker.example/", Some("localhost")))),
+            Refusal::HostNotAllowed
+        );
+        assert!(
+            acl.check_request(p, &head("/actuator/health", Some("LOCALHOST")))
+                .is_allowed()
+        );
+        assert_eq!(
+            refused(acl.check_request(p, &head("/actuator/health", None))),
+            Refusal::HostMissing
+        );
+    }
+
+    #[test]
+    fn without_listed_hosts_any_host_passes() {
+        let acl = Acl::builder().allow("127.0.0.1").build().unwrap();
+        let rebound = headers(&[("host", "attacker.example")]);
+        assert!(acl.check(peer("127.0.0.1"), &rebound).is_allowed());
+        assert!(acl.check(peer("127.0.0.1"), &HeaderMap::new()).is_allowed());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The handlers behind the [`Health`](super::Health) router.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -49,7 +51,7 @@ impl Inner {
                 client: peer.map(|p| p.ip().to_canonical()),
                 reason: Refusal::NoAcl,
             },
-            Some(acl) => acl.check(peer, &parts.headers),
+            Some(acl) => acl.check_request(peer, parts),
         };
         (access, peer)
     }
@@ -227,10 +229,48 @@ pub(super) async fn l7_check(State(inner): State<Arc<Inner>>) -> Response {
     response
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The toggle's body: an object with exactly one key, `status`.
+///
+/// Read by hand rather than derived: a derived struct would also accept
+/// `["UP"]`, and reading an object through a map first would let a repeated
+/// key through, the last one winning. Here a repeated or unknown key, and
+/// anything but an object, is an error.
 struct PutBody {
     status: Target,
+}
+
+/// The keys [`PutBody`] knows.
+const PUT_KEYS: &[&str] = &["status"];
+
+impl<'de> Deserialize<'de> for PutBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(PutBodyVisitor)
+    }
+}
+
+struct PutBodyVisitor;
+
+impl<'de> Visitor<'de> for PutBodyVisitor {
+    type Value = PutBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with one key, \"status\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PutBody, A::Error> {
+        let mut status = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "status" {
+                return Err(de::Error::unknown_field(&key, PUT_KEYS));
+            }
+            if status.is_some() {
+                return Err(de::Error::duplicate_field("status"));
+            }
+            status = Some(map.next_value()?);
+        }
+        let status = status.ok_or_else(|| de::Error::missing_field("status"))?;
+        Ok(PutBody { status })
+    }
 }
 
 #[derive(Deserialize)]
@@ -284,10 +324,7 @@ pub(super) async fn put_state(State(inner): State<Arc<Inner>>, request: Request)
             ));
         }
     };
-    // an object only: serde would also read a struct from `["UP"]`
-    let parsed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-        .and_then(|object| PutBody::deserialize(serde_json::Value::Object(object)));
-    let target = match parsed {
+    let target = match serde_json::from_slice::<PutBody>(&bytes) {
         Ok(PutBody { status }) => status,
         Err(e) => {
             return rejected(format!(

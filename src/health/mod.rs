@@ -73,10 +73,12 @@
 //!
 //! - 200 with `{"status", "traffic", "previous"}` when done;
 //! - 400 with `{"error": ...}` for a body that is not one of these (not
-//!   JSON, another content type, an unknown status, over 1 KiB);
+//!   JSON, another content type, an unknown status, a repeated or unknown
+//!   key, over 1 KiB);
 //! - 403 for a caller the ACL refuses, including every caller when no ACL
 //!   is configured or when the request has no
-//!   [`ConnectInfo`](axum::extract::ConnectInfo);
+//!   [`ConnectInfo`](axum::extract::ConnectInfo), and a request that names
+//!   a host outside the ACL's [allowed hosts](AclBuilder::allow_host);
 //! - 409 when the [state machine](state) refuses, such as `UP` while
 //!   shutting down.
 //!
@@ -86,7 +88,10 @@
 //! # Rolling deploys
 //!
 //! Serve with connection info so the ACL sees the peer, and let
-//! [`Health::shutdown_signal`] drain the instance on `SIGTERM`:
+//! [`Health::shutdown_signal`] drain the instance on `SIGTERM`. (In front
+//! of the internet, serve with a header read timeout and a connection
+//! limit, which `axum::serve` does not set; the crate's `shop` example
+//! shows how.)
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
@@ -110,6 +115,7 @@
 pub mod acl;
 mod drain;
 mod endpoints;
+mod host;
 mod indicator;
 pub mod state;
 
