@@ -44,8 +44,8 @@ pub enum SessionError {
     TooLarge {
         /// The attribute's name (cut to 64 bytes).
         name: String,
-        /// Which limit: "value bytes", "name bytes" or "attribute count".
-        what: &'static str,
+        /// Which limit.
+        what: Limit,
         /// The configured limit.
         limit: usize,
     },
@@ -72,6 +72,37 @@ pub enum SessionError {
     /// response is `409 Conflict` and tells the browser to drop its cookie.
     #[error("the session ended while the request was using it; nothing was written")]
     Ended,
+    /// Every freshly drawn session id was already taken: the random number
+    /// generator is broken.
+    #[error(
+        "every freshly drawn session id was already taken; the random number generator is broken"
+    )]
+    IdsExhausted,
+}
+
+/// Which configured limit a [`SessionError::TooLarge`] passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// The bytes of one value's JSON
+    /// ([`SessionConfig::with_max_attribute_bytes`](crate::SessionConfig::with_max_attribute_bytes)).
+    ValueBytes,
+    /// The bytes of one attribute name
+    /// ([`SessionConfig::with_max_name_bytes`](crate::SessionConfig::with_max_name_bytes)).
+    NameBytes,
+    /// The number of attributes in one session
+    /// ([`SessionConfig::with_max_attributes`](crate::SessionConfig::with_max_attributes)).
+    AttributeCount,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ValueBytes => "value bytes",
+            Self::NameBytes => "name bytes",
+            Self::AttributeCount => "attribute count",
+        })
+    }
 }
 
 impl SessionError {
@@ -87,7 +118,7 @@ impl SessionError {
         }
     }
 
-    pub(crate) fn too_large(name: &str, what: &'static str, limit: usize) -> Self {
+    pub(crate) fn too_large(name: &str, what: Limit, limit: usize) -> Self {
         let mut cut = name.len().min(64);
         while !name.is_char_boundary(cut) {
             cut -= 1;
@@ -177,7 +208,7 @@ mod tests {
             source,
         };
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let e = SessionError::too_large(&"é".repeat(100), "name bytes", 256);
+        let e = SessionError::too_large(&"é".repeat(100), Limit::NameBytes, 256);
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         if let SessionError::TooLarge { name, .. } = e {
             assert_eq!(name.len(), 64);

@@ -73,7 +73,7 @@ pub mod session;
 pub mod store;
 
 pub use crate::config::{ConfigError, SessionConfig};
-pub use crate::error::{SessionError, SessionFailure};
+pub use crate::error::{Limit, SessionError, SessionFailure};
 pub use crate::layer::{SessionLayer, SessionService};
 pub use crate::session::{Session, SessionId};
 #[cfg(feature = "postgres")]

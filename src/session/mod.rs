@@ -1,12 +1,12 @@
 //! The per-request session handle.
 
+mod commit;
 pub(crate) mod id;
 mod state;
+mod turns;
 
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -18,34 +18,26 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
-use crate::store::{self, Applied, Created, SessionStore, Swap, Touch};
+use crate::store::{self, SessionStore, Swap};
 
+pub(crate) use self::commit::CookieAction;
 pub use self::id::SessionId;
-use self::state::Loaded;
+use self::state::{Loaded, Predecessor};
+use self::turns::Turns;
 use crate::store::policy::to_time;
 
 /// How many times [`Session::update`] retries a lost compare-and-set.
 const UPDATE_ATTEMPTS: usize = 128;
-/// How many fresh ids [`Session`] draws if a new one is taken.
-const CREATE_ATTEMPTS: usize = 4;
 
 /// The locked state of one request's session.
 type State<'a> = MappedMutexGuard<'a, Loaded>;
-
-/// How many locks [`Session::update`] spreads attributes over.
-const UPDATE_STRIPES: usize = 64;
 
 /// What the layer shares with every session handle.
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) config: SessionConfig,
-    /// Requests of this process that update one attribute of one session
-    /// take turns (attributes share a lock by the hash of their session key
-    /// and name): their compare-and-sets then rarely collide, where
-    /// dozens of concurrent ones would mostly lose and retry. Requests of
-    /// other processes still meet at the store's compare-and-set.
-    update_stripes: Box<[Mutex<()>]>,
-    stripe_hasher: RandomState,
+    /// Turns for `update`: see the `turns` module.
+    turns: Turns,
 }
 
 impl Shared {
@@ -53,15 +45,8 @@ impl Shared {
         Self {
             store,
             config,
-            update_stripes: (0..UPDATE_STRIPES).map(|_| Mutex::new(())).collect(),
-            stripe_hasher: RandomState::new(),
+            turns: Turns::default(),
         }
-    }
-
-    fn update_stripe(&self, key: &store::StoreKey, name: &str) -> &Mutex<()> {
-        let hash = self.stripe_hasher.hash_one((key.as_str(), name));
-        let index = usize::try_from(hash % UPDATE_STRIPES as u64).unwrap_or(0);
-        &self.update_stripes[index]
     }
 }
 
@@ -106,18 +91,6 @@ struct Inner {
     cookie: Option<SessionId>,
     /// What the request knows of its session, once a method asked.
     state: Mutex<Option<Loaded>>,
-    /// The session this request was using ended under it (another request
-    /// changed its id or ended it): nothing more is written, and the
-    /// response says so.
-    ended: AtomicBool,
-}
-
-/// What the response's `Set-Cookie` must do after a commit.
-#[derive(Debug)]
-pub(crate) enum CookieAction {
-    Keep,
-    Set(SessionId),
-    Remove,
 }
 
 impl fmt::Debug for Session {
@@ -145,7 +118,6 @@ impl Session {
                 shared,
                 cookie,
                 state: Mutex::new(None),
-                ended: AtomicBool::new(false),
             }),
         }
     }
@@ -159,24 +131,22 @@ impl Session {
     }
 
     /// Records that the session this request read ended under it: its id
-    /// was changed or it was ended by another request, or it expired. The
-    /// request goes on with a new, empty session that is never stored, and
-    /// its response becomes [`SessionError::Ended`] with the cookie removed.
-    fn end_mid_request(&self, loaded: &mut Loaded) -> Result<SessionError, SessionError> {
+    /// was changed or it was ended by another request, or it expired.
+    /// Nothing more is read or written, and the response becomes
+    /// [`SessionError::Ended`] with the cookie removed.
+    fn end(loaded: &mut Loaded) -> SessionError {
         tracing::debug!("session ended while the request was using it");
-        self.inner.ended.store(true, Ordering::Release);
-        *loaded = Loaded::fresh(self.config(), loaded.now, true)?;
-        Ok(SessionError::Ended)
+        loaded.end();
+        SessionError::Ended
     }
 
-    /// Checks that a record loaded after the request's first read is still
-    /// the session the request read: same verifier, still live.
-    fn still_ours(loaded: &Loaded, record: Option<&crate::store::Record>) -> bool {
-        record.is_some_and(|record| {
-            loaded
-                .cookie_hash
-                .is_some_and(|hash| hash.matches(&record.verifier))
-        })
+    /// Whether a record loaded after the request's first read is still the
+    /// session the request read: same verifier (and live, since the store
+    /// returned it).
+    fn still_ours(loaded: &Loaded, record: &crate::store::Record) -> bool {
+        loaded
+            .verifier()
+            .is_some_and(|hash| hash.matches(&record.verifier))
     }
 
     /// Locks the state, loading the session first if no call has yet, and
@@ -184,7 +154,8 @@ impl Session {
     /// touches a few attributes of a large session reads only those.
     async fn loaded(&self, names: &[&str]) -> Result<State<'_>, SessionError> {
         let mut loaded = self.state(|| self.load(Some(names))).await?;
-        if !loaded.verified {
+        loaded.check_live()?;
+        if !loaded.is_read() {
             self.verify(&mut loaded, names).await?;
         }
         let unknown = loaded.unknown(names);
@@ -193,9 +164,8 @@ impl Session {
             let partial = self.store().load_some(&key, &unknown).await?;
             // The session ended, or its id changed, since the request first
             // read it: the old cookie reads nothing more.
-            let Some(partial) = partial.filter(|p| Self::still_ours(&loaded, Some(&p.record)))
-            else {
-                return Err(self.end_mid_request(&mut loaded)?);
+            let Some(partial) = partial.filter(|p| Self::still_ours(&loaded, &p.record)) else {
+                return Err(Self::end(&mut loaded));
             };
             loaded.learn(&unknown, partial.record.attributes, partial.attribute_count);
         }
@@ -205,19 +175,17 @@ impl Session {
     /// Locks the state with every stored attribute known.
     async fn loaded_whole(&self) -> Result<State<'_>, SessionError> {
         let mut loaded = self.state(|| self.load(None)).await?;
-        if !loaded.verified {
+        loaded.check_live()?;
+        if !loaded.is_read() {
             self.verify(&mut loaded, &[]).await?;
         }
-        if !loaded.complete {
+        if !loaded.known.is_complete() {
             let key = loaded.id.store_key();
             let record = self.store().load(&key).await?;
-            let Some(record) = record.filter(|r| Self::still_ours(&loaded, Some(r))) else {
-                return Err(self.end_mid_request(&mut loaded)?);
+            let Some(record) = record.filter(|r| Self::still_ours(&loaded, r)) else {
+                return Err(Self::end(&mut loaded));
             };
-            let attributes = record.attributes;
-            loaded.stored_count = Some(attributes.len());
-            loaded.known = attributes.into_iter().map(|(k, v)| (k, Some(v))).collect();
-            loaded.complete = true;
+            loaded.learn_all(record.attributes);
         }
         Ok(loaded)
     }
@@ -226,15 +194,18 @@ impl Session {
     /// the cookie names and this request has not read yet is written
     /// blind, and the store checks the cookie when the write lands.
     async fn for_write(&self) -> Result<State<'_>, SessionError> {
-        self.state(|| async {
-            let config = self.config();
-            let now = store::now();
-            match &self.inner.cookie {
-                Some(id) => Ok(Loaded::unverified(id.clone(), config, now)),
-                None => Loaded::fresh(config, now, false),
-            }
-        })
-        .await
+        let loaded = self
+            .state(|| async {
+                let config = self.config();
+                let now = store::now();
+                match &self.inner.cookie {
+                    Some(id) => Ok(Loaded::unread(id.clone(), config, now)),
+                    None => Loaded::new(config, now, Predecessor::None),
+                }
+            })
+            .await?;
+        loaded.check_live()?;
+        Ok(loaded)
     }
 
     /// Locks the state, making it with `init` if no call has yet. Calls of
@@ -267,7 +238,7 @@ impl Session {
         let config = self.config();
         let now = store::now();
         let Some(id) = &self.inner.cookie else {
-            return Loaded::fresh(config, now, false);
+            return Loaded::new(config, now, Predecessor::None);
         };
         let key = id.store_key();
         let found = match names {
@@ -282,11 +253,11 @@ impl Session {
             }),
         };
         let Some((record, complete, count)) = found else {
-            return Loaded::fresh(config, now, true);
+            return Loaded::new(config, now, Predecessor::StaleCookie);
         };
         if !id.matches(&record.verifier) {
             tracing::debug!("session cookie verifier does not match; starting a new session");
-            return Loaded::fresh(config, now, true);
+            return Loaded::new(config, now, Predecessor::StaleCookie);
         }
         let absolute_end = config
             .absolute_timeout
@@ -294,16 +265,14 @@ impl Session {
         if record.expires_at <= now || absolute_end.is_some_and(|end| end <= now) {
             tracing::debug!("session past its timeout; deleting it");
             self.store().delete(&key, &record.verifier).await?;
-            return Loaded::fresh(config, now, true);
+            return Loaded::new(config, now, Predecessor::StaleCookie);
         }
-        let mut loaded = Loaded::from_record(id.clone(), record, complete, count, config, now);
+        let mut loaded = Loaded::read(id.clone(), record, complete, count, config, now);
         if let Some(names) = names {
             // Asked for and not returned: known to be absent.
-            for name in names {
-                if !loaded.known.contains_key(*name) {
-                    loaded.known.insert((*name).to_owned(), None);
-                }
-            }
+            let attributes = std::collections::HashMap::new();
+            let unknown = loaded.unknown(names);
+            loaded.learn(&unknown, attributes, None);
         }
         Ok(loaded)
     }
@@ -365,13 +334,7 @@ impl Session {
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn remove(&self, name: &str) -> Result<bool, SessionError> {
         let mut loaded = self.loaded(&[name]).await?;
-        let present = loaded.value(name).is_some();
-        if loaded.stored_has(name) {
-            loaded.changes.remove_attribute(name);
-        } else {
-            loaded.changes.forget_attribute(name);
-        }
-        Ok(present)
+        Ok(loaded.record_remove(name))
     }
 
     /// The names of the session's attributes, sorted.
@@ -380,17 +343,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn attribute_names(&self) -> Result<Vec<String>, SessionError> {
-        let loaded = self.loaded_whole().await?;
-        let mut names: Vec<String> = loaded
-            .known
-            .iter()
-            .filter(|(n, v)| v.is_some() && loaded.changes.attribute(n).is_none())
-            .map(|(n, _)| n)
-            .cloned()
-            .chain(loaded.changes.attributes_set().map(|(n, _)| n.to_owned()))
-            .collect();
-        names.sort_unstable();
-        Ok(names)
+        Ok(self.loaded_whole().await?.names())
     }
 
     /// Ends the session: the store forgets it when the response goes out and
@@ -402,15 +355,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn invalidate(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded(&[]).await?;
-        let old = match (loaded.stored, loaded.cookie_hash) {
-            (true, Some(hash)) => Some((loaded.id.store_key(), hash)),
-            _ => loaded.to_delete.take(),
-        };
-        let mut fresh = Loaded::fresh(self.config(), loaded.now, true)?;
-        fresh.to_delete = old;
-        *loaded = fresh;
-        Ok(())
+        self.loaded(&[]).await?.invalidate(self.config())
     }
 
     /// The idle timeout: how long the session lives without a request.
@@ -433,10 +378,7 @@ impl Session {
                 "max inactive interval must be between 1 second and 400 days",
             ));
         }
-        let mut loaded = self.loaded(&[]).await?;
-        loaded.max_inactive = interval;
-        let changed = interval != loaded.original_max_inactive;
-        loaded.changes.set_max_inactive(changed.then_some(interval));
+        self.loaded(&[]).await?.set_max_inactive(interval);
         Ok(())
     }
 
@@ -457,7 +399,7 @@ impl Session {
     ///
     /// [`SessionError::Store`] if the session could not be loaded.
     pub async fn is_new(&self) -> Result<bool, SessionError> {
-        self.read(|l| !l.stored).await
+        self.read(|l| !l.is_stored()).await
     }
 
     /// When the session was created.
@@ -488,17 +430,7 @@ impl Session {
     ///
     /// [`SessionError::Random`] if no random bytes could be had.
     pub async fn change_id(&self) -> Result<(), SessionError> {
-        let mut loaded = self.loaded(&[]).await?;
-        let id = loaded
-            .id
-            .with_new_verifier()
-            .map_err(SessionError::Random)?;
-        if loaded.stored {
-            loaded.changes.set_new_verifier(Some(id.verifier_hash()));
-            loaded.id_changed = true;
-        }
-        loaded.id = id;
-        Ok(())
+        self.loaded(&[]).await?.rotate()
     }
 
     /// Atomically replaces attribute `name` with `f(old)` and returns the new
@@ -528,25 +460,22 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let config = self.config();
-        // Take the turn before reading, so that the value read is the one
-        // the last request of this process wrote. A request without a
-        // cookie has a session nobody else knows.
-        let _turn = match &self.inner.cookie {
-            Some(id) => Some(
-                self.inner
-                    .shared
-                    .update_stripe(&id.store_key(), name)
-                    .lock()
-                    .await,
-            ),
-            None => None,
-        };
-        let mut loaded = self.loaded(&[name]).await?;
-        if loaded.needs_count_for(name) {
-            drop(loaded);
-            loaded = self.loaded_whole().await?;
-        }
+        // A request without a cookie has a session nobody else knows: it
+        // takes no turn.
+        let key = self.inner.cookie.as_ref().map(SessionId::store_key);
         for attempt in 0..UPDATE_ATTEMPTS {
+            // Take the turn before reading, so that the value read is the
+            // one the last request of this process wrote. The turn is held
+            // for one read and one compare-and-set, never across a back-off.
+            let turn = match &key {
+                Some(key) => Some(self.inner.shared.turns.take(key, name).await),
+                None => None,
+            };
+            let mut loaded = self.loaded(&[name]).await?;
+            if loaded.needs_count_for(name) {
+                drop(loaded);
+                loaded = self.loaded_whole().await?;
+            }
             let old = match loaded.value(name) {
                 Some(json) => Some(serde_json::from_str(json).map_err(|source| {
                     SessionError::Deserialize {
@@ -561,7 +490,7 @@ impl Session {
                 name: name.to_owned(),
                 source,
             })?;
-            if !loaded.stored {
+            if !loaded.is_stored() {
                 // Nobody else knows this session yet: a local change is atomic.
                 loaded.record_set(name, json, config)?;
                 return Ok(new);
@@ -572,29 +501,33 @@ impl Session {
                 loaded.changes.forget_attribute(name);
                 return Ok(new);
             }
-            let key = loaded.id.store_key();
-            let Some(verifier) = loaded.cookie_hash else {
-                return Err(self.end_mid_request(&mut loaded)?);
+            let Some(verifier) = loaded.verifier() else {
+                return Err(Self::end(&mut loaded));
             };
-            match self
+            let swap = self
                 .store()
-                .compare_and_set(&key, &verifier, name, expected.as_deref(), Some(&json))
-                .await?
-            {
+                .compare_and_set(
+                    &loaded.id.store_key(),
+                    &verifier,
+                    name,
+                    expected.as_deref(),
+                    Some(&json),
+                )
+                .await?;
+            loaded.changes.forget_attribute(name);
+            match swap {
                 Swap::Swapped => {
-                    loaded.known.insert(name.to_owned(), Some(json));
-                    loaded.changes.forget_attribute(name);
+                    loaded.known.insert(name, Some(json));
                     return Ok(new);
                 }
-                Swap::Mismatch { current } => {
-                    loaded.known.insert(name.to_owned(), current);
-                    loaded.changes.forget_attribute(name);
-                    // A miss means another process wrote meanwhile (or this
-                    // request read the value before its turn).
-                    backoff(attempt).await;
-                }
-                Swap::Gone => return Err(self.end_mid_request(&mut loaded)?),
+                // Another process wrote meanwhile (or this request read the
+                // value before its turn): try again from the value it wrote.
+                Swap::Mismatch { current } => loaded.known.insert(name, current),
+                Swap::Gone => return Err(Self::end(&mut loaded)),
             }
+            drop(loaded);
+            drop(turn);
+            backoff(attempt).await;
         }
         Err(SessionError::Contended {
             name: name.to_owned(),
@@ -606,102 +539,14 @@ impl Session {
     }
 
     /// Writes what the request changed; called by the layer once the
-    /// handler has answered.
+    /// handler has answered. What it writes is the commit engine's
+    /// (`session/commit.rs`).
     pub(crate) async fn commit(&self) -> Result<CookieAction, SessionError> {
-        let config = self.config();
-        let store = self.store();
         let Ok(mut loaded) = MutexGuard::try_map(self.inner.state.lock().await, Option::as_mut)
         else {
             return Ok(CookieAction::Keep);
         };
-        if self.inner.ended.load(Ordering::Acquire) {
-            return Err(SessionError::Ended);
-        }
-        if let Some((key, verifier)) = loaded.to_delete.take() {
-            store.delete(&key, &verifier).await?;
-        }
-        if loaded.stored {
-            if !loaded.changes.has_changes() && !loaded.touch_due {
-                return Ok(CookieAction::Keep);
-            }
-            let touch = Touch {
-                last_accessed: loaded.now,
-                absolute_timeout: config.absolute_timeout,
-                interval: config.touch_interval,
-            };
-            loaded.changes.set_touch(Some(touch));
-            let hash = loaded.cookie_hash;
-            loaded.changes.require_verifier(hash);
-            if loaded.attribute_count().is_none() {
-                loaded.changes.limit_attributes(Some(config.max_attributes));
-            }
-            match store.apply(&loaded.id.store_key(), &loaded.changes).await? {
-                Applied::Written if loaded.id_changed => {
-                    return Ok(CookieAction::Set(loaded.id.clone()));
-                }
-                Applied::Written => return Ok(CookieAction::Keep),
-                Applied::TooManyAttributes => {
-                    let name = loaded
-                        .changes
-                        .attributes_set()
-                        .next()
-                        .map_or("", |(name, _)| name);
-                    return Err(SessionError::too_large(
-                        name,
-                        "attribute count",
-                        config.max_attributes,
-                    ));
-                }
-                Applied::Gone if loaded.verified => {
-                    tracing::debug!("session ended by another request; its changes are dropped");
-                    self.inner.ended.store(true, Ordering::Release);
-                    return Err(SessionError::Ended);
-                }
-                Applied::Stale => {
-                    tracing::debug!("session id changed after the request's cookie was issued");
-                    self.inner.ended.store(true, Ordering::Release);
-                    return Err(SessionError::Ended);
-                }
-                Applied::Gone => {
-                    // The cookie named no live session: what the request set
-                    // goes into a new one, as if it had read first.
-                    tracing::debug!("session cookie names no live session; starting a new one");
-                    let pending = std::mem::take(&mut loaded.changes);
-                    *loaded = Loaded::fresh(config, loaded.now, true)?;
-                    loaded.adopt(&pending);
-                    if loaded
-                        .attribute_count()
-                        .is_some_and(|count| count > config.max_attributes)
-                    {
-                        return Err(SessionError::too_large(
-                            pending.attributes_set().next().map_or("", |(name, _)| name),
-                            "attribute count",
-                            config.max_attributes,
-                        ));
-                    }
-                }
-            }
-        }
-        if loaded.is_empty() {
-            return Ok(if loaded.cookie_stale {
-                CookieAction::Remove
-            } else {
-                CookieAction::Keep
-            });
-        }
-        let mut record = loaded.record(config);
-        for _ in 0..CREATE_ATTEMPTS {
-            match store.create(&loaded.id.store_key(), &record).await? {
-                Created::Stored => return Ok(CookieAction::Set(loaded.id.clone())),
-                Created::KeyTaken => {
-                    loaded.id = SessionId::generate().map_err(SessionError::Random)?;
-                    record.verifier = loaded.id.verifier_hash();
-                }
-            }
-        }
-        Err(SessionError::InvalidArgument(
-            "every freshly drawn session id was taken; the random number generator is broken",
-        ))
+        commit::commit(self.store(), self.config(), &mut loaded).await
     }
 }
 

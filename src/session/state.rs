@@ -1,4 +1,19 @@
 //! What one request knows of its session, and what it changed.
+//!
+//! [`Loaded`] is the per-request state. Where the session came from, and so
+//! what the commit may do with it, is one explicit [`Origin`]; the methods
+//! that move between origins are the only way it changes:
+//!
+//! ```text
+//!             no cookie, or the cookie names no live session
+//!   request ─────────────────────────────────────────────► New
+//!      │  cookie, first call is a set        read                │ invalidate
+//!      ├──────────────────────────► Unread ─────────► Read ◄─────┘ (New again,
+//!      │  cookie, first call reads              ▲       │          predecessor
+//!      └────────────────────────────────────────┘       │          Invalidated)
+//!                                                       │ its verifier changed
+//!                       any state, store says so ──► Ended ◄┘ under the request
+//! ```
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,141 +25,309 @@ use crate::error::SessionError;
 use crate::session::SessionId;
 use crate::store::{ChangeSet, Record, StoreKey, VerifierHash, policy};
 
-/// The session as this request sees it.
-pub(super) struct Loaded {
-    pub(super) id: SessionId,
-    /// Whether the record exists in the store (presumed, until verified).
-    pub(super) stored: bool,
-    /// Whether the store said the cookie names a live session. A request
-    /// that only sets attributes does not ask: its write requires the
-    /// cookie's verifier hash instead.
-    pub(super) verified: bool,
-    /// The verifier hash the stored session has, as the cookie says: what
-    /// a write requires.
-    pub(super) cookie_hash: Option<VerifierHash>,
-    /// The stored values this request knows (as loaded, or as a
-    /// compare-and-set left them); `None`: known to be absent.
-    pub(super) known: HashMap<String, Option<String>>,
-    /// Whether `known` holds every stored attribute.
-    pub(super) complete: bool,
+/// Where the request's session came from, and what the store said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// No stored session stands behind this request: it had no cookie, its
+    /// cookie named no live session, or it invalidated the one it named. A
+    /// new session, stored at commit only if it holds an attribute.
+    New(Predecessor),
+    /// The cookie names a session this request has not read: what it sets
+    /// goes out blind, and the store checks the cookie's verifier when the
+    /// write lands.
+    Unread {
+        /// The hash of the cookie's verifier.
+        verifier: VerifierHash,
+    },
+    /// The store said the cookie names this live session.
+    Read {
+        /// The verifier hash the store holds, which the cookie matched: every
+        /// write requires it.
+        verifier: VerifierHash,
+        /// Whether the stored last access is a touch interval old.
+        touch_due: bool,
+    },
+    /// The session ended under the request: another request changed its id
+    /// or ended it, or it expired, after this one first read it. Nothing
+    /// more is read or written; every call answers
+    /// [`SessionError::Ended`], and so does the response.
+    Ended,
+}
+
+/// What a [new](Origin::New) session stands in place of: it decides the
+/// request's cookie when nothing is stored, and what the commit deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Predecessor {
+    /// The request had no session cookie.
+    None,
+    /// The cookie named no live session (unknown, forged, expired): the
+    /// browser is told to drop it unless a new cookie is sent.
+    StaleCookie,
+    /// This request invalidated the session its cookie named: the commit
+    /// deletes it (if its verifier is still the cookie's), and the browser
+    /// is told to drop the cookie unless a new one is sent.
+    Invalidated {
+        /// The invalidated session's key.
+        key: StoreKey,
+        /// The verifier hash it had.
+        verifier: VerifierHash,
+    },
+}
+
+/// The stored attribute values a request knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Known {
+    /// By name, as loaded or as a compare-and-set left them; `None`: known
+    /// to be absent.
+    values: HashMap<String, Option<String>>,
+    /// Whether `values` holds every stored attribute.
+    complete: bool,
     /// How many attributes the store holds, when it said.
-    pub(super) stored_count: Option<usize>,
+    count: Option<usize>,
+}
+
+impl Known {
+    /// Everything is known: there is nothing stored.
+    fn nothing() -> Self {
+        Self {
+            values: HashMap::new(),
+            complete: true,
+            count: Some(0),
+        }
+    }
+
+    /// Nothing is known yet of a stored session.
+    fn unknown() -> Self {
+        Self {
+            values: HashMap::new(),
+            complete: false,
+            count: None,
+        }
+    }
+
+    /// The stored value of `name`, if known: `Some(None)` when known absent.
+    pub(super) fn get(&self, name: &str) -> Option<Option<&str>> {
+        match self.values.get(name) {
+            Some(value) => Some(value.as_deref()),
+            None if self.complete => Some(None),
+            None => None,
+        }
+    }
+
+    /// Whether every stored attribute is known.
+    pub(super) fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Records the stored value of `name`.
+    pub(super) fn insert(&mut self, name: &str, value: Option<String>) {
+        self.values.insert(name.to_owned(), value);
+    }
+
+    /// The stored names, as far as known.
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.values
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// The session as this request sees it.
+#[derive(Debug)]
+pub(super) struct Loaded {
+    /// The id the response's cookie carries if one is sent.
+    pub(super) id: SessionId,
+    /// Where the session came from.
+    pub(super) origin: Origin,
+    /// The stored values this request knows.
+    pub(super) known: Known,
     /// What this request changed.
     pub(super) changes: ChangeSet,
     pub(super) created: OffsetDateTime,
     pub(super) last_accessed: OffsetDateTime,
+    /// The idle timeout as the request sees it (its own change included).
     pub(super) max_inactive: Duration,
-    pub(super) original_max_inactive: Duration,
+    /// The idle timeout as stored.
+    stored_max_inactive: Duration,
     /// The request's time, used for the touch and the expiry.
     pub(super) now: OffsetDateTime,
-    pub(super) touch_due: bool,
-    /// A stored session this request invalidated, deleted at commit if
-    /// its stored verifier hash is still the one the cookie carried.
-    pub(super) to_delete: Option<(StoreKey, VerifierHash)>,
-    /// The request's cookie named no live session: remove it unless a new
-    /// one is sent.
-    pub(super) cookie_stale: bool,
-    /// Send the id in a new cookie even if the session was stored before.
-    pub(super) id_changed: bool,
 }
 
 impl Loaded {
-    pub(super) fn fresh(
+    /// A new, empty session under a freshly drawn id, standing in place of
+    /// `predecessor`.
+    pub(super) fn new(
         config: &SessionConfig,
         now: OffsetDateTime,
-        cookie_stale: bool,
+        predecessor: Predecessor,
     ) -> Result<Self, SessionError> {
         let id = SessionId::generate().map_err(SessionError::Random)?;
-        Ok(Self::new(id, config, now, cookie_stale))
+        Ok(Self::with(
+            id,
+            Origin::New(predecessor),
+            Known::nothing(),
+            config,
+            now,
+        ))
     }
 
-    /// A new, empty session with `id`, not stored.
-    fn new(id: SessionId, config: &SessionConfig, now: OffsetDateTime, cookie_stale: bool) -> Self {
+    fn with(
+        id: SessionId,
+        origin: Origin,
+        known: Known,
+        config: &SessionConfig,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             id,
-            stored: false,
-            verified: true,
-            cookie_hash: None,
-            known: HashMap::new(),
-            complete: true,
-            stored_count: Some(0),
+            origin,
+            known,
             changes: ChangeSet::new(),
             created: now,
             last_accessed: now,
             max_inactive: config.max_inactive,
-            original_max_inactive: config.max_inactive,
+            stored_max_inactive: config.max_inactive,
             now,
-            touch_due: false,
-            to_delete: None,
-            cookie_stale,
-            id_changed: false,
         }
     }
 
     /// The session the cookie names, not read yet: the request only writes
     /// to it, and the store checks the cookie when the write lands.
-    pub(super) fn unverified(id: SessionId, config: &SessionConfig, now: OffsetDateTime) -> Self {
+    pub(super) fn unread(id: SessionId, config: &SessionConfig, now: OffsetDateTime) -> Self {
+        let verifier = id.verifier_hash();
+        Self::with(
+            id,
+            Origin::Unread { verifier },
+            Known::unknown(),
+            config,
+            now,
+        )
+    }
+
+    /// The session the store holds under the cookie's key, whose verifier
+    /// the cookie matched. `complete`: `record` holds every attribute;
+    /// `count`: how many the store holds, if it said.
+    pub(super) fn read(
+        id: SessionId,
+        record: Record,
+        complete: bool,
+        count: Option<usize>,
+        config: &SessionConfig,
+        now: OffsetDateTime,
+    ) -> Self {
+        let touch_interval = config.touch_interval_for(record.max_inactive);
+        let known = Known {
+            values: record
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect(),
+            complete,
+            count,
+        };
         Self {
-            cookie_hash: Some(id.verifier_hash()),
-            stored: true,
-            verified: false,
-            complete: false,
-            stored_count: None,
-            ..Self::new(id, config, now, false)
+            id,
+            origin: Origin::Read {
+                verifier: record.verifier,
+                touch_due: now - record.last_accessed >= policy::to_time(touch_interval),
+            },
+            known,
+            changes: ChangeSet::new(),
+            created: record.created,
+            last_accessed: record.last_accessed,
+            max_inactive: record.max_inactive,
+            stored_max_inactive: record.max_inactive,
+            now,
         }
     }
 
-    /// Takes over the attributes an unverified state set: the session they
-    /// were meant for turned out to be this one.
+    /// Takes over the attributes an earlier state set: the session they
+    /// were meant for turned out to be this one (a read after a blind set),
+    /// or a new one (a blind set whose session was gone).
     pub(super) fn adopt(&mut self, pending: &ChangeSet) {
         for (name, json) in pending.attributes_set() {
             self.changes.set_attribute(name, json);
         }
     }
 
-    pub(super) fn from_record(
-        id: SessionId,
-        record: Record,
-        complete: bool,
-        stored_count: Option<usize>,
-        config: &SessionConfig,
-        now: OffsetDateTime,
-    ) -> Self {
-        let touch_interval = config.touch_interval_for(record.max_inactive);
-        let since = now - record.last_accessed;
-        Self {
-            // The caller checked that the cookie's verifier hashes to it.
-            cookie_hash: Some(record.verifier),
-            id,
-            stored: true,
-            verified: true,
-            known: record
-                .attributes
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect(),
-            complete,
-            stored_count,
-            changes: ChangeSet::new(),
-            created: record.created,
-            last_accessed: record.last_accessed,
-            max_inactive: record.max_inactive,
-            original_max_inactive: record.max_inactive,
-            now,
-            touch_due: since >= touch_interval,
-            to_delete: None,
-            cookie_stale: false,
-            id_changed: false,
+    /// Ends the session for this request: it goes on as a new, empty
+    /// session that will be deleted at commit. Invalidating twice keeps the
+    /// first predecessor.
+    pub(super) fn invalidate(&mut self, config: &SessionConfig) -> Result<(), SessionError> {
+        let predecessor = match (&self.origin, self.is_stored()) {
+            (Origin::Read { verifier, .. }, _) => Predecessor::Invalidated {
+                key: self.id.store_key(),
+                verifier: *verifier,
+            },
+            (Origin::New(Predecessor::Invalidated { key, verifier }), _) => {
+                Predecessor::Invalidated {
+                    key: key.clone(),
+                    verifier: *verifier,
+                }
+            }
+            _ => Predecessor::StaleCookie,
+        };
+        *self = Self::new(config, self.now, predecessor)?;
+        Ok(())
+    }
+
+    /// Gives the session a new verifier: written at commit, so that the old
+    /// cookie stops working in the same write.
+    pub(super) fn rotate(&mut self) -> Result<(), SessionError> {
+        let id = self.id.with_new_verifier().map_err(SessionError::Random)?;
+        if self.is_stored() {
+            self.changes.set_new_verifier(Some(id.verifier_hash()));
         }
+        self.id = id;
+        Ok(())
+    }
+
+    /// The session ended under the request: nothing more is read or written.
+    pub(super) fn end(&mut self) {
+        self.origin = Origin::Ended;
+        self.changes = ChangeSet::new();
+        self.known = Known::nothing();
+    }
+
+    /// Whether the session is (or is presumed to be) in the store.
+    pub(super) fn is_stored(&self) -> bool {
+        matches!(self.origin, Origin::Unread { .. } | Origin::Read { .. })
+    }
+
+    /// Whether the store has confirmed the cookie (or there is no stored
+    /// session to confirm).
+    pub(super) fn is_read(&self) -> bool {
+        !matches!(self.origin, Origin::Unread { .. })
+    }
+
+    /// The verifier hash a write to the stored session must carry.
+    pub(super) fn verifier(&self) -> Option<VerifierHash> {
+        match self.origin {
+            Origin::Unread { verifier } | Origin::Read { verifier, .. } => Some(verifier),
+            Origin::New(_) | Origin::Ended => None,
+        }
+    }
+
+    /// Fails with [`SessionError::Ended`] once the session ended.
+    pub(super) fn check_live(&self) -> Result<(), SessionError> {
+        if self.origin == Origin::Ended {
+            Err(SessionError::Ended)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the idle timeout is one the store does not hold yet.
+    pub(super) fn set_max_inactive(&mut self, interval: Duration) {
+        self.max_inactive = interval;
+        let changed = interval != self.stored_max_inactive;
+        self.changes.set_max_inactive(changed.then_some(interval));
     }
 
     /// The stored value of `name`, if known: `Some(None)` when known absent.
     pub(super) fn stored(&self, name: &str) -> Option<Option<&str>> {
-        match self.known.get(name) {
-            Some(value) => Some(value.as_deref()),
-            None if self.complete => Some(None),
-            None => None,
-        }
+        self.known.get(name)
     }
 
     pub(super) fn stored_has(&self, name: &str) -> bool {
@@ -170,11 +353,20 @@ impl Loaded {
     ) {
         let mut found = attributes;
         for name in names {
-            self.known.insert((*name).to_owned(), found.remove(*name));
+            self.known.insert(name, found.remove(*name));
         }
         if count.is_some() {
-            self.stored_count = count;
+            self.known.count = count;
         }
+    }
+
+    /// Records every stored attribute, from a load of the whole session.
+    pub(super) fn learn_all(&mut self, attributes: HashMap<String, String>) {
+        self.known = Known {
+            count: Some(attributes.len()),
+            values: attributes.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            complete: true,
+        };
     }
 
     /// The value this request sees: its own change, else the stored one
@@ -186,13 +378,27 @@ impl Loaded {
         }
     }
 
+    /// The names the request sees, sorted: the stored ones it did not
+    /// remove, and the ones it set. The caller made sure all are known.
+    pub(super) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .known
+            .names()
+            .filter(|n| self.changes.attribute(n).is_none())
+            .map(str::to_owned)
+            .chain(self.changes.attributes_set().map(|(n, _)| n.to_owned()))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// How many attributes the session holds with this request's changes,
     /// if the stored count is known.
     pub(super) fn attribute_count(&self) -> Option<usize> {
-        let stored = if self.complete {
-            self.known.values().filter(|v| v.is_some()).count()
+        let stored = if self.known.complete {
+            self.known.names().count()
         } else {
-            self.stored_count?
+            self.known.count?
         };
         let removed = self
             .changes
@@ -225,17 +431,18 @@ impl Loaded {
         json: &str,
         config: &SessionConfig,
     ) -> Result<(), SessionError> {
+        use crate::error::Limit;
         if name.len() > config.max_name_bytes {
             return Err(SessionError::too_large(
                 name,
-                "name bytes",
+                Limit::NameBytes,
                 config.max_name_bytes,
             ));
         }
         if json.len() > config.max_attribute_bytes {
             return Err(SessionError::too_large(
                 name,
-                "value bytes",
+                Limit::ValueBytes,
                 config.max_attribute_bytes,
             ));
         }
@@ -244,7 +451,7 @@ impl Loaded {
         {
             return Err(SessionError::too_large(
                 name,
-                "attribute count",
+                Limit::AttributeCount,
                 config.max_attributes,
             ));
         }
@@ -267,9 +474,22 @@ impl Loaded {
         Ok(())
     }
 
+    /// Records the removal of `name`; answers whether it was there.
+    pub(super) fn record_remove(&mut self, name: &str) -> bool {
+        let present = self.value(name).is_some();
+        if self.stored_has(name) {
+            self.changes.remove_attribute(name);
+        } else {
+            self.changes.forget_attribute(name);
+        }
+        present
+    }
+
+    /// The whole record of a new session, as the commit creates it.
     pub(super) fn record(&self, config: &SessionConfig) -> Record {
         let mut attributes: HashMap<String, String> = self
             .known
+            .values
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
             .collect();
@@ -292,5 +512,187 @@ impl Loaded {
             ),
             attributes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SessionConfig {
+        SessionConfig::default()
+    }
+
+    fn now() -> OffsetDateTime {
+        crate::store::now()
+    }
+
+    fn stored_record(id: &SessionId, attributes: &[(&str, &str)]) -> Record {
+        let at = now();
+        Record {
+            verifier: id.verifier_hash(),
+            created: at,
+            last_accessed: at,
+            max_inactive: Duration::from_secs(1800),
+            expires_at: at + Duration::from_secs(1800),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_session_knows_it_is_empty_and_stored_nowhere() {
+        let loaded = Loaded::new(&config(), now(), Predecessor::None).unwrap();
+        assert_eq!(loaded.origin, Origin::New(Predecessor::None));
+        assert!(!loaded.is_stored());
+        assert!(loaded.is_read());
+        assert_eq!(loaded.verifier(), None);
+        assert!(loaded.is_empty());
+        assert_eq!(loaded.stored("anything"), Some(None));
+    }
+
+    #[test]
+    fn an_unread_session_requires_the_cookies_verifier_and_knows_nothing() {
+        let id = SessionId::generate().unwrap();
+        let loaded = Loaded::unread(id.clone(), &config(), now());
+        assert!(loaded.is_stored());
+        assert!(!loaded.is_read());
+        assert_eq!(loaded.verifier(), Some(id.verifier_hash()));
+        assert_eq!(loaded.stored("a"), None);
+        assert_eq!(loaded.attribute_count(), None);
+        assert!(loaded.needs_count_for("a"));
+    }
+
+    #[test]
+    fn a_read_session_requires_the_stored_verifier() {
+        let id = SessionId::generate().unwrap();
+        let record = stored_record(&id, &[("a", "1")]);
+        let loaded = Loaded::read(id.clone(), record, true, Some(1), &config(), now());
+        assert_eq!(loaded.verifier(), Some(id.verifier_hash()));
+        assert!(matches!(
+            loaded.origin,
+            Origin::Read {
+                touch_due: false,
+                ..
+            }
+        ));
+        assert_eq!(loaded.stored("a"), Some(Some("1")));
+        assert_eq!(loaded.stored("b"), Some(None));
+        assert_eq!(loaded.attribute_count(), Some(1));
+    }
+
+    #[test]
+    fn a_read_session_a_touch_interval_old_is_due_a_touch() {
+        let id = SessionId::generate().unwrap();
+        let mut record = stored_record(&id, &[]);
+        record.last_accessed = now() - Duration::from_secs(91);
+        let loaded = Loaded::read(id, record, false, None, &config(), now());
+        assert!(matches!(
+            loaded.origin,
+            Origin::Read {
+                touch_due: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn invalidating_a_read_session_deletes_it_with_its_verifier() {
+        let id = SessionId::generate().unwrap();
+        let record = stored_record(&id, &[("a", "1")]);
+        let mut loaded = Loaded::read(id.clone(), record, true, Some(1), &config(), now());
+        loaded.changes.set_attribute("b", "2");
+        loaded.invalidate(&config()).unwrap();
+        assert_eq!(
+            loaded.origin,
+            Origin::New(Predecessor::Invalidated {
+                key: id.store_key(),
+                verifier: id.verifier_hash(),
+            })
+        );
+        assert_ne!(loaded.id.store_key(), id.store_key(), "a new id");
+        assert!(loaded.changes.is_empty(), "the old changes are dropped");
+        // Invalidating again keeps the session to delete.
+        loaded.invalidate(&config()).unwrap();
+        assert!(matches!(
+            loaded.origin,
+            Origin::New(Predecessor::Invalidated { .. })
+        ));
+    }
+
+    #[test]
+    fn invalidating_a_new_session_only_drops_the_cookie() {
+        let mut loaded = Loaded::new(&config(), now(), Predecessor::None).unwrap();
+        loaded.invalidate(&config()).unwrap();
+        assert_eq!(loaded.origin, Origin::New(Predecessor::StaleCookie));
+    }
+
+    #[test]
+    fn rotating_a_stored_session_records_the_new_verifier() {
+        let id = SessionId::generate().unwrap();
+        let record = stored_record(&id, &[]);
+        let mut loaded = Loaded::read(id.clone(), record, true, Some(0), &config(), now());
+        loaded.rotate().unwrap();
+        assert_eq!(loaded.id.store_key(), id.store_key(), "same selector");
+        assert_eq!(
+            loaded.changes.new_verifier(),
+            Some(&loaded.id.verifier_hash())
+        );
+        assert_eq!(
+            loaded.verifier(),
+            Some(id.verifier_hash()),
+            "the write still requires the old verifier"
+        );
+
+        let mut fresh = Loaded::new(&config(), now(), Predecessor::None).unwrap();
+        fresh.rotate().unwrap();
+        assert_eq!(
+            fresh.changes.new_verifier(),
+            None,
+            "nothing stored to rotate"
+        );
+    }
+
+    #[test]
+    fn an_ended_session_refuses_everything_and_forgets_its_changes() {
+        let id = SessionId::generate().unwrap();
+        let mut loaded = Loaded::unread(id, &config(), now());
+        loaded.changes.set_attribute("a", "1");
+        loaded.end();
+        assert_eq!(loaded.origin, Origin::Ended);
+        assert!(matches!(loaded.check_live(), Err(SessionError::Ended)));
+        assert!(loaded.changes.is_empty());
+        assert_eq!(loaded.verifier(), None);
+        assert!(!loaded.is_stored());
+    }
+
+    #[test]
+    fn a_read_after_a_blind_set_keeps_what_was_set() {
+        let id = SessionId::generate().unwrap();
+        let mut blind = Loaded::unread(id.clone(), &config(), now());
+        blind.record_set("a", "2".into(), &config()).unwrap();
+        let record = stored_record(&id, &[("a", "1"), ("b", "1")]);
+        let mut read = Loaded::read(id, record, true, Some(2), &config(), now());
+        read.adopt(&blind.changes);
+        assert_eq!(read.value("a"), Some("2"));
+        assert_eq!(read.names(), ["a", "b"]);
+    }
+
+    #[test]
+    fn setting_the_stored_value_is_no_change_and_removal_counts() {
+        let id = SessionId::generate().unwrap();
+        let record = stored_record(&id, &[("a", "1")]);
+        let mut loaded = Loaded::read(id, record, true, Some(1), &config(), now());
+        loaded.record_set("a", "1".into(), &config()).unwrap();
+        assert!(loaded.changes.is_empty());
+        assert!(loaded.record_remove("a"));
+        assert!(!loaded.record_remove("never"));
+        assert!(loaded.is_empty());
+        loaded.set_max_inactive(Duration::from_secs(1800));
+        assert_eq!(loaded.changes.max_inactive(), None, "unchanged");
+        loaded.set_max_inactive(Duration::from_secs(60));
+        assert_eq!(loaded.changes.max_inactive(), Some(Duration::from_secs(60)));
     }
 }
