@@ -21,7 +21,7 @@ use tower_httpsession::health::{
     Acl, ComponentHealth, Health, HealthIndicator, TrafficPhase, TrafficState,
 };
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, HealthStatus, Record, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Record, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{MemoryStore, SessionStore, StoreError};
 
@@ -75,13 +75,7 @@ impl SessionStore for ControlledStore {
     async fn health(&self) -> StoreHealth {
         match self.mode.load(Ordering::SeqCst) {
             0 => self.inner.health().await,
-            1 => StoreHealth {
-                status: HealthStatus::Down,
-                backend: "controlled",
-                latency: Duration::from_millis(3),
-                error: Some("connection refused".to_owned()),
-                sessions: None,
-            },
+            1 => StoreHealth::down("controlled", Duration::from_millis(3), "connection refused"),
             _ => std::future::pending().await,
         }
     }

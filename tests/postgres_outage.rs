@@ -76,8 +76,9 @@ async fn terminated_then_recovers(check: Check, max: u32, idle: Duration, max_fa
         assert_eq!(e.backend(), "postgres");
     }
     // Writes work again too.
-    let mut changes = tower_httpsession::store::ChangeSet::new();
-    changes.set_attribute("b", "2");
+    let changes = tower_httpsession::store::ChangeSet::builder()
+        .with_attribute("b", "2")
+        .build();
     assert_eq!(
         store
             .apply(&key, &changes)

@@ -224,8 +224,9 @@ async fn apply_writes_metadata_without_attributes_and_keeps_millis() {
         store.create(&key, &rec).await.expect("create"),
         Created::Stored
     );
-    let mut changes = ChangeSet::new();
-    changes.set_max_inactive(Some(Duration::from_millis(1_234_567)));
+    let changes = ChangeSet::builder()
+        .with_max_inactive(Duration::from_millis(1_234_567))
+        .build();
     assert_eq!(
         store.apply(&key, &changes).await.expect("apply"),
         Applied::Written
@@ -444,7 +445,7 @@ async fn contended_increments_are_answered_the_newest_value() {
                     {
                         Swap::Swapped => return,
                         Swap::Mismatch { current: now } => current = now,
-                        Swap::Gone => panic!("the session vanished"),
+                        other => panic!("the session vanished: {other:?}"),
                     }
                 }
             })

@@ -72,8 +72,7 @@ async fn calls_fail_fast_while_down_and_work_again_when_back() {
     let (key, record) = contract::stored(&store, &[("a", "1")]).await;
 
     server.stop();
-    let mut changes = ChangeSet::new();
-    changes.set_attribute("a", "2");
+    let changes = ChangeSet::builder().with_attribute("a", "2").build();
     for _ in 0..3 {
         fails_fast("load", store.load(&key)).await;
         fails_fast("create", store.create(&key, &record)).await;
@@ -111,8 +110,7 @@ async fn a_hung_server_times_out_as_unavailable() {
     let (hung, hung_key) = (store.clone(), key.clone());
     let outcome = async move {
         fails_fast("load from a hung server", hung.load(&hung_key)).await;
-        let mut changes = ChangeSet::new();
-        changes.set_attribute("a", "2");
+        let changes = ChangeSet::builder().with_attribute("a", "2").build();
         fails_fast("apply to a hung server", hung.apply(&hung_key, &changes)).await;
     };
     // Thaw the server even if a check fails, so its guard can stop it.
@@ -241,8 +239,7 @@ async fn a_cluster_node_going_away_is_unavailable_and_heals() {
     drop(first);
 
     cluster.stop_node(0);
-    let mut changes = ChangeSet::new();
-    changes.set_attribute("a", "2");
+    let changes = ChangeSet::builder().with_attribute("a", "2").build();
     for _ in 0..3 {
         fails_fast("cluster load", store.load(&key)).await;
         fails_fast("cluster apply", store.apply(&key, &changes)).await;

@@ -17,6 +17,7 @@ use super::{Applied, Record, VerifierHash, policy};
 /// the verifier. So a write that changes only attributes, within the touch
 /// interval of the last touch, leaves the session's metadata alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Touch {
     /// When the session was last used.
     pub last_accessed: OffsetDateTime,
@@ -28,6 +29,22 @@ pub struct Touch {
 }
 
 impl Touch {
+    /// A touch at `last_accessed`, with the absolute timeout (if any) and
+    /// the touch interval (`None`: the default, a twentieth of the idle
+    /// timeout).
+    #[must_use]
+    pub fn new(
+        last_accessed: OffsetDateTime,
+        absolute_timeout: Option<Duration>,
+        interval: Option<Duration>,
+    ) -> Self {
+        Self {
+            last_accessed,
+            absolute_timeout,
+            interval,
+        }
+    }
+
     /// The expiry of a session created at `created` with the idle timeout
     /// `max_inactive` (the new one, if the change set changes it): the
     /// earlier of `last_accessed + max_inactive` and
@@ -58,8 +75,8 @@ impl Touch {
 ///
 /// Two conditions guard the write, so that a request may change a session
 /// it has not read: the stored verifier hash must be the
-/// [required](Self::require_verifier) one, and the session may hold at most
-/// [a number of attributes](Self::limit_attributes) once the change adds
+/// [required](Self::required_verifier) one, and the session may hold at most
+/// [a number of attributes](Self::attribute_limit) once the change adds
 /// new names.
 ///
 /// `Debug` prints attribute names and value sizes, never values.
@@ -81,39 +98,45 @@ impl ChangeSet {
         Self::default()
     }
 
+    /// A builder, for a store's own tests and tools: the session layer
+    /// builds the change sets a store is given, and a store only reads them.
+    pub fn builder() -> ChangeSetBuilder {
+        ChangeSetBuilder(Self::default())
+    }
+
     /// Records that `name` now holds `json`.
-    pub fn set_attribute(&mut self, name: impl Into<String>, json: impl Into<String>) {
+    pub(crate) fn set_attribute(&mut self, name: impl Into<String>, json: impl Into<String>) {
         let name = name.into();
         self.removed.remove(&name);
         self.set.insert(name, json.into());
     }
 
     /// Records that `name` was removed.
-    pub fn remove_attribute(&mut self, name: impl Into<String>) {
+    pub(crate) fn remove_attribute(&mut self, name: impl Into<String>) {
         let name = name.into();
         self.set.remove(&name);
         self.removed.insert(name);
     }
 
     /// Drops any change recorded for `name`.
-    pub fn forget_attribute(&mut self, name: &str) {
+    pub(crate) fn forget_attribute(&mut self, name: &str) {
         self.set.remove(name);
         self.removed.remove(name);
     }
 
     /// Records a new idle timeout.
-    pub fn set_max_inactive(&mut self, interval: Option<Duration>) {
+    pub(crate) fn set_max_inactive(&mut self, interval: Option<Duration>) {
         self.max_inactive = interval;
     }
 
     /// Records a new verifier hash: the id changed, the old cookie must stop
     /// working.
-    pub fn set_new_verifier(&mut self, hash: Option<VerifierHash>) {
+    pub(crate) fn set_new_verifier(&mut self, hash: Option<VerifierHash>) {
         self.new_verifier = hash;
     }
 
     /// Records a new last-access time.
-    pub fn set_touch(&mut self, touch: Option<Touch>) {
+    pub(crate) fn set_touch(&mut self, touch: Option<Touch>) {
         self.touch = touch;
     }
 
@@ -121,14 +144,14 @@ impl ChangeSet {
     /// asked for the change must name the session, not only its key. A
     /// mismatch is answered as [`Applied::Stale`]. The session layer always
     /// sets it; a change set without it is not checked.
-    pub fn require_verifier(&mut self, hash: Option<VerifierHash>) {
+    pub(crate) fn require_verifier(&mut self, hash: Option<VerifierHash>) {
         self.required_verifier = hash;
     }
 
     /// Writes only if the session then holds at most `limit` attributes, or
     /// adds no new name; otherwise the answer is
     /// [`Applied::TooManyAttributes`] and nothing is written.
-    pub fn limit_attributes(&mut self, limit: Option<usize>) {
+    pub(crate) fn limit_attributes(&mut self, limit: Option<usize>) {
         self.attribute_limit = limit;
     }
 
@@ -258,6 +281,72 @@ impl ChangeSet {
             record.last_accessed = touch.last_accessed;
             record.expires_at = touch.expires_at(record.created, record.max_inactive);
         }
+    }
+}
+
+/// Builds a [`ChangeSet`], for a store's own tests and tools.
+///
+/// ```
+/// use tower_httpsession::store::ChangeSet;
+///
+/// let changes = ChangeSet::builder()
+///     .with_attribute("cart", "[\"teapot\"]")
+///     .with_removed_attribute("coupon")
+///     .build();
+/// assert_eq!(changes.attribute("cart"), Some(Some("[\"teapot\"]")));
+/// assert_eq!(changes.attribute("coupon"), Some(None));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ChangeSetBuilder(ChangeSet);
+
+impl ChangeSetBuilder {
+    /// Sets attribute `name` to the serde_json text `json`.
+    pub fn with_attribute(mut self, name: impl Into<String>, json: impl Into<String>) -> Self {
+        self.0.set_attribute(name, json);
+        self
+    }
+
+    /// Removes attribute `name`.
+    pub fn with_removed_attribute(mut self, name: impl Into<String>) -> Self {
+        self.0.remove_attribute(name);
+        self
+    }
+
+    /// Sets a new idle timeout.
+    pub fn with_max_inactive(mut self, interval: Duration) -> Self {
+        self.0.set_max_inactive(Some(interval));
+        self
+    }
+
+    /// Sets a new verifier hash (the id changed).
+    pub fn with_new_verifier(mut self, hash: VerifierHash) -> Self {
+        self.0.set_new_verifier(Some(hash));
+        self
+    }
+
+    /// Touches the session.
+    pub fn with_touch(mut self, touch: Touch) -> Self {
+        self.0.set_touch(Some(touch));
+        self
+    }
+
+    /// Writes only if the stored verifier hash is `hash`.
+    pub fn with_required_verifier(mut self, hash: VerifierHash) -> Self {
+        self.0.require_verifier(Some(hash));
+        self
+    }
+
+    /// Writes only if the session then holds at most `limit` attributes, or
+    /// adds no new name.
+    pub fn with_attribute_limit(mut self, limit: usize) -> Self {
+        self.0.limit_attributes(Some(limit));
+        self
+    }
+
+    /// The change set.
+    pub fn build(self) -> ChangeSet {
+        self.0
     }
 }
 

@@ -22,9 +22,9 @@
 //! - **`apply` never resurrects.** If the record was deleted or expired
 //!   meanwhile, it answers [`Applied::Gone`] and writes nothing.
 //! - **`apply` checks its guards in the same atomic step.** A stored
-//!   verifier hash other than the [required](ChangeSet::require_verifier)
+//!   verifier hash other than the [required](ChangeSet::required_verifier)
 //!   one is answered as [`Applied::Stale`]; a change that adds names past the
-//!   [attribute limit](ChangeSet::limit_attributes) as
+//!   [attribute limit](ChangeSet::attribute_limit) as
 //!   [`Applied::TooManyAttributes`]; either way nothing is written. A
 //!   [`Touch`] sets the last access and moves the expiry to
 //!   [`Touch::expires_at`] of the stored creation time and idle timeout
@@ -69,7 +69,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-pub use self::changes::{ChangeSet, Touch};
+pub use self::changes::{ChangeSet, ChangeSetBuilder, Touch};
 pub(crate) use self::error::chain;
 pub use self::error::{Operation, StoreError, StoreErrorKind};
 pub use self::key::{StoreKey, VerifierHash};
@@ -77,6 +77,7 @@ pub use self::memory::MemoryStore;
 
 /// One stored session.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// Hash of the cookie's verifier.
     pub verifier: VerifierHash,
@@ -91,6 +92,29 @@ pub struct Record {
     pub expires_at: OffsetDateTime,
     /// Attribute values as serde_json text, by name.
     pub attributes: HashMap<String, String>,
+}
+
+impl Record {
+    /// A record with every field given: what a store builds from what it
+    /// read.
+    #[must_use]
+    pub fn new(
+        verifier: VerifierHash,
+        created: OffsetDateTime,
+        last_accessed: OffsetDateTime,
+        max_inactive: Duration,
+        expires_at: OffsetDateTime,
+        attributes: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            verifier,
+            created,
+            last_accessed,
+            max_inactive,
+            expires_at,
+            attributes,
+        }
+    }
 }
 
 impl fmt::Debug for Record {
@@ -110,6 +134,7 @@ impl fmt::Debug for Record {
 /// A record with only some of its attributes, from
 /// [`SessionStore::load_some`].
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartialRecord {
     /// The metadata, and the attributes asked for that exist.
     pub record: Record,
@@ -119,6 +144,16 @@ pub struct PartialRecord {
 }
 
 impl PartialRecord {
+    /// `record`, holding only some attributes, and how many the session
+    /// holds in all if the store could tell.
+    #[must_use]
+    pub fn new(record: Record, attribute_count: Option<usize>) -> Self {
+        Self {
+            record,
+            attribute_count,
+        }
+    }
+
     /// Cuts a whole record down to the attributes in `names`.
     #[must_use]
     pub fn from_record(mut record: Record, names: &[&str]) -> Self {
@@ -145,6 +180,7 @@ impl fmt::Debug for PartialRecord {
 /// What [`SessionStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Created {
     /// The record was stored.
     Stored,
@@ -155,13 +191,14 @@ pub enum Created {
 /// What [`SessionStore::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Applied {
     /// The change set was written.
     Written,
     /// The session was deleted or expired meanwhile; nothing was written.
     Gone,
     /// The session is live but its stored verifier hash is not the
-    /// [required](ChangeSet::require_verifier) one: its id was changed
+    /// [required](ChangeSet::required_verifier) one: its id was changed
     /// after the request's cookie was issued. Nothing was written.
     Stale,
     /// The change would add names past the attribute limit; nothing was
@@ -172,6 +209,7 @@ pub enum Applied {
 /// What [`SessionStore::compare_and_set`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Swap {
     /// The stored value was the expected one and now is the new one.
     Swapped,
@@ -187,6 +225,7 @@ pub enum Swap {
 
 /// Whether a store answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// The store answered.
     Up,
@@ -196,6 +235,7 @@ pub enum HealthStatus {
 
 /// The result of [`SessionStore::health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreHealth {
     /// Up or down.
     pub status: HealthStatus,
@@ -210,6 +250,31 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
+    /// A store that answered in `latency`, holding `sessions` if it can
+    /// count them cheaply.
+    #[must_use]
+    pub fn up(backend: &'static str, latency: Duration, sessions: Option<u64>) -> Self {
+        Self {
+            status: HealthStatus::Up,
+            backend,
+            latency,
+            error: None,
+            sessions,
+        }
+    }
+
+    /// A store that failed after `latency`, with what went wrong.
+    #[must_use]
+    pub fn down(backend: &'static str, latency: Duration, error: impl Into<String>) -> Self {
+        Self {
+            status: HealthStatus::Down,
+            backend,
+            latency,
+            error: Some(error.into()),
+            sessions: None,
+        }
+    }
+
     /// Runs `check` and reports its outcome with the time it took.
     pub async fn measure<F>(backend: &'static str, check: F) -> Self
     where
@@ -219,20 +284,8 @@ impl StoreHealth {
         let outcome = check.await;
         let latency = started.elapsed();
         match outcome {
-            Ok(sessions) => Self {
-                status: HealthStatus::Up,
-                backend,
-                latency,
-                error: None,
-                sessions,
-            },
-            Err(e) => Self {
-                status: HealthStatus::Down,
-                backend,
-                latency,
-                error: Some(error::chain(&e)),
-                sessions: None,
-            },
+            Ok(sessions) => Self::up(backend, latency, sessions),
+            Err(e) => Self::down(backend, latency, error::chain(&e)),
         }
     }
 }

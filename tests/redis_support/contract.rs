@@ -12,17 +12,17 @@ use tower_httpsession::store::{
 pub fn record(ttl: Duration, attributes: &[(&str, &str)]) -> (StoreKey, Record) {
     let id = SessionId::generate().expect("random id");
     let t = now();
-    let record = Record {
-        verifier: id.verifier_hash(),
-        created: t,
-        last_accessed: t,
-        max_inactive: ttl,
-        expires_at: t + ttl,
-        attributes: attributes
+    let record = Record::new(
+        id.verifier_hash(),
+        t,
+        t,
+        ttl,
+        t + ttl,
+        attributes
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-    };
+    );
     (id.store_key(), record)
 }
 
@@ -48,16 +48,13 @@ pub async fn attribute_names_cannot_touch_metadata(store: &impl SessionStore) {
     let verifier = record.verifier;
     assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
 
-    let mut changes = ChangeSet::new();
-    changes.set_attribute("m:expires", "0");
-    changes.set_attribute("m:max_inactive", "-1");
-    changes.remove_attribute("m:verifier");
     let t = now();
-    changes.set_touch(Some(Touch {
-        last_accessed: t,
-        absolute_timeout: None,
-        interval: Some(Duration::ZERO),
-    }));
+    let changes = ChangeSet::builder()
+        .with_attribute("m:expires", "0")
+        .with_attribute("m:max_inactive", "-1")
+        .with_removed_attribute("m:verifier")
+        .with_touch(Touch::new(t, None, Some(Duration::ZERO)))
+        .build();
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     changes.apply_to(&mut record);
     assert_eq!(
@@ -119,14 +116,11 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
     let (key, record) = record(Duration::from_millis(400), &[("a", "1")]);
     let verifier = record.verifier;
     assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
-    let mut changes = ChangeSet::new();
     let t = now();
-    changes.set_max_inactive(Some(Duration::from_secs(60)));
-    changes.set_touch(Some(Touch {
-        last_accessed: t,
-        absolute_timeout: None,
-        interval: Some(Duration::ZERO),
-    }));
+    let changes = ChangeSet::builder()
+        .with_max_inactive(Duration::from_secs(60))
+        .with_touch(Touch::new(t, None, Some(Duration::ZERO)))
+        .build();
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let loaded = store.load(&key).await.unwrap().expect("still live");
@@ -144,13 +138,14 @@ pub async fn many_fields_land_whole(store: &impl SessionStore) {
     let verifier = record.verifier;
     assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
 
-    let mut changes = ChangeSet::new();
+    let mut changes = ChangeSet::builder();
     for name in &names[..300] {
-        changes.remove_attribute(name.as_str());
+        changes = changes.with_removed_attribute(name.as_str());
     }
     for i in 0..333 {
-        changes.set_attribute(format!("g{i}"), i.to_string());
+        changes = changes.with_attribute(format!("g{i}"), i.to_string());
     }
+    let changes = changes.build();
     assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
     changes.apply_to(&mut record);
     let loaded = store.load(&key).await.unwrap().unwrap();
