@@ -1,11 +1,12 @@
 //! Load benchmark: this crate side by side with bare axum and tower-sessions,
 //! over the memory, Redis and PostgreSQL stores.
 //!
-//! `cargo bench --bench load` runs every scenario against every app, prints
-//! one table with ratios and the bars the crate must clear, and rewrites the
-//! results section of `BENCHMARKS.md` and the chart `docs/benchmarks.svg`.
-//! `BENCH_QUICK=1 cargo bench --bench load` (or `-- --quick`) walks the same
-//! code paths in seconds and writes its report under `target/` instead.
+//! `cargo bench --bench load --features redis,postgres` runs every scenario
+//! against every app, prints one table with ratios and the bars the crate
+//! must clear, and rewrites the results section of `BENCHMARKS.md` and the
+//! chart `docs/benchmarks.svg`. `BENCH_QUICK=1 cargo bench --bench load
+//! --features redis,postgres` (or `-- --quick`) walks the same code paths in
+//! seconds and writes its report under `target/` instead.
 //!
 //! Server and load generator share the machine in one process: the apps run
 //! on a tokio runtime of one worker thread, the load generator on a second,
@@ -320,7 +321,7 @@ fn machine_facts(quick: bool, settings: &Settings, elapsed: Duration, noise: &st
     };
     let date = time::OffsetDateTime::now_utc();
     format!(
-        "- Command: `cargo bench --bench load` ({mode}, {:.0} s)\n\
+        "- Command: `cargo bench --bench load --features redis,postgres` ({mode}, {:.0} s)\n\
          - Date: {} {:02}:{:02} UTC\n\
          - Machine: {cores} cores (`nproc`), {memory} memory, {cpu}, Linux {kernel}\n\
          - Load: {} keep-alive HTTP/1.1 connections, one session each; {:.1} s warm-up, \

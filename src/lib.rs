@@ -11,10 +11,12 @@
 //!   time both keep their change.
 //! - Stores shared by every instance: Redis (feature `redis`) and PostgreSQL
 //!   (feature `postgres`), or the bounded in-process [`MemoryStore`].
-//! - [`health`]: actuator-style endpoints a load balancer polls, with an
-//!   ACL-protected toggle to take an instance out of rotation for a deploy.
-//! - [`profile`]: the store chosen by configuration (`SESSION_STORE=memory |
-//!   redis | postgres`), the way a Spring profile swaps a bean.
+//! - [`health`] (feature `health`, on by default): actuator-style endpoints a
+//!   load balancer polls, with an ACL-protected toggle to take an instance
+//!   out of rotation for a deploy.
+//! - [`profile`] (feature `profile`, on by default): the store chosen by
+//!   configuration (`SESSION_STORE=memory | redis | postgres`), the way a
+//!   Spring profile swaps a bean.
 //!
 //! # Example
 //!
@@ -66,8 +68,12 @@
 
 pub mod config;
 mod error;
+#[cfg(feature = "health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "health")))]
 pub mod health;
 mod layer;
+#[cfg(feature = "profile")]
+#[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
 pub mod profile;
 pub mod session;
 pub mod store;

@@ -1,5 +1,5 @@
 //! The ACL through its public API and behind a balancer.
-
+#![cfg(feature = "health")]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
 //! Every health endpoint and status, through `oneshot`.
-
+#![cfg(feature = "health")]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 

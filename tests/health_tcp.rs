@@ -2,7 +2,7 @@
 //!
 //! Linux routes all of 127.0.0.0/8 to loopback, so a client bound to
 //! 127.0.0.2 is a different peer than one bound to 127.0.0.1.
-
+#![cfg(feature = "health")]
 // helpers outside #[test] fns unwrap too: a test should fail loudly
 #![allow(clippy::unwrap_used)]
 

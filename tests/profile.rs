@@ -1,6 +1,7 @@
 //! Choosing the store from configuration: each profile starts against the
 //! real service, and every bad configuration fails with a message that names
 //! the variable.
+#![cfg(feature = "profile")]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;

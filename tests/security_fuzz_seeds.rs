@@ -4,6 +4,7 @@
 //! targets, so a seed that fails here fails there too. Fuzzing itself is a
 //! separate, bounded run (see SECURITY.md); these tests keep the seeds, and
 //! every crash a fuzzing run saved as a seed, passing in every `cargo test`.
+#![cfg(feature = "health")]
 
 use std::path::PathBuf;
 

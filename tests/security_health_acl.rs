@@ -1,6 +1,7 @@
 //! Attacks on the health toggle: spoofed `X-Forwarded-For`, address forms
 //! that dodge a CIDR match, wrong, missing and smuggled tokens. Every refused
 //! `PUT` must be 403 and leave the traffic state as it was.
+#![cfg(feature = "health")]
 
 use std::net::SocketAddr;
 

@@ -4,6 +4,7 @@
 //!
 //! The tests share one global subscriber and its buffer; each looks for its
 //! own secrets only.
+#![cfg(feature = "health")]
 
 use std::io;
 use std::net::SocketAddr;

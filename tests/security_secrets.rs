@@ -1,7 +1,11 @@
 //! Store passwords stay out of errors, `Debug`, logs and health details: a
 //! store URL with a password that points at nothing must fail without the
 //! password in any text the failure produces.
-#![cfg(any(feature = "postgres", feature = "redis"))]
+#![cfg(all(
+    feature = "health",
+    feature = "profile",
+    any(feature = "postgres", feature = "redis")
+))]
 
 use std::error::Error as _;
 use std::net::SocketAddr;
