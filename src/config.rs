@@ -193,9 +193,8 @@ impl SessionConfig {
         if !self.path.starts_with('/') || !self.path.chars().all(cookie_text) {
             return Err(ConfigError::InvalidPath(self.path.clone()));
         }
-        if let Some(domain) = &self.domain
-            && (domain.is_empty() || !domain.chars().all(cookie_text))
-        {
+        let bad_domain = |d: &&String| d.is_empty() || !d.chars().all(cookie_text);
+        if let Some(domain) = self.domain.as_ref().filter(bad_domain) {
             return Err(ConfigError::InvalidDomain(domain.clone()));
         }
         if self.cookie_name.starts_with("__Host-")

@@ -131,7 +131,7 @@ impl Churn {
         let mut next_size = || sizes.next().expect("sizes to cycle through");
         for n in 1..=self.warm_up {
             assert!(churn_once(&app, next_size()).await);
-            if n.is_multiple_of(self.every) {
+            if n % self.every == 0 {
                 look(n);
             }
         }

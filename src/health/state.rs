@@ -188,9 +188,7 @@ impl TrafficState {
                 false
             }
         });
-        if let Ok(t) = outcome
-            && t.changed()
-        {
+        if let Some(t) = outcome.as_ref().ok().filter(|t| t.changed()) {
             tracing::info!(from = %t.previous, to = %t.current, "traffic state changed");
         }
         outcome
