@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{app, bare, browser, config, counting, pair, serve, set_cookie};
+use common::{app, bare, browser, config, counting, pair, rewind, serve, set_cookie};
 use reqwest::StatusCode;
 use reqwest::header::COOKIE;
 use tower_httpsession::{MemoryStore, SessionId, SessionLayer, SessionStore};
@@ -476,44 +476,61 @@ async fn logout_then_replay_gets_a_fresh_session() {
 
 #[tokio::test]
 async fn idle_sessions_expire() {
+    let store = Arc::new(MemoryStore::default());
     let layer = SessionLayer::with_config(
-        MemoryStore::default(),
-        config().with_max_inactive_interval(Duration::from_secs(1)),
+        store.clone(),
+        config().with_max_inactive_interval(Duration::from_secs(60)),
     )
     .unwrap();
     let base = format!("http://{}", serve(app(layer)).await);
     let cookie = started(&base, "a", "1").await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let response = bare()
-        .get(format!("{base}/get/a"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let client = bare();
+
+    // Idle for less than the timeout: still there, and the read touches it.
+    rewind(&*store, &cookie, Duration::from_secs(40)).await;
+    let response = get_a(
+        &client,
+        &base,
+        cookie.parse().unwrap(),
+        "within the timeout",
+    )
+    .await;
+    assert!(set_cookie(&response).is_none());
+    assert_eq!(response.text().await.unwrap(), "\"1\"");
+
+    // Idle for longer than the timeout since that read: gone.
+    rewind(&*store, &cookie, Duration::from_secs(70)).await;
+    let response = get_a(&client, &base, cookie.parse().unwrap(), "past the timeout").await;
     assert!(set_cookie(&response).is_some_and(|c| c.contains("Max-Age=0")));
     assert_eq!(response.text().await.unwrap(), "");
 }
 
 #[tokio::test]
 async fn absolute_timeout_ends_an_active_session() {
+    let store = Arc::new(MemoryStore::default());
     let layer = SessionLayer::with_config(
-        MemoryStore::default(),
+        store.clone(),
         config()
-            .with_max_inactive_interval(Duration::from_secs(60))
-            .with_absolute_timeout(Some(Duration::from_secs(1))),
+            .with_max_inactive_interval(Duration::from_secs(600))
+            .with_absolute_timeout(Some(Duration::from_secs(60))),
     )
     .unwrap();
     let base = format!("http://{}", serve(app(layer)).await);
     let cookie = started(&base, "a", "1").await;
     let client = bare();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(450)).await;
-        client
+    // Active every 25 s: the first two writes land in the same session.
+    for active in 1..=3 {
+        rewind(&*store, &cookie, Duration::from_secs(25)).await;
+        let response = client
             .post(format!("{base}/set/b/2"))
             .header(COOKIE, &cookie)
             .send()
             .await
             .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        if active < 3 {
+            assert!(set_cookie(&response).is_none(), "write {active}");
+        }
     }
     let response = client
         .get(format!("{base}/get/a"))

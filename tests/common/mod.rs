@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -13,7 +14,7 @@ use tower_httpsession::store::{
     Applied, ChangeSet, Created, PartialRecord, Record, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{
-    Session, SessionConfig, SessionError, SessionLayer, SessionStore, StoreError,
+    Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore, StoreError,
 };
 
 /// The routes every HTTP test uses.
@@ -134,6 +135,28 @@ pub fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().expect("pair").to_owned()
 }
 
+/// Moves the stored session of `cookie` (a `name=value` pair) `by` into
+/// the past: its creation, last access and expiry, through the store's own
+/// API. The layer and the store compare these times with the clock, so to
+/// them this is `by` passing, without a test waiting for it.
+pub async fn rewind(store: &dyn SessionStore, cookie: &str, by: Duration) {
+    let value = cookie.split_once('=').expect("a name=value pair").1;
+    let key = SessionId::from_cookie_value(value)
+        .expect("a session id")
+        .store_key();
+    let mut record = store
+        .load(&key)
+        .await
+        .expect("load")
+        .expect("the session is stored");
+    record.created -= by;
+    record.last_accessed -= by;
+    record.expires_at -= by;
+    store.delete(&key, &record.verifier).await.expect("delete");
+    let created = store.create(&key, &record).await.expect("create");
+    assert_eq!(created, Created::Stored);
+}
+
 /// A real memory store that counts the calls it gets.
 #[derive(Debug, Default)]
 pub struct Counting {
@@ -153,7 +176,7 @@ impl Counting {
     async fn network(&self) {
         let us = self.latency_us.load(Ordering::SeqCst);
         if us > 0 {
-            tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+            tokio::time::sleep(Duration::from_micros(us)).await;
         }
     }
 
