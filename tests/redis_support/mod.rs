@@ -113,6 +113,11 @@ impl RedisServer {
         Self::start_with(port, &[])
     }
 
+    /// Starts a server that refuses every client without `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(free_port(), &["--requirepass", password])
+    }
+
     fn start_with(port: u16, extra: &[&str]) -> Self {
         let mut server = Self {
             port,
@@ -147,8 +152,11 @@ impl RedisServer {
         watchdog(&[child.id()], &self.dir);
         self.child = Some(child);
         let port = self.port;
+        // A server that wants a password answers a ping without one with
+        // NOAUTH: up all the same.
         wait_until("redis-server", Duration::from_secs(10), || {
-            cli(port, &["ping"]).is_some_and(|out| out.trim() == "PONG")
+            cli(port, &["ping"])
+                .is_some_and(|out| out.trim() == "PONG" || out.starts_with("NOAUTH"))
         });
     }
 
