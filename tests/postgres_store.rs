@@ -296,34 +296,34 @@ async fn errors_name_backend_and_operation_and_keep_their_source() {
 
 #[tokio::test]
 async fn an_unreachable_server_fails_fast_as_unavailable() {
+    const ACQUIRE: Duration = Duration::from_millis(300);
+    // What a call may take past its acquire timeout: a loaded two-core
+    // machine runs timers late by tens of milliseconds, 700 ms is many
+    // times that, and a call that waited for the default acquire timeout
+    // (1 s) instead still fails the bound.
+    const SLACK: Duration = Duration::from_millis(700);
     let url = "postgres://postgres:secret-password@127.0.0.1:1/test";
     let started = Instant::now();
     let e = PostgresStore::builder(url)
-        .with_acquire_timeout(Duration::from_millis(300))
+        .with_acquire_timeout(ACQUIRE)
         .connect()
         .await
         .expect_err("nothing listens on port 1");
+    let took = started.elapsed();
     assert!(e.is_unavailable(), "{e:?}");
     assert_eq!(e.operation(), Operation::Connect);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < ACQUIRE + SLACK, "connect took {took:?}");
 
     let store = PostgresStore::builder(url)
-        .with_acquire_timeout(Duration::from_millis(300))
+        .with_acquire_timeout(ACQUIRE)
         .connect_lazy()
         .expect("lazy");
     let (_, key) = fresh_key();
     let started = Instant::now();
     let e = store.load(&key).await.expect_err("down");
+    let took = started.elapsed();
     assert!(e.is_unavailable(), "{e:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(took < ACQUIRE + SLACK, "load took {took:?}");
     let health = store.health().await;
     assert_eq!(health.status, HealthStatus::Down);
     assert!(!format!("{store:?} {e:?} {health:?}").contains("secret-password"));
