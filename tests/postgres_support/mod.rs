@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, PgConnection};
 use tower_httpsession::store::postgres::PostgresStore;
@@ -126,21 +126,42 @@ pub async fn store() -> (PostgresStore, SchemaGuard) {
     store_named(&unique_name("ths-test-")).await
 }
 
-/// Terminates every server connection named `app_name`; answers how many.
+/// Terminates every server connection named `app_name`, and waits until
+/// their backends have gone; answers how many there were.
 pub async fn kill_connections(app_name: &str) -> i64 {
     let mut conn = connect().await;
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+    // In the select list, not the filter: only the rows the filter keeps
+    // are terminated.
+    let terminated: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = $1 AND pid <> pg_backend_pid()",
     )
     .bind(app_name)
-    .fetch_one(&mut conn)
+    .fetch_all(&mut conn)
     .await
     .expect("terminate");
+    let pids: Vec<i32> = terminated.iter().map(|(pid, _)| *pid).collect();
+    // Termination is a signal: a backend may still answer for a moment.
+    // Polled, with a deadline far past the few milliseconds it takes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&pids)
+                .fetch_one(&mut conn)
+                .await
+                .expect("backends left");
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} terminated backends still there"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _ = conn.close().await;
-    // Let the server finish closing them.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    killed
+    i64::try_from(pids.len()).expect("a count")
 }
 
 /// A store that drops its schema when dropped: what the behavioural suite
