@@ -174,8 +174,36 @@ async fn cleanup_removes_expired_sessions_and_only_those() {
     assert_eq!(store.delete_expired(100).await.expect("batch"), 0);
 }
 
-#[tokio::test]
+/// Counts the warnings the crate logs on this thread.
+#[derive(Clone, Default)]
+struct Warnings(Arc<AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("tower_httpsession") {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Polls `done` every 10 ms until it holds, failing after `limit`.
+async fn eventually(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// A current-thread runtime: the cleanup task logs on the test's thread,
+// where the counting subscriber is the default.
+#[tokio::test(flavor = "current_thread")]
 async fn cleanup_survives_database_errors() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let warnings = Warnings::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
     // A schema that was never migrated: every batch fails, the task goes on.
     let schema = SchemaGuard::new().await;
     let store = PostgresStore::builder(database_url())
@@ -186,15 +214,31 @@ async fn cleanup_survives_database_errors() {
     let e = store.delete_expired(10).await.expect_err("no table");
     assert_eq!(e.operation(), Operation::Cleanup);
     let handle = store.spawn_cleanup(Duration::from_millis(20), 10);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually("three failed sweeps", Duration::from_secs(20), async || {
+        warnings.0.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     assert!(
         !handle.is_finished(),
         "the task must keep going after errors"
     );
+
+    // Once the tables exist, the same task deletes what expired.
     store.migrate().await.expect("migrate");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!handle.is_finished());
-    handle.abort();
+    let (id, key) = fresh_key();
+    let mut rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
+    rec.expires_at = rec.created - Duration::from_secs(1);
+    assert_eq!(
+        store.create(&key, &rec).await.expect("create"),
+        Created::Stored
+    );
+    eventually(
+        "the expired session deleted",
+        Duration::from_secs(20),
+        async || count(&schema.name, "sessions").await == 0,
+    )
+    .await;
+    handle.stop().await;
 }
 
 #[tokio::test]
