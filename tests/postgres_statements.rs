@@ -123,7 +123,8 @@ async fn compare_and_set_is_one_statement_per_attempt() {
     // committed yet. The swap waits for it, finds the new value, and answers
     // that value (not the one in its snapshot, which is the expected one)
     // in the same statement. The other transaction runs on a thread of its
-    // own, whose statements are not counted.
+    // own, whose statements are not counted, and commits only once it has
+    // seen the swap wait for its lock.
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
     let row_key = key.as_str().to_owned();
     let schema = store.schema().to_owned();
@@ -134,6 +135,10 @@ async fn compare_and_set_is_one_statement_per_attempt() {
             .expect("runtime");
         rt.block_on(async move {
             let mut conn = connect().await;
+            let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+                .expect("pid");
             let mut tx = conn.begin().await.expect("begin");
             sqlx::query(&format!(
                 "UPDATE {schema}.attributes SET value = '9' \
@@ -144,17 +149,35 @@ async fn compare_and_set_is_one_statement_per_attempt() {
             .await
             .expect("update");
             locked_tx.send(()).expect("signal");
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut watcher = connect().await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let waiting: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                     WHERE $1 = ANY(pg_blocking_pids(pid)))",
+                )
+                .bind(holder)
+                .fetch_one(&mut watcher)
+                .await
+                .expect("blocked backends");
+                if waiting {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the swap did not wait for the lock"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             tx.commit().await.expect("commit");
             let _ = conn.close().await;
+            let _ = watcher.close().await;
         });
     });
     locked_rx
         .await
         .expect("the other transaction holds the row");
-    let started = Instant::now();
     let (swap, n) = statements(cas(Some("2"), Some("3"))).await;
-    let waited = started.elapsed();
     other.join().expect("other transaction");
     assert_eq!(
         swap.expect("cas"),
@@ -164,7 +187,6 @@ async fn compare_and_set_is_one_statement_per_attempt() {
         "the value committed while the swap waited"
     );
     assert_eq!(n, 1, "a contended mismatch in one statement");
-    assert!(waited >= Duration::from_millis(200), "{waited:?}");
     assert_eq!(
         store
             .compare_and_set(&key, &verifier, "n", Some("9"), Some("10"))
