@@ -242,12 +242,14 @@ impl Balancer {
 }
 
 /// A logged-in shopper adding items until told to stop, recording every
-/// item the shop acknowledged and every request that failed.
+/// item the shop acknowledged (and counting it in `acked`) and every
+/// request that failed.
 async fn shopper(
     base: String,
     name: String,
     stop: Arc<AtomicBool>,
     failures: Arc<AtomicUsize>,
+    acked: Arc<AtomicUsize>,
 ) -> (reqwest::Client, Vec<String>) {
     let client = reqwest::Client::builder()
         .cookie_store(true)
@@ -275,7 +277,10 @@ async fn shopper(
             .send()
             .await;
         match response {
-            Ok(r) if r.status() == StatusCode::SEE_OTHER => added.push(item),
+            Ok(r) if r.status() == StatusCode::SEE_OTHER => {
+                added.push(item);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
             Ok(r) => {
                 eprintln!("{name}: request {n} got {}", r.status());
                 failures.fetch_add(1, Ordering::SeqCst);
@@ -290,6 +295,22 @@ async fn shopper(
     (client, added)
 }
 
+/// Waits until the shoppers have had `TRAFFIC` more items acknowledged:
+/// load flows at that point of the deploy, however slow the machine. The
+/// deadline is far past the fraction of a second it takes.
+async fn traffic(acked: &AtomicUsize, when: &str) {
+    const TRAFFIC: usize = CLIENTS * 10;
+    let target = acked.load(Ordering::SeqCst) + TRAFFIC;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {TRAFFIC} items added {when}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_deploy_loses_no_request_and_no_item() {
     let prefix = format!("rolling-{}:", free_port());
@@ -302,6 +323,7 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
     let shoppers: Vec<_> = (0..CLIENTS)
         .map(|i| {
             tokio::spawn(shopper(
@@ -309,10 +331,11 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
                 format!("client{i}"),
                 stop.clone(),
                 failures.clone(),
+                acked.clone(),
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    traffic(&acked, "before the deploy").await;
 
     let operator = reqwest::Client::new();
     for (index, instance) in instances.iter_mut().enumerate() {
@@ -330,10 +353,10 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
             StatusCode::OK
         );
         balancer.wait_for(index, "UP").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        traffic(&acked, "with the restarted instance back").await;
     }
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic(&acked, "after the deploy").await;
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for shopper in shoppers {
