@@ -53,6 +53,8 @@ async fn terminated_backends_under_load(checked: bool) {
         },
     )
     .await;
+    // The promise: 2 s. It takes under half a second (the pool replaces
+    // the killed connections), which leaves a loaded machine the rest.
     let recovered = fault_support::recovery(&server.base, Duration::from_secs(2)).await;
     let unavailable: u64 = reports.iter().map(|r| r.unavailable).sum();
     let ok: u64 = reports.iter().map(|r| r.ok).sum();

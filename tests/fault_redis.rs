@@ -169,6 +169,9 @@ async fn killed_clients_and_a_restart_under_load_lose_nothing() {
         tokio::task::spawn_blocking(move || server.lock().expect("not poisoned").resume())
             .await
             .expect("restart");
+        // The promise: 2 s. It takes under a tenth of that (the store's
+        // reconnect back-off starts at 50 ms), which leaves a loaded
+        // machine the rest.
         let took = fault_support::recovery(&base, Duration::from_secs(2)).await;
         *recovery.lock().expect("not poisoned") = Some(took);
         for _ in 0..5 {

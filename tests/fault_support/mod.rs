@@ -348,8 +348,10 @@ pub async fn recovery(base: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
-/// Loads `key`, retrying for two seconds while the store is unavailable (the
-/// last fault may have dropped the connection this call finds first).
+/// Loads `key`, retrying for up to 20 s while the store is unavailable (the
+/// last fault may have dropped the connection this call finds first; it
+/// takes a fraction of a second, the deadline is for a store that never
+/// comes back).
 async fn load_again(
     store: &dyn SessionStore,
     key: &tower_httpsession::store::StoreKey,
@@ -358,7 +360,7 @@ async fn load_again(
     loop {
         match store.load(key).await {
             Ok(record) => return record,
-            Err(e) if e.is_unavailable() && started.elapsed() < Duration::from_secs(2) => {
+            Err(e) if e.is_unavailable() && started.elapsed() < Duration::from_secs(20) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("the store does not answer again: {e}"),
