@@ -59,6 +59,8 @@ async fn terminated_then_recovers(check: Check, max: u32, idle: Duration, max_fa
         assert!(loaded.expect("load").is_some());
     }
     assert!(kill_connections(&name).await >= 1, "no connection to kill");
+    // The pool measures idleness on the real clock, so this waits for real;
+    // a sleep only ever lasts longer, which a loaded machine cannot break.
     tokio::time::sleep(idle).await;
 
     let mut failures = Vec::new();
