@@ -68,6 +68,7 @@
 //! # }
 //! ```
 
+mod builder;
 mod codec;
 mod scripts;
 
@@ -75,19 +76,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use ::redis::cluster::ClusterClientBuilder;
+use ::redis::aio::{ConnectionLike, ConnectionManager};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{
-    Client, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script,
-    ServerErrorKind, Value,
-};
+use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 
 use super::{
     Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
     StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
 };
+
+pub use self::builder::RedisStoreBuilder;
 
 const BACKEND: &str = "redis";
 
@@ -454,228 +453,9 @@ impl SessionStore for RedisStore {
         .await
     }
 }
-
-/// Settings for a [`RedisStore`], then the connection.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use tower_httpsession::store::redis::RedisStore;
-///
-/// # async fn run() -> Result<(), tower_httpsession::StoreError> {
-/// let store = RedisStore::builder()
-///     .with_key_prefix("myapp:session:")
-///     .with_command_timeout(Duration::from_millis(250))
-///     .with_connect_timeout(Duration::from_secs(2))
-///     .connect("redis://127.0.0.1:6379")
-///     .await?;
-/// # let _ = store;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedisStoreBuilder {
-    key_prefix: String,
-    command_timeout: Duration,
-    connect_timeout: Duration,
-}
-
-impl Default for RedisStoreBuilder {
-    fn default() -> Self {
-        Self {
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        }
-    }
-}
-
-impl RedisStoreBuilder {
-    /// The prefix of every key. Default: [`DEFAULT_KEY_PREFIX`]
-    /// (`httpsession:`).
-    ///
-    /// Give each app that shares a Redis its own prefix. The prefix may not
-    /// hold `{` or `}`, which would change the key's hash tag, and may be at
-    /// most 128 bytes.
-    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
-    /// How long one command may take, including waiting for a connection,
-    /// before it fails as [unavailable](StoreErrorKind::Unavailable).
-    /// Default: [`DEFAULT_COMMAND_TIMEOUT`] (1 s).
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// How long [`connect`](Self::connect) and
-    /// [`connect_cluster`](Self::connect_cluster) wait for Redis before
-    /// giving up. Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    fn validate(&self) -> Result<(), StoreError> {
-        if self.key_prefix.contains(['{', '}']) {
-            return Err(config_error("the key prefix may not contain '{' or '}'"));
-        }
-        if self.key_prefix.len() > MAX_PREFIX_LEN {
-            return Err(config_error("the key prefix is longer than 128 bytes"));
-        }
-        if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(config_error("timeouts must be longer than zero"));
-        }
-        Ok(())
-    }
-
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY)
-            .set_number_of_retries(RECONNECT_ATTEMPTS)
-    }
-
-    fn single_client(url: &str) -> Result<(Client, Vec<String>), StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
-        let node = client.get_connection_info().addr().to_string();
-        Ok((client, vec![node]))
-    }
-
-    fn store(self, connection: Connection, nodes: Vec<String>) -> RedisStore {
-        RedisStore {
-            inner: Arc::new(Inner {
-                connection,
-                nodes,
-                key_prefix: self.key_prefix,
-                command_timeout: self.command_timeout,
-            }),
-        }
-    }
-
-    async fn within_connect_timeout<T>(
-        &self,
-        connecting: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => Err(redis_error(Operation::Connect, error)),
-            Err(_) => Err(StoreError::new(
-                BACKEND,
-                Operation::Connect,
-                StoreErrorKind::Unavailable,
-                Problem::NoAnswer(self.connect_timeout),
-            )),
-        }
-    }
-
-    /// Connects to a single node and waits until it answers.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or prefix;
-    /// [`StoreErrorKind::Unavailable`] if Redis does not answer within the
-    /// connect timeout.
-    pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
-        self.validate()?;
-        let (client, nodes) = Self::single_client(url)?;
-        let manager = self
-            .within_connect_timeout(ConnectionManager::new_with_config(
-                client,
-                self.manager_config(),
-            ))
-            .await?;
-        Ok(self.store(Connection::Single(manager), nodes))
-    }
-
-    /// Builds the store on a single node without waiting for it: the
-    /// connection is made by the first command, and until Redis answers,
-    /// commands fail as [unavailable](StoreErrorKind::Unavailable). For apps
-    /// that must start (and report themselves down on their health endpoint)
-    /// while Redis is not up yet.
-    ///
-    /// Must be called within a Tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or prefix.
-    pub fn connect_lazy(self, url: &str) -> Result<RedisStore, StoreError> {
-        self.validate()?;
-        let (client, nodes) = Self::single_client(url)?;
-        let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
-            .map_err(|e| redis_error(Operation::Connect, e))?;
-        Ok(self.store(Connection::Single(manager), nodes))
-    }
-
-    /// Connects to a Redis Cluster, discovering it from any of the given
-    /// nodes (all must share one password).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL, no URL at all, or a
-    /// bad prefix; [`StoreErrorKind::Unavailable`] if the cluster does not
-    /// answer within the connect timeout.
-    pub async fn connect_cluster<I, S>(self, urls: I) -> Result<RedisStore, StoreError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.validate()?;
-        let mut infos = Vec::new();
-        let mut nodes = Vec::new();
-        for url in urls {
-            let info = url.as_ref().into_connection_info().map_err(|e| {
-                StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e)
-            })?;
-            nodes.push(info.addr().to_string());
-            infos.push(info);
-        }
-        if infos.is_empty() {
-            return Err(config_error("a cluster needs at least one node URL"));
-        }
-        let client = ClusterClientBuilder::new(infos)
-            .connection_timeout(self.command_timeout)
-            .response_timeout(self.command_timeout)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(u64::try_from(RECONNECT_MIN_DELAY.as_millis()).unwrap_or(u64::MAX))
-            .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(u64::MAX))
-            .build()
-            .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
-        let connection = self
-            .within_connect_timeout(client.get_async_connection())
-            .await?;
-        Ok(self.store(Connection::Cluster(connection), nodes))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn bad_prefixes_and_timeouts_are_config_errors() {
-        for builder in [
-            RedisStore::builder().with_key_prefix("a{b}:"),
-            RedisStore::builder().with_key_prefix("x".repeat(129)),
-            RedisStore::builder().with_command_timeout(Duration::ZERO),
-        ] {
-            let error = builder.connect_lazy("redis://127.0.0.1:1").unwrap_err();
-            assert_eq!(error.kind(), StoreErrorKind::Config);
-            assert_eq!(error.operation(), Operation::Connect);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_malformed_url_is_a_config_error() {
-        let error = RedisStore::builder().connect_lazy("not a url").unwrap_err();
-        assert_eq!(error.kind(), StoreErrorKind::Config);
-        assert_eq!(error.backend(), "redis");
-    }
 
     #[tokio::test]
     async fn debug_hides_the_password() {
