@@ -46,6 +46,7 @@
 //! Connections carry an `application_name` ([`DEFAULT_APPLICATION_NAME`]) so
 //! that they are easy to find in `pg_stat_activity`.
 
+mod builder;
 mod cleanup;
 mod error;
 mod sql;
@@ -57,10 +58,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
+use self::builder::check_schema;
 use self::error::{from_migrate, from_sqlx, timed_out};
 use self::sql::Statements;
 use super::{
@@ -69,6 +71,7 @@ use super::{
     unix_millis,
 };
 
+pub use self::builder::PostgresStoreBuilder;
 pub use self::cleanup::CleanupHandle;
 
 /// The name this store gives in errors and health reports.
@@ -128,29 +131,6 @@ impl fmt::Debug for PostgresStore {
             .field("pool_closed", &self.inner.pool.is_closed())
             .field("operation_timeout", &self.inner.operation_timeout)
             .finish()
-    }
-}
-
-/// Checks that `schema` is a lowercase SQL identifier that needs no quoting,
-/// so that it can be written into statements and `search_path` as is.
-fn check_schema(schema: &str) -> Result<(), StoreError> {
-    let mut chars = schema.chars();
-    let valid = schema.len() <= 63
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !schema.starts_with("pg_");
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreError::new(
-            BACKEND,
-            Operation::Connect,
-            StoreErrorKind::Config,
-            "the schema name must be 1 to 63 characters of a-z, 0-9 and _, \
-             start with a letter or _, and not start with pg_",
-        ))
     }
 }
 
@@ -648,253 +628,9 @@ impl SessionStore for PostgresStore {
     }
 }
 
-/// Builds a [`PostgresStore`] with its own connection pool.
-///
-/// Every setter documents its default.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use tower_httpsession::store::postgres::PostgresStore;
-///
-/// # async fn run() -> Result<(), tower_httpsession::StoreError> {
-/// let store = PostgresStore::builder("postgres://app@127.0.0.1/app")
-///     .with_schema("web_sessions")
-///     .with_max_connections(20)
-///     .with_acquire_timeout(Duration::from_millis(500))
-///     .connect()
-///     .await?;
-/// # let _ = store; Ok(()) }
-/// ```
-///
-/// `Debug` never prints the URL, which may hold a password.
-#[must_use]
-pub struct PostgresStoreBuilder {
-    url: String,
-    schema: String,
-    application_name: Option<String>,
-    acquire_timeout: Duration,
-    operation_timeout: Duration,
-    max_connections: u32,
-    check_idle_after: Option<Duration>,
-    wait_for_flush: bool,
-}
-
-impl fmt::Debug for PostgresStoreBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStoreBuilder")
-            .field("url", &"<redacted>")
-            .field("schema", &self.schema)
-            .field("application_name", &self.application_name)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("max_connections", &self.max_connections)
-            .field("check_idle_after", &self.check_idle_after)
-            .field("wait_for_flush", &self.wait_for_flush)
-            .finish()
-    }
-}
-
-impl PostgresStoreBuilder {
-    /// The schema for the store's tables. Default: [`DEFAULT_SCHEMA`].
-    /// Checked when the store is built.
-    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-
-    /// The `application_name` of the store's connections. Default: the
-    /// URL's `application_name` if it has one, else
-    /// [`DEFAULT_APPLICATION_NAME`].
-    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
-        self.application_name = Some(name.into());
-        self
-    }
-
-    /// How long a call waits for a connection before it fails as
-    /// unavailable; also bounds [`connect`](Self::connect). Default:
-    /// [`DEFAULT_ACQUIRE_TIMEOUT`].
-    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// How long a whole call may take before it fails as unavailable.
-    /// Default: [`DEFAULT_OPERATION_TIMEOUT`].
-    ///
-    /// A write that times out may still commit on the server.
-    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// The most connections the pool opens. Default:
-    /// [`DEFAULT_MAX_CONNECTIONS`].
-    pub fn with_max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
-
-    /// Checks a connection (one round trip, no statement) before handing it
-    /// out if it sat idle in the pool at least `idle`; a broken one is
-    /// closed and another taken. Default: [`DEFAULT_CHECK_IDLE_AFTER`].
-    /// [`Duration::ZERO`] checks every connection every time.
-    ///
-    /// Under load, connections go back and forth without sitting idle, so
-    /// they cost no extra round trip; a connection that broke while unused
-    /// (the server restarted, or terminated it) is found before a call meets
-    /// it. Checking every time doubles the round trips of a call that
-    /// takes a connection, which is most of a read's cost.
-    pub fn with_connection_check_after(mut self, idle: Duration) -> Self {
-        self.check_idle_after = Some(idle);
-        self
-    }
-
-    /// Never checks a connection before handing it out. A connection that
-    /// broke while idle (the server restarted, or terminated it) is then
-    /// found broken by the call that uses it: that call fails as
-    /// unavailable, and the pool replaces the connection for the next.
-    pub fn with_unchecked_connections(mut self) -> Self {
-        self.check_idle_after = None;
-        self
-    }
-
-    /// Lets the store's writes commit without waiting for their WAL to
-    /// reach the disk (`synchronous_commit = off` on its connections only).
-    /// Default: they wait, as every PostgreSQL commit does by default.
-    ///
-    /// The wait is most of a small write's time: on the benchmark's
-    /// machine (`BENCHMARKS.md`), where a flush takes about 0.15 ms, a
-    /// request setting one attribute went from about 7,600 to 11,900 a
-    /// second without it. The price: if the server crashes (a crash, not a
-    /// terminated connection or a clean restart), session changes of up to
-    /// three times `wal_writer_delay` (0.6 s by default) before it may be
-    /// lost; the database stays consistent. Choose it where sessions may
-    /// lose a moment of history, as they do on a Redis that keeps nothing
-    /// on disk.
-    pub fn with_commits_not_waiting_for_flush(mut self) -> Self {
-        self.wait_for_flush = false;
-        self
-    }
-    fn parts(self) -> Result<(PgPoolOptions, PgConnectOptions, String, Duration), StoreError> {
-        check_schema(&self.schema)?;
-        let options: PgConnectOptions = self
-            .url
-            .parse()
-            .map_err(|e| from_sqlx(Operation::Connect, e))?;
-        let name = self
-            .application_name
-            .or_else(|| options.get_application_name().map(str::to_owned))
-            .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned());
-        // The store runs a handful of statements with the same shape every
-        // time: plan each once per connection instead of at every execution
-        // (custom plans of the apply statement's CTEs cost more than the
-        // statement itself).
-        let options = options
-            .application_name(&name)
-            .options([("plan_cache_mode", "force_generic_plan")]);
-        let options = if self.wait_for_flush {
-            options
-        } else {
-            options.options([("synchronous_commit", "off")])
-        };
-        let mut pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .min_connections(0)
-            .acquire_timeout(self.acquire_timeout)
-            .test_before_acquire(false);
-        if let Some(idle) = self.check_idle_after {
-            // An error closes the connection, and the pool takes another.
-            pool = pool.before_acquire(move |conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= idle {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            });
-        }
-        Ok((pool, options, self.schema, self.operation_timeout))
-    }
-
-    /// Connects, opening one connection to check that the server answers.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or schema name, or
-    /// credentials the server refuses; [`StoreErrorKind::Unavailable`] if no
-    /// connection opened within the acquire timeout.
-    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
-        let limit = self.acquire_timeout;
-        let (pool, options, schema, operation_timeout) = self.parts()?;
-        // The pool bounds its first acquire by the acquire timeout; the outer
-        // bound covers the rest of the handshake.
-        let pool = tokio::time::timeout(
-            limit + Duration::from_millis(250),
-            pool.connect_with(options),
-        )
-        .await
-        .map_err(|_| timed_out(Operation::Connect, limit))?
-        .map_err(|e| from_sqlx(Operation::Connect, e))?;
-        Ok(PostgresStore::from_parts(pool, schema, operation_timeout))
-    }
-
-    /// Builds the store without connecting: the first call opens the first
-    /// connection. Lets an application start while the database is down;
-    /// its calls fail as unavailable until it answers.
-    ///
-    /// Must be called within a tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or schema name.
-    pub fn connect_lazy(self) -> Result<PostgresStore, StoreError> {
-        let (pool, options, schema, operation_timeout) = self.parts()?;
-        Ok(PostgresStore::from_parts(
-            pool.connect_lazy_with(options),
-            schema,
-            operation_timeout,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schema_names_are_checked() {
-        for good in ["tower_httpsession", "_s", "s1", &"a".repeat(63)] {
-            assert!(check_schema(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "",
-            "1s",
-            "Upper",
-            "with space",
-            "quote\"",
-            "semi;colon",
-            "pg_catalog",
-            &"a".repeat(64),
-        ] {
-            let e = check_schema(bad).unwrap_err();
-            assert_eq!(e.kind(), StoreErrorKind::Config, "{bad}");
-        }
-    }
-
-    #[test]
-    fn debug_hides_the_url() {
-        let builder = PostgresStore::builder("postgres://user:hunter2@db/app");
-        let printed = format!("{builder:?}");
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("tower_httpsession"));
-    }
-
-    #[test]
-    fn malformed_url_is_a_config_error() {
-        let e = PostgresStore::builder("not a url").parts().unwrap_err();
-        assert_eq!(e.kind(), StoreErrorKind::Config);
-        assert_eq!(e.operation(), Operation::Connect);
-    }
 
     #[test]
     fn times_keep_milliseconds() {
