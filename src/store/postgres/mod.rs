@@ -49,9 +49,9 @@
 mod builder;
 mod cleanup;
 mod error;
+mod rows;
 mod sql;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,15 +60,14 @@ use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
-use time::OffsetDateTime;
 
 use self::builder::check_schema;
 use self::error::{from_migrate, from_sqlx, timed_out};
+use self::rows::{Attempt, LoadedRow, millis, record_from_row};
 use self::sql::Statements;
 use super::{
     Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
-    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis, from_unix_millis,
-    unix_millis,
+    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
 };
 
 pub use self::builder::PostgresStoreBuilder;
@@ -132,11 +131,6 @@ impl fmt::Debug for PostgresStore {
             .field("operation_timeout", &self.inner.operation_timeout)
             .finish()
     }
-}
-
-/// A time at the millisecond resolution every store keeps.
-fn millis(t: OffsetDateTime) -> OffsetDateTime {
-    from_unix_millis(unix_millis(t)).unwrap_or(t)
 }
 
 impl PostgresStore {
@@ -301,80 +295,6 @@ impl PostgresStore {
             .await
             .unwrap_or_else(|_| Err(timed_out(operation, limit)))
     }
-
-    async fn try_create(&self, key: &StoreKey, record: &Record) -> Result<bool, sqlx::Error> {
-        let (names, values): (Vec<&str>, Vec<&str>) = record
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .unzip();
-        sqlx::query_scalar(&self.inner.sql.create)
-            .bind(key.as_str())
-            .bind(record.verifier.as_bytes().as_slice())
-            .bind(millis(record.created))
-            .bind(millis(record.last_accessed))
-            .bind(duration_millis(record.max_inactive))
-            .bind(millis(record.expires_at))
-            .bind(names.as_slice())
-            .bind(values.as_slice())
-            .fetch_one(self.pool())
-            .await
-    }
-
-    /// One compare-and-set attempt, one statement: `None` if the session is
-    /// gone, else whether it swapped and, if not, the attribute's value now.
-    async fn try_swap(
-        &self,
-        key: &StoreKey,
-        verifier: &VerifierHash,
-        name: &str,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Result<Option<Attempt>, sqlx::Error> {
-        let sql = &self.inner.sql;
-        let verifier = verifier.as_bytes().as_slice();
-        let query = match (expected, new) {
-            (Some(expected), Some(new)) => sqlx::query_as(&sql.cas_replace)
-                .bind(key.as_str())
-                .bind(name)
-                .bind(expected)
-                .bind(new)
-                .bind(verifier),
-            (Some(expected), None) => sqlx::query_as(&sql.cas_remove)
-                .bind(key.as_str())
-                .bind(name)
-                .bind(expected)
-                .bind(verifier),
-            (None, Some(new)) => sqlx::query_as(&sql.cas_insert)
-                .bind(key.as_str())
-                .bind(name)
-                .bind(new)
-                .bind(verifier),
-            // Absent stays absent: nothing to write, the value decides.
-            (None, None) => {
-                let current: Option<Option<String>> = sqlx::query_scalar(&sql.cas_current)
-                    .bind(key.as_str())
-                    .bind(name)
-                    .bind(verifier)
-                    .fetch_optional(self.pool())
-                    .await?;
-                return Ok(current.map(|current| Attempt {
-                    swapped: false,
-                    current,
-                }));
-            }
-        };
-        let (alive, swapped, current): (bool, bool, Option<String>) =
-            query.fetch_one(self.pool()).await?;
-        Ok(alive.then_some(Attempt { swapped, current }))
-    }
-}
-
-/// The outcome of one compare-and-set statement on a live session.
-struct Attempt {
-    swapped: bool,
-    /// The attribute's value now, read only if nothing was swapped.
-    current: Option<String>,
 }
 
 /// Creates `schema` unless it exists. Two instances may race to create it;
@@ -405,43 +325,6 @@ async fn ensure_schema(conn: &mut PgConnection, schema: &str) -> Result<(), Stor
         Err(e) => Err(from_sqlx(op, e)),
     }
 }
-
-/// Decodes a loaded row into a record.
-fn record_from_row(
-    (verifier, created, last_accessed, idle_ms, expires_at, names, values): LoadedRow,
-) -> Result<Record, StoreError> {
-    let corrupt = |what: &'static str| {
-        StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, what)
-    };
-    let verifier = VerifierHash::from_slice(&verifier)
-        .ok_or_else(|| corrupt("stored verifier is not 32 bytes"))?;
-    let idle_ms = u64::try_from(idle_ms).map_err(|_| corrupt("stored idle timeout is negative"))?;
-    let time = |ms: Option<i64>| {
-        ms.and_then(crate::store::from_unix_millis)
-            .ok_or_else(|| corrupt("stored time is out of range"))
-    };
-    if names.len() != values.len() {
-        return Err(corrupt("attribute names and values do not pair up"));
-    }
-    Ok(Record {
-        verifier,
-        created: time(created)?,
-        last_accessed: time(last_accessed)?,
-        max_inactive: Duration::from_millis(idle_ms),
-        expires_at: time(expires_at)?,
-        attributes: names.into_iter().zip(values).collect::<HashMap<_, _>>(),
-    })
-}
-
-type LoadedRow = (
-    Vec<u8>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Vec<String>,
-    Vec<String>,
-);
 
 #[async_trait]
 impl SessionStore for PostgresStore {
@@ -625,17 +508,5 @@ impl SessionStore for PostgresStore {
             }),
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_keep_milliseconds() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
-        assert_eq!(unix_millis(millis(t)), 1_700_000_000_123);
-        assert_eq!(millis(t).nanosecond() % 1_000_000, 0);
     }
 }
