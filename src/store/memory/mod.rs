@@ -60,13 +60,14 @@
 //! behind a balancer anyway), or raises the budget to what the flood can
 //! fill. The memory store is for one instance.
 
+mod bounds;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use time::OffsetDateTime;
 
@@ -75,21 +76,14 @@ use super::{
     StoreKey, Swap, VerifierHash,
 };
 
+pub use self::bounds::MemoryStoreBuilder;
+
 /// The default bound on the number of sessions a [`MemoryStore`] holds.
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
 /// The default bound on the estimated bytes a [`MemoryStore`]'s sessions
 /// take: 64 MiB. See the [module docs](self) for why.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// What one session weighs besides its attributes: the record, the `Arc`
-/// around it, its key and the cache's entry (measured: about 580 bytes).
-const SESSION_OVERHEAD: usize = 600;
-
-/// What one attribute weighs besides its name and value: its share of the
-/// map's table and the two strings' allocations (measured: about 165 bytes
-/// with small names and values).
-const ATTRIBUTE_OVERHEAD: usize = 160;
 
 /// A bounded in-process store. Clones share one cache.
 ///
@@ -133,102 +127,6 @@ impl Default for MemoryStore {
     fn default() -> Self {
         Self::builder().build()
     }
-}
-
-/// The bounds of a [`MemoryStore`], from [`MemoryStore::builder`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct MemoryStoreBuilder {
-    max_bytes: u64,
-    max_sessions: u64,
-}
-
-impl Default for MemoryStoreBuilder {
-    fn default() -> Self {
-        Self {
-            max_bytes: DEFAULT_MAX_BYTES,
-            max_sessions: DEFAULT_CAPACITY,
-        }
-    }
-}
-
-impl MemoryStoreBuilder {
-    /// The most bytes the sessions may take, as estimated from their
-    /// attributes plus a fixed overhead per session and per attribute.
-    /// Default: [`DEFAULT_MAX_BYTES`] (64 MiB). Zero keeps no session.
-    ///
-    /// ```
-    /// # use tower_httpsession::MemoryStore;
-    /// let store = MemoryStore::builder().with_max_bytes(16 * 1024 * 1024).build();
-    /// # let _ = store;
-    /// ```
-    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = bytes;
-        self
-    }
-
-    /// The most sessions the store holds. Default: [`DEFAULT_CAPACITY`]
-    /// (100,000). Zero keeps no session.
-    ///
-    /// Kept as a weight floor: every session weighs at least the byte budget
-    /// divided by this bound, so the store never holds more sessions than
-    /// this, and holds fewer when they are large.
-    ///
-    /// ```
-    /// # use tower_httpsession::MemoryStore;
-    /// let store = MemoryStore::builder().with_max_sessions(10_000).build();
-    /// # let _ = store;
-    /// ```
-    pub fn with_max_sessions(mut self, sessions: u64) -> Self {
-        self.max_sessions = sessions;
-        self
-    }
-
-    /// The store.
-    #[must_use]
-    pub fn build(self) -> MemoryStore {
-        // Every session weighs at least the floor, and the capacity is
-        // `max_sessions` floors at most (a budget smaller by the remainder),
-        // so no more than `max_sessions` sessions fit.
-        let (capacity, floor) = match self.max_sessions {
-            0 => (0, u32::MAX),
-            sessions => {
-                let floor = u32::try_from(self.max_bytes / sessions)
-                    .unwrap_or(u32::MAX)
-                    .max(1);
-                let most = u64::from(floor).saturating_mul(sessions);
-                (self.max_bytes.min(most), floor)
-            }
-        };
-        let cache = Cache::builder()
-            .max_capacity(capacity)
-            .weigher(move |key: &StoreKey, record: &Arc<Record>| weight(key, record).max(floor))
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry)
-            .build();
-        MemoryStore {
-            cache,
-            max_bytes: self.max_bytes,
-            max_sessions: self.max_sessions,
-        }
-    }
-}
-
-/// A session's estimated heap footprint in bytes, saturating at
-/// `u32::MAX` (4 GiB; the default limits allow at most about 1 GiB).
-fn weight(key: &StoreKey, record: &Record) -> u32 {
-    let attributes = record
-        .attributes
-        .iter()
-        .fold(0_usize, |sum, (name, value)| {
-            sum.saturating_add(ATTRIBUTE_OVERHEAD)
-                .saturating_add(name.len())
-                .saturating_add(value.len())
-        });
-    let bytes = SESSION_OVERHEAD
-        .saturating_add(key.as_str().len())
-        .saturating_add(attributes);
-    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 /// Each record expires at its own `expires_at`.
@@ -442,7 +340,7 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
-    fn record(expires_in: Duration) -> Record {
+    pub(super) fn record(expires_in: Duration) -> Record {
         let now = crate::store::now();
         Record {
             verifier: VerifierHash::random().unwrap(),
@@ -455,7 +353,7 @@ mod tests {
     }
 
     /// A live record holding one attribute of `bytes` bytes.
-    fn sized(bytes: usize) -> Record {
+    pub(super) fn sized(bytes: usize) -> Record {
         let mut record = record(Duration::from_secs(60));
         record
             .attributes
@@ -489,22 +387,6 @@ mod tests {
             store.cache.run_pending_tasks();
         }
         assert!(store.load(&keep).await.unwrap().is_some());
-    }
-
-    #[test]
-    fn a_session_weighs_its_names_and_values_plus_overheads() {
-        let key = StoreKey::random().unwrap();
-        let empty = weight(&key, &record(Duration::from_secs(60)));
-        assert_eq!(
-            empty as usize,
-            SESSION_OVERHEAD + key.as_str().len(),
-            "an empty session"
-        );
-        let one = weight(&key, &sized(1_000));
-        assert_eq!(
-            (one - empty) as usize,
-            ATTRIBUTE_OVERHEAD + "profile".len() + 1_000
-        );
     }
 
     #[tokio::test]
