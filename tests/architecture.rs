@@ -1,9 +1,14 @@
-//! The module graph's one rule: the store contract is the ground floor.
+//! The rules of the source tree.
 //!
-//! `src/store/` is what a third-party store implements against, so it must
-//! read on its own: no code under it (tests included) names the session
-//! handle, the layer, the health endpoints, the profiles, the configuration
-//! or the session error. Doc comments may point upwards; code may not.
+//! The store contract is the ground floor. `src/store/` is what a
+//! third-party store implements against, so it must read on its own: no code
+//! under it (tests included) names the session handle, the layer, the health
+//! endpoints, the profiles, the configuration or the session error. Doc
+//! comments may point upwards; code may not.
+//!
+//! No file is a big room. A source file under `src/` that passes
+//! [`MAX_LINES`] holds more than one job and is split; the store suite, one
+//! long list of behavioural tests, is the exception.
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +26,14 @@ const ABOVE: [&str; 10] = [
     "crate::SessionError",
 ];
 
+/// The most lines a source file under `src/` may have.
+const MAX_LINES: usize = 550;
+
+/// The files allowed to pass [`MAX_LINES`], relative to the crate's root.
+const LONG_FILES: [&str; 1] = ["src/store/testing.rs"];
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src/store") {
+    for entry in std::fs::read_dir(dir).expect("read a source folder") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             rust_files(&path, out);
@@ -81,4 +92,42 @@ fn the_check_sees_an_upward_import() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(found, [1]);
+}
+
+/// Whether `file` (relative to the crate's root) of `lines` lines breaks
+/// the size rule.
+fn too_long(file: &Path, lines: usize) -> bool {
+    lines > MAX_LINES && !LONG_FILES.iter().any(|long| file == Path::new(long))
+}
+
+#[test]
+fn no_source_file_passes_the_line_limit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() > 30, "found only {files:?}");
+    let mut offences = Vec::new();
+    for file in &files {
+        let lines = std::fs::read_to_string(file).expect("read").lines().count();
+        let relative = file.strip_prefix(root).expect("under the root");
+        if too_long(relative, lines) {
+            offences.push(format!("{}: {lines} lines", relative.display()));
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "source files over {MAX_LINES} lines; split them by job:\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn the_size_check_spares_only_the_store_suite() {
+    assert!(!too_long(Path::new("src/layer/mod.rs"), MAX_LINES));
+    assert!(too_long(Path::new("src/layer/mod.rs"), MAX_LINES + 1));
+    assert!(!too_long(Path::new("src/store/testing.rs"), 5 * MAX_LINES));
+    assert!(too_long(
+        Path::new("tests/src/store/testing.rs"),
+        MAX_LINES + 1
+    ));
 }
