@@ -22,7 +22,7 @@ pub const MAX_INACTIVE_LIMIT: Duration = Duration::from_secs(400 * 24 * 60 * 60)
 /// let config = SessionConfig::default()
 ///     .with_cookie_name("__Host-session")
 ///     .with_max_inactive_interval(Duration::from_secs(15 * 60))
-///     .with_absolute_timeout(Some(Duration::from_secs(8 * 60 * 60)));
+///     .with_absolute_timeout(Duration::from_secs(8 * 60 * 60));
 /// let layer = SessionLayer::with_config(MemoryStore::default(), config).unwrap();
 /// # let _ = layer;
 /// ```
@@ -87,10 +87,11 @@ impl SessionConfig {
         self
     }
 
-    /// The cookie's `Domain`. Default: none, so the cookie goes back only to
-    /// the host that set it, the safer choice.
-    pub fn with_domain(mut self, domain: Option<String>) -> Self {
-        self.domain = domain;
+    /// The cookie's `Domain`, which sends it to every subdomain of `domain`
+    /// too. Default: none, so the cookie goes back only to the host that set
+    /// it, the safer choice.
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
         self
     }
 
@@ -126,8 +127,8 @@ impl SessionConfig {
 
     /// A deadline counted from creation after which the session ends however
     /// active it is, as OWASP recommends. Default: none.
-    pub fn with_absolute_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.absolute_timeout = timeout;
+    pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
         self
     }
 
@@ -298,7 +299,7 @@ mod tests {
             ),
             (d().with_path("x"), ConfigError::InvalidPath("x".into())),
             (
-                d().with_domain(Some("a;b".into())),
+                d().with_domain("a;b"),
                 ConfigError::InvalidDomain("a;b".into()),
             ),
             (
@@ -311,8 +312,7 @@ mod tests {
                 ConfigError::HostPrefix,
             ),
             (
-                d().with_cookie_name("__Host-s")
-                    .with_domain(Some("example.com".into())),
+                d().with_cookie_name("__Host-s").with_domain("example.com"),
                 ConfigError::HostPrefix,
             ),
             (
@@ -330,7 +330,7 @@ mod tests {
                 ConfigError::IntervalOutOfRange("max inactive interval"),
             ),
             (
-                d().with_absolute_timeout(Some(MAX_INACTIVE_LIMIT * 2)),
+                d().with_absolute_timeout(MAX_INACTIVE_LIMIT * 2),
                 ConfigError::IntervalOutOfRange("absolute timeout"),
             ),
             (

@@ -169,10 +169,7 @@ async fn host_prefixed_cookie_meets_its_rules() {
     let host = || SessionConfig::default().with_cookie_name("__Host-SESSION");
     for (config, rule) in [
         (host().with_path("/app"), ConfigError::HostPrefix),
-        (
-            host().with_domain(Some("example.com".into())),
-            ConfigError::HostPrefix,
-        ),
+        (host().with_domain("example.com"), ConfigError::HostPrefix),
         (
             host().with_insecure_cookie_over_http(),
             ConfigError::HostPrefix,
@@ -459,7 +456,7 @@ async fn absolute_timeout_holds_however_active_the_session() {
     let config = common::config()
         .with_max_inactive_interval(Duration::from_secs(600))
         .with_touch_interval(Duration::from_secs(10))
-        .with_absolute_timeout(Some(Duration::from_secs(60)));
+        .with_absolute_timeout(Duration::from_secs(60));
     let app = app_over(store.clone(), config);
     let pair = logged_in(&app, "alice").await;
     let key = id_of(&pair).store_key();

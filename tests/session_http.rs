@@ -512,7 +512,7 @@ async fn absolute_timeout_ends_an_active_session() {
         store.clone(),
         config()
             .with_max_inactive_interval(Duration::from_secs(600))
-            .with_absolute_timeout(Some(Duration::from_secs(60))),
+            .with_absolute_timeout(Duration::from_secs(60)),
     )
     .unwrap();
     let base = format!("http://{}", serve(app(layer)).await);

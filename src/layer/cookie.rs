@@ -177,7 +177,7 @@ mod tests {
     fn removal_cookie_keeps_attributes() {
         let config = SessionConfig::default()
             .with_path("/app")
-            .with_domain(Some("example.com".into()));
+            .with_domain("example.com");
         let text = removal_cookie(&config).to_string();
         for part in [
             "SESSION=",

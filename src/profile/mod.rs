@@ -133,7 +133,7 @@ impl Profile {
             config = config.with_insecure_cookie_over_http();
         }
         if let Some(domain) = &self.cookie_domain {
-            config = config.with_domain(Some(domain.clone()));
+            config = config.with_domain(domain.clone());
         }
         if let Some(path) = &self.cookie_path {
             config = config.with_path(path.clone());
@@ -149,7 +149,7 @@ impl Profile {
             config = config.with_max_inactive_interval(Duration::from_secs(secs));
         }
         if let Some(secs) = self.absolute_timeout_secs {
-            config = config.with_absolute_timeout(Some(Duration::from_secs(secs)));
+            config = config.with_absolute_timeout(Duration::from_secs(secs));
         }
         if let Some(secs) = self.touch_interval_secs {
             config = config.with_touch_interval(Duration::from_secs(secs));
