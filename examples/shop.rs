@@ -228,10 +228,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let health = Health::from_shared(sessions.store())
+    let health = Health::builder(sessions.store())
         .with_acl(acl()?)
         .with_l7_check_path("/monitor/l7check")
-        .with_drain_period(Duration::from_secs(drain));
+        .with_drain_period(Duration::from_secs(drain))
+        .build()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("shop on http://{addr}");

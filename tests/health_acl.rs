@@ -113,7 +113,10 @@ async fn toggle_behind_a_trusted_balancer() {
         .trust_proxy("10.0.0.1")
         .build()
         .unwrap();
-    let health = Health::new(MemoryStore::default()).with_acl(acl);
+    let health = Health::builder(MemoryStore::default())
+        .with_acl(acl)
+        .build()
+        .unwrap();
     let app = app(&health);
 
     // a client that claims to be an operator: the balancer appended its
@@ -137,7 +140,10 @@ async fn toggle_behind_a_trusted_balancer() {
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let acl = Acl::builder().allow("192.0.2.0/24").build().unwrap();
-    let health = Health::new(MemoryStore::default()).with_acl(acl);
+    let health = Health::builder(MemoryStore::default())
+        .with_acl(acl)
+        .build()
+        .unwrap();
     // 10.0.0.1 is not trusted here, so its header is the client's word
     let response = app(&health)
         .oneshot(put_through_balancer("192.0.2.10"))

@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_httpsession::health::{
-    Acl, ComponentHealth, Health, HealthIndicator, TrafficPhase, TrafficState,
+    Acl, ComponentHealth, Health, HealthBuilder, HealthIndicator, TrafficPhase, TrafficState,
 };
 use tower_httpsession::store::{
     Applied, ChangeSet, Created, Record, StoreHealth, StoreKey, Swap, VerifierHash,
@@ -121,8 +121,13 @@ fn app(health: &Health) -> Router {
         .merge(health.router())
 }
 
+/// The health endpoints with the tests' ACL, to set up further.
+fn configured(store: &ControlledStore) -> HealthBuilder {
+    Health::builder(store.clone()).with_acl(acl())
+}
+
 fn health(store: &ControlledStore) -> Health {
-    Health::new(store.clone()).with_acl(acl())
+    configured(store).build().unwrap()
 }
 
 fn get(path: &str, from: Option<[u8; 4]>) -> Request<Body> {
@@ -240,7 +245,11 @@ async fn store_down_makes_health_and_readiness_down_but_not_liveness() {
 async fn a_store_that_never_answers_is_down_after_the_timeout() {
     let store = ControlledStore::default();
     store.set(2);
-    let app = app(&health(&store).with_check_timeout(Duration::from_millis(250)));
+    let health = configured(&store)
+        .with_check_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let app = app(&health);
     let started = tokio::time::Instant::now();
     let (status, body) = send(&app, get("/actuator/health", Some(OPERATOR))).await;
     assert_eq!(started.elapsed(), Duration::from_millis(250));
@@ -257,7 +266,7 @@ async fn indicators_run_concurrently_and_slow_ones_are_down() {
         delay: Duration::from_millis(ms),
         report,
     };
-    let health = health(&store)
+    let health = configured(&store)
         .with_check_timeout(Duration::from_secs(1))
         .with_indicator("a", slow(800, ComponentHealth::up()))
         .with_indicator("b", slow(800, ComponentHealth::up()))
@@ -268,7 +277,7 @@ async fn indicators_run_concurrently_and_slow_ones_are_down() {
                 ComponentHealth::up().with_details(json!({ "version": "1.2" })),
             ),
         );
-    let app = app(&health);
+    let app = app(&health.clone().build().unwrap());
     let started = tokio::time::Instant::now();
     let (status, body) = send(&app, get("/actuator/health", Some(OPERATOR))).await;
     // three checks of 0.8 s, 0.8 s and 0.7 s in 0.8 s: concurrent
@@ -276,7 +285,8 @@ async fn indicators_run_concurrently_and_slow_ones_are_down() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["components"]["c"]["details"]["version"], "1.2");
 
-    let app = self::app(&health.with_indicator("slow", slow(60_000, ComponentHealth::up())));
+    let health = health.with_indicator("slow", slow(60_000, ComponentHealth::up()));
+    let app = self::app(&health.build().unwrap());
     let started = tokio::time::Instant::now();
     let (status, body) = send(&app, get("/actuator/health", Some(OPERATOR))).await;
     assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -288,7 +298,7 @@ async fn indicators_run_concurrently_and_slow_ones_are_down() {
 #[tokio::test]
 async fn a_down_or_panicking_indicator_fails_health_but_not_readiness() {
     let store = ControlledStore::default();
-    let health = health(&store)
+    let health = configured(&store)
         .with_indicator("broken", Panics)
         .with_indicator(
             "payments",
@@ -296,7 +306,9 @@ async fn a_down_or_panicking_indicator_fails_health_but_not_readiness() {
                 delay: Duration::ZERO,
                 report: ComponentHealth::down(),
             },
-        );
+        )
+        .build()
+        .unwrap();
     let app = app(&health);
     let (status, body) = send(&app, get("/actuator/health", Some(OPERATOR))).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -314,7 +326,8 @@ async fn a_down_or_panicking_indicator_fails_health_but_not_readiness() {
 async fn readiness_follows_the_traffic_state_and_liveness_does_not() {
     let store = ControlledStore::default();
     let state = TrafficState::starting();
-    let app = app(&health(&store).with_traffic_state(state.clone()));
+    let health = configured(&store).with_traffic_state(state.clone());
+    let app = app(&health.build().unwrap());
     let probe = |path: &'static str| {
         let app = app.clone();
         async move { send(&app, get(path, None)).await }
@@ -363,7 +376,10 @@ async fn readiness_follows_the_traffic_state_and_liveness_does_not() {
 #[tokio::test]
 async fn l7_alias_answers_readiness_as_a_word() {
     let store = ControlledStore::default();
-    let health = health(&store).with_l7_check_path("/monitor/l7check");
+    let health = configured(&store)
+        .with_l7_check_path("/monitor/l7check")
+        .build()
+        .unwrap();
     let app = app(&health);
     let response = app
         .clone()
@@ -620,9 +636,11 @@ async fn up_while_shutting_down_is_a_conflict() {
 #[tokio::test]
 async fn paths_are_configurable_and_other_methods_are_405() {
     let store = ControlledStore::default();
-    let health = health(&store)
+    let health = configured(&store)
         .with_path("/manage/health")
-        .with_readiness_path("/ready");
+        .with_readiness_path("/ready")
+        .build()
+        .unwrap();
     let app = app(&health);
     for (path, code) in [
         ("/manage/health", StatusCode::OK),
@@ -693,7 +711,11 @@ async fn refusals_are_logged_with_the_address_and_never_the_token() {
         .allow_host("shop-1.internal")
         .build()
         .unwrap();
-    let hosted = Health::new(store.clone()).with_acl(acl).router();
+    let hosted = Health::builder(store.clone())
+        .with_acl(acl)
+        .build()
+        .unwrap()
+        .router();
     let mut request = put(r#"{"status": "UP"}"#, Some(OPERATOR));
     let headers = request.headers_mut();
     headers.insert(header::HOST, "attacker.example".parse().unwrap());

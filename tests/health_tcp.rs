@@ -15,22 +15,27 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_httpsession::MemoryStore;
-use tower_httpsession::health::{Acl, Health, TrafficPhase};
+use tower_httpsession::health::{Acl, Health, HealthBuilder, TrafficPhase};
 
 const TOKEN: &str = "rolling-deploy-token-7f3a";
 const ALLOWED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const OUTSIDER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn health() -> Health {
+/// The health endpoints of a rolling deploy, to set up further.
+fn configured() -> HealthBuilder {
     let acl = Acl::builder()
         .allow("127.0.0.1/32")
         .bearer_token(TOKEN)
         .require_both()
         .build()
         .unwrap();
-    Health::new(MemoryStore::default())
+    Health::builder(MemoryStore::default())
         .with_acl(acl)
         .with_l7_check_path("/monitor/l7check")
+}
+
+fn health() -> Health {
+    configured().build().unwrap()
 }
 
 fn app(health: &Health) -> Router {
@@ -187,7 +192,10 @@ async fn details_only_for_the_allowed_peer_with_the_token() {
 #[tokio::test]
 async fn shutdown_fails_readiness_while_still_serving_then_stops() {
     // a drain long enough that the test looks while it lasts
-    let health = health().with_drain_period(Duration::from_secs(3600));
+    let health = configured()
+        .with_drain_period(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let signal = async {
         stopped.await.ok();
@@ -211,7 +219,10 @@ async fn shutdown_fails_readiness_while_still_serving_then_stops() {
     server.abort();
 
     // with no drain period the server stops once the signal comes
-    let health = self::health().with_drain_period(Duration::ZERO);
+    let health = configured()
+        .with_drain_period(Duration::ZERO)
+        .build()
+        .unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let signal = async {
         stopped.await.ok();

@@ -105,7 +105,7 @@ struct Gate {
 
 fn app(store: Arc<dyn SessionStore>, gate: Arc<Gate>) -> Router {
     let config = common::config().with_absolute_timeout(ABSOLUTE);
-    let layer = SessionLayer::shared(store, config).expect("config");
+    let layer = SessionLayer::with_config(store, config).expect("config");
     Router::new()
         .route(
             "/held/{name}/{how}",

@@ -38,7 +38,7 @@ struct Gate {
 }
 
 fn app(store: Arc<dyn SessionStore>, gate: Arc<Gate>) -> Router {
-    let layer = SessionLayer::shared(store, common::config()).unwrap();
+    let layer = SessionLayer::with_config(store, common::config()).unwrap();
     Router::new()
         .route(
             "/start",

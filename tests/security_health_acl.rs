@@ -57,10 +57,11 @@ impl<'a> Put<'a> {
 
 /// A health router behind `acl`, and its traffic state.
 fn toggle(acl: Option<Acl>) -> (Router, TrafficState) {
-    let mut health = Health::new(MemoryStore::new(10));
+    let mut health = Health::builder(MemoryStore::new(10));
     if let Some(acl) = acl {
         health = health.with_acl(acl);
     }
+    let health = health.build().expect("health");
     (health.router(), health.traffic_state())
 }
 

@@ -144,13 +144,16 @@ fn routes(store: Arc<dyn SessionStore>) -> Router {
     let config = SessionConfig::default()
         .with_insecure_cookie_over_http()
         .with_max_attribute_bytes(1024);
-    let layer = SessionLayer::shared(store.clone(), config).expect("config");
+    let layer = SessionLayer::with_config(store.clone(), config).expect("config");
     let acl = Acl::builder()
         .allow("10.0.0.0/8")
         .bearer_token(TOKEN)
         .build()
         .expect("acl");
-    let health = Health::from_shared(store).with_acl(acl);
+    let health = Health::builder(store)
+        .with_acl(acl)
+        .build()
+        .expect("health");
     Router::new()
         .route(
             "/login/{user}",

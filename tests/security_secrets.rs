@@ -45,7 +45,11 @@ fn key() -> StoreKey {
 /// The health report an allowed caller sees for `store`.
 async fn details(store: impl SessionStore) -> String {
     let acl = Acl::builder().allow("127.0.0.1/32").build().expect("acl");
-    let app = Health::new(store).with_acl(acl).router();
+    let app = Health::builder(store)
+        .with_acl(acl)
+        .build()
+        .expect("health")
+        .router();
     let mut request = Request::get("/actuator/health")
         .body(Body::empty())
         .expect("request");

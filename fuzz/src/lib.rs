@@ -265,7 +265,10 @@ pub fn health_put(data: &[u8]) {
         .bearer_token(HEALTH_TOKEN)
         .build()
         .expect("a valid ACL");
-    let health = Health::new(MemoryStore::new(10)).with_acl(acl);
+    let health = Health::builder(MemoryStore::new(10))
+        .with_acl(acl)
+        .build()
+        .expect("a valid health configuration");
     let state = health.traffic_state();
     let app = health.router();
     block_on(async move {

@@ -93,7 +93,7 @@ impl ComponentHealth {
 }
 
 /// A check the app registers with
-/// [`Health::with_indicator`](super::Health::with_indicator), such as a
+/// [`HealthBuilder::with_indicator`](super::HealthBuilder::with_indicator), such as a
 /// downstream service or a database the sessions do not live in.
 ///
 /// Object safe; the health endpoint runs every indicator concurrently and

@@ -2,6 +2,7 @@
 
 mod cookie;
 
+use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,12 +69,17 @@ impl fmt::Debug for SessionLayer {
 
 impl SessionLayer {
     /// A layer over `store` with the default [`SessionConfig`].
+    ///
+    /// `store` is any [`SessionStore`]; a store the app already shares as
+    /// `Arc<dyn SessionStore>` (such as a [profile's](crate::profile)) is
+    /// used as it is, not wrapped again.
     #[must_use]
     pub fn new(store: impl SessionStore) -> Self {
-        Self::from_parts(Arc::new(store), SessionConfig::default())
+        Self::from_parts(shared_store(store), SessionConfig::default())
     }
 
-    /// A layer over `store` with `config`, checked.
+    /// A layer over `store` with `config`, checked. `store` is taken as by
+    /// [`new`](Self::new).
     ///
     /// # Errors
     ///
@@ -82,21 +88,23 @@ impl SessionLayer {
         store: impl SessionStore,
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
-        Self::shared(Arc::new(store), config)
+        config.validate()?;
+        Ok(Self::from_parts(shared_store(store), config))
     }
 
-    /// A layer over a store already shared as `Arc<dyn SessionStore>`, such
-    /// as one a profile built.
+    /// A layer over a store already shared as `Arc<dyn SessionStore>`.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] that names the rule the configuration breaks.
+    #[deprecated(
+        note = "use `SessionLayer::with_config`, which takes an `Arc<dyn SessionStore>` as it is"
+    )]
     pub fn shared(
         store: Arc<dyn SessionStore>,
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Self::from_parts(store, config))
+        Self::with_config(store, config)
     }
 
     fn from_parts(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
@@ -108,6 +116,21 @@ impl SessionLayer {
     /// The configuration in force.
     pub fn config(&self) -> &SessionConfig {
         &self.shared.config
+    }
+}
+
+/// `store` behind one `Arc<dyn SessionStore>`: a store already shared that
+/// way is used as it is, where wrapping it again would add a second dynamic
+/// call and a boxed future to every store call.
+pub(crate) fn shared_store<S: SessionStore>(store: S) -> Arc<dyn SessionStore> {
+    let mut slot = Some(store);
+    let shared = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<Arc<dyn SessionStore>>>()
+        .and_then(Option::take);
+    match (shared, slot) {
+        (Some(shared), _) => shared,
+        (None, Some(store)) => Arc::new(store),
+        (None, None) => unreachable!("the slot is emptied only when it held a shared store"),
     }
 }
 
@@ -348,6 +371,14 @@ mod tests {
         let response = app.oneshot(request(None)).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert!(response.headers().get(header::SET_COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_shared_store_is_not_wrapped_again() {
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+        assert!(Arc::ptr_eq(&shared_store(Arc::clone(&store)), &store));
+        let wrapped = shared_store(MemoryStore::default());
+        assert_eq!(wrapped.backend(), "memory");
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl Profile {
         };
         Ok(Sessions {
             profile: self.store.name(),
-            layer: SessionLayer::shared(store.clone(), config)?,
+            layer: SessionLayer::with_config(store.clone(), config)?,
             store,
             _tasks: tasks,
         })

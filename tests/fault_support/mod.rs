@@ -28,7 +28,7 @@ pub fn app(store: Arc<dyn SessionStore>) -> Router {
     let config = tower_httpsession::SessionConfig::default()
         .with_insecure_cookie_over_http()
         .with_retry_after(Duration::from_secs(1));
-    let layer = SessionLayer::shared(store, config).expect("config");
+    let layer = SessionLayer::with_config(store, config).expect("config");
     Router::new()
         .route(
             "/w/{name}/{value}",
