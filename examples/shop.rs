@@ -192,17 +192,19 @@ fn env_list(name: &str, default: &str) -> Vec<String> {
 fn acl() -> Result<Acl, Box<dyn std::error::Error>> {
     let mut acl = Acl::builder();
     for cidr in env_list("HEALTH_ALLOW", "127.0.0.1/32,::1/128") {
-        acl = acl.allow(cidr);
+        acl = acl.with_allowed_network(cidr);
     }
     if let Ok(token) = std::env::var("HEALTH_TOKEN") {
-        acl = acl.bearer_token(token).require_both();
+        acl = acl
+            .with_bearer_token(token)
+            .with_network_and_token_required();
     }
     let hosts = env_list("HEALTH_HOSTS", "127.0.0.1,localhost,[::1]");
     if hosts.is_empty() {
         return Err("HEALTH_HOSTS lists no host; give the names the shop is reached by".into());
     }
     for host in hosts {
-        acl = acl.allow_host(host);
+        acl = acl.with_allowed_host(host);
     }
     Ok(acl.build()?)
 }

@@ -32,9 +32,9 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn ipv6_proxies_and_clients() {
     let acl = Acl::builder()
-        .allow("2001:db8:a::/48")
-        .trust_proxy("2001:db8:ff::/64")
-        .trust_proxy("10.0.0.0/8")
+        .with_allowed_network("2001:db8:a::/48")
+        .with_trusted_proxy("2001:db8:ff::/64")
+        .with_trusted_proxy("10.0.0.0/8")
         .build()
         .unwrap();
     // v6 proxy reporting a v6 client
@@ -70,10 +70,10 @@ fn ipv6_proxies_and_clients() {
 #[test]
 fn both_mode_applies_to_the_forwarded_client() {
     let acl = Acl::builder()
-        .allow("192.0.2.0/24")
-        .trust_proxy("10.0.0.1")
-        .bearer_token(TOKEN)
-        .require_both()
+        .with_allowed_network("192.0.2.0/24")
+        .with_trusted_proxy("10.0.0.1")
+        .with_bearer_token(TOKEN)
+        .with_network_and_token_required()
         .build()
         .unwrap();
     let mut headers = xff("192.0.2.10");
@@ -109,8 +109,8 @@ fn put_through_balancer(forwarded_for: &str) -> Request<Body> {
 #[tokio::test]
 async fn toggle_behind_a_trusted_balancer() {
     let acl = Acl::builder()
-        .allow("192.0.2.0/24")
-        .trust_proxy("10.0.0.1")
+        .with_allowed_network("192.0.2.0/24")
+        .with_trusted_proxy("10.0.0.1")
         .build()
         .unwrap();
     let health = Health::builder(MemoryStore::default())
@@ -139,7 +139,10 @@ async fn toggle_behind_a_trusted_balancer() {
 
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
-    let acl = Acl::builder().allow("192.0.2.0/24").build().unwrap();
+    let acl = Acl::builder()
+        .with_allowed_network("192.0.2.0/24")
+        .build()
+        .unwrap();
     let health = Health::builder(MemoryStore::default())
         .with_acl(acl)
         .build()

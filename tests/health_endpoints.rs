@@ -108,8 +108,8 @@ impl HealthIndicator for Panics {
 
 fn acl() -> Acl {
     Acl::builder()
-        .allow("10.0.0.0/24")
-        .bearer_token(TOKEN)
+        .with_allowed_network("10.0.0.0/24")
+        .with_bearer_token(TOKEN)
         .build()
         .unwrap()
 }
@@ -706,9 +706,9 @@ async fn refusals_are_logged_with_the_address_and_never_the_token() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     // the right token and address, through a rebound name
     let acl = Acl::builder()
-        .allow("10.0.0.0/24")
-        .bearer_token(TOKEN)
-        .allow_host("shop-1.internal")
+        .with_allowed_network("10.0.0.0/24")
+        .with_bearer_token(TOKEN)
+        .with_allowed_host("shop-1.internal")
         .build()
         .unwrap();
     let hosted = Health::builder(store.clone())

@@ -24,9 +24,9 @@ const OUTSIDER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// The health endpoints of a rolling deploy, to set up further.
 fn configured() -> HealthBuilder {
     let acl = Acl::builder()
-        .allow("127.0.0.1/32")
-        .bearer_token(TOKEN)
-        .require_both()
+        .with_allowed_network("127.0.0.1/32")
+        .with_bearer_token(TOKEN)
+        .with_network_and_token_required()
         .build()
         .unwrap();
     Health::builder(MemoryStore::default())

@@ -125,7 +125,10 @@ async fn no_acl_refuses_everyone_even_loopback() {
 
 #[tokio::test]
 async fn missing_connect_info_is_refused() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("0.0.0.0/0").allow("::/0"))));
+    let (app, state) = toggle(Some(acl(|b| {
+        b.with_allowed_network("0.0.0.0/0")
+            .with_allowed_network("::/0")
+    })));
     let mut request = put("127.0.0.1:1");
     request.peer = None;
     refused(&app, &state, &request, "no ConnectInfo").await;
@@ -133,7 +136,7 @@ async fn missing_connect_info_is_refused() {
 
 #[tokio::test]
 async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("10.0.0.0/8"))));
+    let (app, state) = toggle(Some(acl(|b| b.with_allowed_network("10.0.0.0/8"))));
     for spoof in [
         "10.0.0.1",
         "10.0.0.1, 10.0.0.2",
@@ -152,7 +155,8 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_only_the_rightmost_untrusted_hop_counts() {
     let (app, state) = toggle(Some(acl(|b| {
-        b.allow("192.0.2.0/24").trust_proxy("10.0.0.2")
+        b.with_allowed_network("192.0.2.0/24")
+            .with_trusted_proxy("10.0.0.2")
     })));
     let proxy = "10.0.0.2:1";
     // The client wrote the allowed address itself, the proxy appended the
@@ -199,7 +203,7 @@ async fn behind_a_trusted_proxy_only_the_rightmost_untrusted_hop_counts() {
 
 #[tokio::test]
 async fn ipv4_mapped_addresses_match_as_ipv4_and_nothing_else_does() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("127.0.0.1/32"))));
+    let (app, state) = toggle(Some(acl(|b| b.with_allowed_network("127.0.0.1/32"))));
     allowed(&app, &state, &put("127.0.0.1:1"), "v4").await;
     allowed(&app, &state, &put("[::ffff:127.0.0.1]:1"), "mapped").await;
     for peer in [
@@ -214,14 +218,17 @@ async fn ipv4_mapped_addresses_match_as_ipv4_and_nothing_else_does() {
     }
 
     // A range written as mapped IPv6 matches the IPv4 peer too.
-    let (app, state) = toggle(Some(acl(|b| b.allow("::ffff:10.0.0.0/104"))));
+    let (app, state) = toggle(Some(acl(|b| b.with_allowed_network("::ffff:10.0.0.0/104"))));
     allowed(&app, &state, &put("10.1.2.3:1"), "v4 in mapped range").await;
     refused(&app, &state, &put("11.0.0.1:1"), "v4 outside").await;
 }
 
 #[tokio::test]
 async fn wrong_missing_and_smuggled_tokens_are_refused() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").bearer_token(TOKEN))));
+    let (app, state) = toggle(Some(acl(|b| {
+        b.with_allowed_network("10.0.0.0/8")
+            .with_bearer_token(TOKEN)
+    })));
     let outsider = "203.0.113.9:1";
     let mut cut = TOKEN.to_owned();
     cut.pop();
@@ -296,7 +303,9 @@ async fn wrong_missing_and_smuggled_tokens_are_refused() {
 #[tokio::test]
 async fn require_both_needs_the_network_and_the_token() {
     let (app, state) = toggle(Some(acl(|b| {
-        b.allow("10.0.0.0/8").bearer_token(TOKEN).require_both()
+        b.with_allowed_network("10.0.0.0/8")
+            .with_bearer_token(TOKEN)
+            .with_network_and_token_required()
     })));
     let bearer = format!("Bearer {TOKEN}");
     refused(&app, &state, &put("10.0.0.1:1"), "network only").await;
@@ -314,9 +323,9 @@ async fn require_both_needs_the_network_and_the_token() {
 #[tokio::test]
 async fn a_host_outside_the_allowed_hosts_is_refused_from_an_allowed_address() {
     let (app, state) = toggle(Some(acl(|b| {
-        b.allow("127.0.0.1/32")
-            .allow_host("localhost")
-            .allow_host("shop-1.internal:8443")
+        b.with_allowed_network("127.0.0.1/32")
+            .with_allowed_host("localhost")
+            .with_allowed_host("shop-1.internal:8443")
     })));
     for host in [
         "attacker.example",
@@ -348,7 +357,8 @@ async fn a_host_outside_the_allowed_hosts_is_refused_from_an_allowed_address() {
 #[tokio::test]
 async fn a_host_outside_the_allowed_hosts_sees_no_details() {
     let (app, _) = toggle(Some(acl(|b| {
-        b.allow("127.0.0.1/32").allow_host("localhost")
+        b.with_allowed_network("127.0.0.1/32")
+            .with_allowed_host("localhost")
     })));
     for (host, details) in [("attacker.example", false), ("localhost:3000", true)] {
         let (head, body) = report(&app, &put("127.0.0.1:1").header("host", host)).await;
@@ -359,7 +369,10 @@ async fn a_host_outside_the_allowed_hosts_sees_no_details() {
 
 #[tokio::test]
 async fn refused_callers_see_no_details_and_nothing_is_cached() {
-    let (app, _) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").bearer_token(TOKEN))));
+    let (app, _) = toggle(Some(acl(|b| {
+        b.with_allowed_network("10.0.0.0/8")
+            .with_bearer_token(TOKEN)
+    })));
     let outsider = put("203.0.113.9:1").header("x-forwarded-for", "10.0.0.1");
     let (head, body) = report(&app, &outsider).await;
     assert_eq!(head.status, StatusCode::OK);
@@ -372,7 +385,7 @@ async fn refused_callers_see_no_details_and_nothing_is_cached() {
 
 #[tokio::test]
 async fn hostile_bodies_from_an_allowed_caller_are_400_not_5xx() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("127.0.0.1/32"))));
+    let (app, state) = toggle(Some(acl(|b| b.with_allowed_network("127.0.0.1/32"))));
     let big = format!(r#"{{"status": "UP", "pad": "{}"}}"#, "x".repeat(64 * 1024));
     let deep = "[".repeat(100_000);
     for body in [
@@ -417,7 +430,10 @@ async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// Over a real socket the ACL sees the real peer, whatever the headers say.
 #[tokio::test]
 async fn over_tcp_the_socket_peer_decides() {
-    let (app, state) = toggle(Some(acl(|b| b.allow("10.0.0.0/8").trust_proxy("10.0.0.2"))));
+    let (app, state) = toggle(Some(acl(|b| {
+        b.with_allowed_network("10.0.0.0/8")
+            .with_trusted_proxy("10.0.0.2")
+    })));
     let (addr, server) = serve(app).await;
     let response = reqwest::Client::new()
         .put(format!("http://{addr}/actuator/health"))
@@ -441,7 +457,8 @@ async fn over_tcp_the_host_sent_decides_in_http1_and_http2() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let (app, state) = toggle(Some(acl(|b| {
-        b.allow("127.0.0.1/32").allow_host("localhost")
+        b.with_allowed_network("127.0.0.1/32")
+            .with_allowed_host("localhost")
     })));
     let (addr, server) = serve(app).await;
 

@@ -146,8 +146,8 @@ fn routes(store: Arc<dyn SessionStore>) -> Router {
         .with_max_attribute_bytes(1024);
     let layer = SessionLayer::with_config(store.clone(), config).expect("config");
     let acl = Acl::builder()
-        .allow("10.0.0.0/8")
-        .bearer_token(TOKEN)
+        .with_allowed_network("10.0.0.0/8")
+        .with_bearer_token(TOKEN)
         .build()
         .expect("acl");
     let health = Health::builder(store)

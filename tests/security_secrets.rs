@@ -44,7 +44,10 @@ fn key() -> StoreKey {
 
 /// The health report an allowed caller sees for `store`.
 async fn details(store: impl SessionStore) -> String {
-    let acl = Acl::builder().allow("127.0.0.1/32").build().expect("acl");
+    let acl = Acl::builder()
+        .with_allowed_network("127.0.0.1/32")
+        .build()
+        .expect("acl");
     let app = Health::builder(store)
         .with_acl(acl)
         .build()

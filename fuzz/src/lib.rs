@@ -261,8 +261,8 @@ pub fn health_put(data: &[u8]) {
     use tower_httpsession::health::{Acl, Health, TrafficPhase};
 
     let acl = Acl::builder()
-        .allow("127.0.0.1/32")
-        .bearer_token(HEALTH_TOKEN)
+        .with_allowed_network("127.0.0.1/32")
+        .with_bearer_token(HEALTH_TOKEN)
         .build()
         .expect("a valid ACL");
     let health = Health::builder(MemoryStore::new(10))

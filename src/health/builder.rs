@@ -25,7 +25,7 @@ use crate::store::SessionStore;
 /// use tower_httpsession::health::{Acl, Health};
 ///
 /// let health = Health::builder(MemoryStore::default())
-///     .with_acl(Acl::builder().allow("10.0.0.0/8").build().unwrap())
+///     .with_acl(Acl::builder().with_allowed_network("10.0.0.0/8").build().unwrap())
 ///     .with_l7_check_path("/monitor/l7check")
 ///     .with_check_timeout(Duration::from_secs(1))
 ///     .build()

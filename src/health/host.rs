@@ -1,5 +1,5 @@
 //! The hosts a request to the health endpoints may name, against DNS
-//! rebinding; see [`AclBuilder::allow_host`](super::AclBuilder::allow_host).
+//! rebinding; see [`AclBuilder::with_allowed_host`](super::AclBuilder::with_allowed_host).
 
 use std::net::Ipv6Addr;
 

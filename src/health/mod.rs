@@ -10,7 +10,7 @@
 //! use tower_httpsession::health::{Acl, Health};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let acl = Acl::builder().allow("127.0.0.1/32").build().unwrap();
+//! let acl = Acl::builder().with_allowed_network("127.0.0.1/32").build().unwrap();
 //! let health = Health::builder(MemoryStore::default()).with_acl(acl).build().unwrap();
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
@@ -79,7 +79,7 @@
 //! - 403 for a caller the ACL refuses, including every caller when no ACL
 //!   is configured or when the request has no
 //!   [`ConnectInfo`](axum::extract::ConnectInfo), and a request that names
-//!   a host outside the ACL's [allowed hosts](AclBuilder::allow_host);
+//!   a host outside the ACL's [allowed hosts](AclBuilder::with_allowed_host);
 //! - 409 when the [state machine](state) refuses, such as `UP` while
 //!   shutting down.
 //!
@@ -102,7 +102,7 @@
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! let health = Health::builder(MemoryStore::default())
-//!     .with_acl(Acl::builder().allow("10.0.0.0/8").build().unwrap())
+//!     .with_acl(Acl::builder().with_allowed_network("10.0.0.0/8").build().unwrap())
 //!     .with_l7_check_path("/monitor/l7check")
 //!     .build()
 //!     .unwrap();
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn debug_shows_configuration_not_secrets() {
         let acl = Acl::builder()
-            .bearer_token("a-very-secret-token-value")
+            .with_bearer_token("a-very-secret-token-value")
             .build()
             .unwrap();
         let health = Health::builder(MemoryStore::default())

@@ -37,7 +37,7 @@ impl AclBuilder {
     /// Allows callers from a network, given as CIDR (`"10.0.0.0/8"`,
     /// `"fd00::/8"`) or as one address (`"127.0.0.1"`, `"::1"`). Default:
     /// none.
-    pub fn allow(mut self, cidr: impl Into<String>) -> Self {
+    pub fn with_allowed_network(mut self, cidr: impl Into<String>) -> Self {
         self.networks.push(cidr.into());
         self
     }
@@ -46,22 +46,23 @@ impl AclBuilder {
     /// `X-Forwarded-For`. Default: none, and the header is ignored.
     ///
     /// A trusted proxy is not thereby allowed: list it with
-    /// [`allow`](Self::allow) too if it should be.
-    pub fn trust_proxy(mut self, cidr: impl Into<String>) -> Self {
+    /// [`with_allowed_network`](Self::with_allowed_network) too if it should
+    /// be.
+    pub fn with_trusted_proxy(mut self, cidr: impl Into<String>) -> Self {
         self.trusted_proxies.push(cidr.into());
         self
     }
 
     /// Allows callers that send `Authorization: Bearer <token>`. Default: no
     /// token. It must be at least [`MIN_TOKEN_LEN`] bytes of visible ASCII.
-    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+    pub fn with_bearer_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
     /// Requires a caller to come from an allowed network *and* send the
     /// token. Default: either one is enough.
-    pub fn require_both(mut self) -> Self {
+    pub fn with_network_and_token_required(mut self) -> Self {
         self.require_both = true;
         self
     }
@@ -86,9 +87,9 @@ impl AclBuilder {
     /// use tower_httpsession::health::{Acl, Refusal};
     ///
     /// let acl = Acl::builder()
-    ///     .allow("10.0.0.0/8")
-    ///     .allow_host("shop-1.internal")
-    ///     .allow_host("10.0.0.5:8080")
+    ///     .with_allowed_network("10.0.0.0/8")
+    ///     .with_allowed_host("shop-1.internal")
+    ///     .with_allowed_host("10.0.0.5:8080")
     ///     .build()
     ///     .unwrap();
     /// let peer = Some("10.0.0.9:50000".parse().unwrap());
@@ -100,9 +101,39 @@ impl AclBuilder {
     /// assert!(!acl.check(peer, &host("attacker.example")).is_allowed());
     /// assert!(!acl.check(peer, &HeaderMap::new()).is_allowed());
     /// ```
-    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+    pub fn with_allowed_host(mut self, host: impl Into<String>) -> Self {
         self.hosts.push(host.into());
         self
+    }
+
+    /// Allows callers from a network.
+    #[deprecated(note = "renamed to `with_allowed_network`")]
+    pub fn allow(self, cidr: impl Into<String>) -> Self {
+        self.with_allowed_network(cidr)
+    }
+
+    /// Trusts a proxy to report the client in `X-Forwarded-For`.
+    #[deprecated(note = "renamed to `with_trusted_proxy`")]
+    pub fn trust_proxy(self, cidr: impl Into<String>) -> Self {
+        self.with_trusted_proxy(cidr)
+    }
+
+    /// Allows callers that send `Authorization: Bearer <token>`.
+    #[deprecated(note = "renamed to `with_bearer_token`")]
+    pub fn bearer_token(self, token: impl Into<String>) -> Self {
+        self.with_bearer_token(token)
+    }
+
+    /// Requires a caller to come from an allowed network and send the token.
+    #[deprecated(note = "renamed to `with_network_and_token_required`")]
+    pub fn require_both(self) -> Self {
+        self.with_network_and_token_required()
+    }
+
+    /// Allows requests that name `host`.
+    #[deprecated(note = "renamed to `with_allowed_host`")]
+    pub fn allow_host(self, host: impl Into<String>) -> Self {
+        self.with_allowed_host(host)
     }
 
     /// Checks the configuration.
@@ -186,8 +217,9 @@ pub enum AclError {
     /// Neither a network nor a token: the ACL would allow no one.
     #[error("the ACL allows no one: give at least one network or a token")]
     NothingAllowed,
-    /// `require_both` without a network or without a token.
-    #[error("require_both needs at least one network and a token")]
+    /// [`with_network_and_token_required`](AclBuilder::with_network_and_token_required)
+    /// without a network or without a token.
+    #[error("requiring both a network and the token needs at least one network and a token")]
     BothNeedsNetworkAndToken,
     /// An allowed host is not a host name or address with an optional port.
     #[error("allowed host {0:?} is not a host name or IP address with an optional port")]
@@ -203,32 +235,38 @@ mod tests {
     fn configuration_is_checked() {
         let err = |b: AclBuilder| b.build().unwrap_err();
         assert_eq!(
-            err(Acl::builder().allow("10.0.0.0/33")),
+            err(Acl::builder().with_allowed_network("10.0.0.0/33")),
             AclError::InvalidNetwork("10.0.0.0/33".into())
         );
         assert_eq!(
-            err(Acl::builder().allow("10.0.0.1").trust_proxy("proxy.local")),
+            err(Acl::builder()
+                .with_allowed_network("10.0.0.1")
+                .with_trusted_proxy("proxy.local")),
             AclError::InvalidProxy("proxy.local".into())
         );
         assert_eq!(err(Acl::builder()), AclError::NothingAllowed);
         assert_eq!(
-            err(Acl::builder().bearer_token("short")),
+            err(Acl::builder().with_bearer_token("short")),
             AclError::TokenTooShort
         );
         assert_eq!(
-            err(Acl::builder().bearer_token("has a space in the token")),
+            err(Acl::builder().with_bearer_token("has a space in the token")),
             AclError::TokenNotVisibleAscii
         );
         assert_eq!(
-            err(Acl::builder().allow("::1").require_both()),
+            err(Acl::builder()
+                .with_allowed_network("::1")
+                .with_network_and_token_required()),
             AclError::BothNeedsNetworkAndToken
         );
         assert_eq!(
-            err(Acl::builder().allow("::1").allow_host("user@shop")),
+            err(Acl::builder()
+                .with_allowed_network("::1")
+                .with_allowed_host("user@shop")),
             AclError::InvalidHost("user@shop".into())
         );
         assert!(
-            err(Acl::builder().allow("10.0.0.0/33"))
+            err(Acl::builder().with_allowed_network("10.0.0.0/33"))
                 .to_string()
                 .contains("10.0.0.0/33")
         );
@@ -236,7 +274,7 @@ mod tests {
 
     #[test]
     fn debug_never_prints_the_token() {
-        let builder = Acl::builder().bearer_token(TOKEN);
+        let builder = Acl::builder().with_bearer_token(TOKEN);
         assert!(!format!("{builder:?}").contains("0123"));
         let acl = builder.build().unwrap();
         let debug = format!("{acl:?}");

@@ -69,8 +69,8 @@ mod tests {
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let acl = Acl::builder()
-            .allow("10.0.0.0/8")
-            .trust_proxy("192.168.1.1")
+            .with_allowed_network("10.0.0.0/8")
+            .with_trusted_proxy("192.168.1.1")
             .build()
             .unwrap();
         // a spoofed header from an untrusted peer changes nothing
@@ -86,8 +86,8 @@ mod tests {
     #[test]
     fn forwarded_for_from_trusted_proxy_uses_rightmost_untrusted() {
         let acl = Acl::builder()
-            .allow("10.0.0.0/8")
-            .trust_proxy("192.168.1.0/24")
+            .with_allowed_network("10.0.0.0/8")
+            .with_trusted_proxy("192.168.1.0/24")
             .build()
             .unwrap();
         let xff = headers(&[("x-forwarded-for", "10.0.0.5")]);
@@ -142,8 +142,8 @@ mod tests {
     #[test]
     fn malformed_forwarded_for_from_trusted_proxy_is_refused() {
         let acl = Acl::builder()
-            .allow("0.0.0.0/0")
-            .trust_proxy("192.168.1.1")
+            .with_allowed_network("0.0.0.0/0")
+            .with_trusted_proxy("192.168.1.1")
             .build()
             .unwrap();
         for bad in [

@@ -13,7 +13,7 @@
 //! the ACL cannot tell who is calling and refuses.
 //!
 //! `X-Forwarded-For` is read only when the peer is a
-//! [trusted proxy](AclBuilder::trust_proxy). Then the caller is the
+//! [trusted proxy](AclBuilder::with_trusted_proxy). Then the caller is the
 //! rightmost address in the header that is not itself a trusted proxy: the
 //! entries to its left were written by the client and prove nothing. A
 //! header that does not parse is refused, not skipped. IPv4-mapped IPv6
@@ -37,7 +37,7 @@
 //!   `Authorization` header that the page never learned, cross-origin or
 //!   after rebinding.
 //! - For an ACL that allows by address alone, a list of allowed hosts
-//!   closes it: with [`allow_host`](AclBuilder::allow_host), a request whose
+//!   closes it: with [`with_allowed_host`](AclBuilder::with_allowed_host), a request whose
 //!   `Host` (or URI authority, as HTTP/2 sends it) is missing or not listed
 //!   is refused, whatever its address or token.
 //!
@@ -71,17 +71,17 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// use tower_httpsession::health::Acl;
 ///
 /// let acl = Acl::builder()
-///     .allow("10.0.0.0/8")
-///     .allow("fd00::/8")
-///     .trust_proxy("10.0.0.2") // the balancer, which sets X-Forwarded-For
-///     .bearer_token("d5b1c0a4e7f94a3b9c2d")
-///     .allow_host("shop-1.internal") // any port
+///     .with_allowed_network("10.0.0.0/8")
+///     .with_allowed_network("fd00::/8")
+///     .with_trusted_proxy("10.0.0.2") // the balancer, which sets X-Forwarded-For
+///     .with_bearer_token("d5b1c0a4e7f94a3b9c2d")
+///     .with_allowed_host("shop-1.internal") // any port
 ///     .build()
 ///     .unwrap();
 /// // the token never shows
 /// assert!(!format!("{acl:?}").contains("d5b1"));
 ///
-/// let bad = Acl::builder().allow("10.0.0.0/33").build().unwrap_err();
+/// let bad = Acl::builder().with_allowed_network("10.0.0.0/33").build().unwrap_err();
 /// assert!(bad.to_string().contains("10.0.0.0/33"));
 /// ```
 #[derive(Clone)]
@@ -193,7 +193,7 @@ impl Acl {
 
     /// Decides whether a caller is allowed, from the socket peer (`None`:
     /// unknown, refused) and the request headers. The host, if
-    /// [allowed hosts](AclBuilder::allow_host) are listed, is the `Host`
+    /// [allowed hosts](AclBuilder::with_allowed_host) are listed, is the `Host`
     /// header: use [`check_request`](Self::check_request) where a request
     /// may carry it in its URI, as HTTP/2 requests do.
     #[must_use]
@@ -320,9 +320,9 @@ mod tests {
     #[test]
     fn cidr_v4_and_v6() {
         let acl = Acl::builder()
-            .allow("10.1.0.0/16")
-            .allow("2001:db8::/32")
-            .allow("192.0.2.7")
+            .with_allowed_network("10.1.0.0/16")
+            .with_allowed_network("2001:db8::/32")
+            .with_allowed_network("192.0.2.7")
             .build()
             .unwrap();
         let none = HeaderMap::new();
@@ -345,7 +345,10 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_is_matched_as_ipv4() {
-        let acl = Acl::builder().allow("127.0.0.1/32").build().unwrap();
+        let acl = Acl::builder()
+            .with_allowed_network("127.0.0.1/32")
+            .build()
+            .unwrap();
         let none = HeaderMap::new();
         let access = acl.check(peer("::ffff:127.0.0.1"), &none);
         assert_eq!(
@@ -356,7 +359,10 @@ mod tests {
         );
         assert!(!acl.check(peer("::ffff:127.0.0.2"), &none).is_allowed());
         // a mapped range in the configuration is IPv4 too
-        let acl = Acl::builder().allow("::ffff:10.0.0.0/104").build().unwrap();
+        let acl = Acl::builder()
+            .with_allowed_network("::ffff:10.0.0.0/104")
+            .build()
+            .unwrap();
         assert!(acl.check(peer("10.9.9.9"), &none).is_allowed());
         assert!(acl.check(peer("::ffff:10.9.9.9"), &none).is_allowed());
         assert!(!acl.check(peer("11.0.0.1"), &none).is_allowed());
@@ -364,7 +370,10 @@ mod tests {
 
     #[test]
     fn missing_connect_info_is_refused() {
-        let acl = Acl::builder().allow("0.0.0.0/0").build().unwrap();
+        let acl = Acl::builder()
+            .with_allowed_network("0.0.0.0/0")
+            .build()
+            .unwrap();
         let access = acl.check(None, &HeaderMap::new());
         assert_eq!(
             access,
@@ -377,7 +386,7 @@ mod tests {
 
     #[test]
     fn tokens_right_wrong_missing() {
-        let acl = Acl::builder().bearer_token(TOKEN).build().unwrap();
+        let acl = Acl::builder().with_bearer_token(TOKEN).build().unwrap();
         let p = peer("203.0.113.9");
         let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
         assert!(acl.check(p, &right).is_allowed());
@@ -403,8 +412,8 @@ mod tests {
     #[test]
     fn either_mode_takes_network_or_token() {
         let acl = Acl::builder()
-            .allow("127.0.0.1")
-            .bearer_token(TOKEN)
+            .with_allowed_network("127.0.0.1")
+            .with_bearer_token(TOKEN)
             .build()
             .unwrap();
         let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
@@ -419,9 +428,9 @@ mod tests {
     #[test]
     fn both_mode_needs_network_and_token() {
         let acl = Acl::builder()
-            .allow("127.0.0.1/32")
-            .bearer_token(TOKEN)
-            .require_both()
+            .with_allowed_network("127.0.0.1/32")
+            .with_bearer_token(TOKEN)
+            .with_network_and_token_required()
             .build()
             .unwrap();
         let right = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
@@ -444,9 +453,9 @@ mod tests {
     #[test]
     fn listed_hosts_apply_to_every_caller_after_address_and_token() {
         let acl = Acl::builder()
-            .allow("127.0.0.1")
-            .bearer_token(TOKEN)
-            .allow_host("localhost")
+            .with_allowed_network("127.0.0.1")
+            .with_bearer_token(TOKEN)
+            .with_allowed_host("localhost")
             .build()
             .unwrap();
         let listed = headers(&[("host", "localhost:3000")]);
@@ -494,8 +503,8 @@ mod tests {
     #[test]
     fn check_request_reads_the_uri_authority_too() {
         let acl = Acl::builder()
-            .allow("127.0.0.1")
-            .allow_host("localhost")
+            .with_allowed_network("127.0.0.1")
+            .with_allowed_host("localhost")
             .build()
             .unwrap();
         let head = |uri: &str, host: Option<&str>| {
@@ -532,7 +541,10 @@ mod tests {
 
     #[test]
     fn without_listed_hosts_any_host_passes() {
-        let acl = Acl::builder().allow("127.0.0.1").build().unwrap();
+        let acl = Acl::builder()
+            .with_allowed_network("127.0.0.1")
+            .build()
+            .unwrap();
         let rebound = headers(&[("host", "attacker.example")]);
         assert!(acl.check(peer("127.0.0.1"), &rebound).is_allowed());
         assert!(acl.check(peer("127.0.0.1"), &HeaderMap::new()).is_allowed());
