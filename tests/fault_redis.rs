@@ -136,9 +136,9 @@ async fn killed_clients_and_a_restart_under_load_lose_nothing() {
         let server = server.lock().expect("not poisoned");
         (server.port, server.url())
     };
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(&url)
         .with_key_prefix("fault:")
-        .connect(&url)
+        .connect()
         .await
         .expect("connect");
     let store: Arc<dyn SessionStore> = Arc::new(store);

@@ -14,9 +14,9 @@ async fn make_store() -> RedisStore {
     let cluster = tokio::task::spawn_blocking(Cluster::shared)
         .await
         .expect("start the cluster");
-    RedisStore::builder()
+    RedisStore::builder_for_cluster(cluster.urls())
         .with_key_prefix(unique_prefix("cluster"))
-        .connect_cluster(cluster.urls())
+        .connect()
         .await
         .expect("connect to the cluster")
 }

@@ -31,9 +31,9 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 const SLACK: Duration = Duration::from_millis(700);
 
 async fn store_on(url: &str) -> RedisStore {
-    RedisStore::builder()
+    RedisStore::builder(url)
         .with_command_timeout(TIMEOUT)
-        .connect(url)
+        .connect()
         .await
         .unwrap()
 }
@@ -139,9 +139,9 @@ async fn the_constructor_is_bounded_when_redis_is_down() {
     let url = format!("redis://127.0.0.1:{port}");
     let connect_timeout = Duration::from_millis(500);
     let started = Instant::now();
-    let error = RedisStore::builder()
+    let error = RedisStore::builder(&url)
         .with_connect_timeout(connect_timeout)
-        .connect(&url)
+        .connect()
         .await
         .unwrap_err();
     let took = started.elapsed();
@@ -151,9 +151,9 @@ async fn the_constructor_is_bounded_when_redis_is_down() {
     assert!(took < connect_timeout + SLACK, "connect took {took:?}");
 
     // A lazy store builds at once, fails fast, and heals when Redis starts.
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(&url)
         .with_command_timeout(TIMEOUT)
-        .connect_lazy(&url)
+        .connect_lazy()
         .unwrap();
     let key = tower_httpsession::SessionId::generate()
         .unwrap()
@@ -233,9 +233,9 @@ async fn requests_get_503_with_retry_after_while_down_and_200_when_back() {
 #[tokio::test]
 async fn a_cluster_node_going_away_is_unavailable_and_heals() {
     let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
-    let store = RedisStore::builder()
+    let store = RedisStore::builder_for_cluster(cluster.urls())
         .with_command_timeout(TIMEOUT)
-        .connect_cluster(cluster.urls())
+        .connect()
         .await
         .unwrap();
 

@@ -258,8 +258,8 @@ async fn debug_shows_no_password_and_no_session_key() {
     let printed = format!("{:?}", store.store());
     assert!(printed.contains("127.0.0.1"), "{printed}");
     assert!(!printed.contains(key.as_str()), "{printed}");
-    let lazy = RedisStore::builder()
-        .connect_lazy("redis://:s3cret-pass@127.0.0.1:6379")
+    let lazy = RedisStore::builder("redis://:s3cret-pass@127.0.0.1:6379")
+        .connect_lazy()
         .unwrap();
     assert!(!format!("{lazy:?}").contains("s3cret"));
 }
@@ -269,10 +269,10 @@ async fn a_wrong_password_fails_without_hanging() {
     let server = RedisServer::start_with_password("right-password");
     let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}", server.port);
     let connect = |url: String| async move {
-        RedisStore::builder()
+        RedisStore::builder(&url)
             .with_key_prefix(unique_prefix("auth"))
             .with_connect_timeout(CONNECT_TIMEOUT)
-            .connect(&url)
+            .connect()
             .await
     };
     let started = Instant::now();

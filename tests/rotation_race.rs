@@ -207,9 +207,9 @@ async fn redis_cluster() {
     let cluster = tokio::task::spawn_blocking(redis_support::Cluster::shared)
         .await
         .unwrap();
-    let store = tower_httpsession::store::redis::RedisStore::builder()
+    let store = tower_httpsession::store::redis::RedisStore::builder_for_cluster(cluster.urls())
         .with_key_prefix(redis_support::unique_prefix("rotation"))
-        .connect_cluster(cluster.urls())
+        .connect()
         .await
         .unwrap();
     held_requests_change_nothing_after_a_login(Arc::new(store)).await;

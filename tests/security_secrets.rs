@@ -82,7 +82,7 @@ async fn redis_password_stays_hidden() {
         Ok(_) => panic!("nothing listens there"),
         Err(e) => assert_hidden("connect error", &texts(&e)),
     }
-    let store = RedisStore::builder().connect_lazy(&url).expect("lazy");
+    let store = RedisStore::builder(&url).connect_lazy().expect("lazy");
     assert_hidden("Debug", &format!("{store:?}"));
     let error = store.load(&key()).await.expect_err("nothing listens there");
     assert!(error.is_unavailable());

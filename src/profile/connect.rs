@@ -82,11 +82,7 @@ pub(super) async fn redis(
 
     const SCHEMES: &[&str] = &["redis", "redis+unix", "unix"];
     const EXPECTED: &str = "a redis:// URL";
-    let mut builder = RedisStore::builder().with_connect_timeout(timeout);
-    if let Some(prefix) = prefix {
-        builder = builder.with_key_prefix(prefix);
-    }
-    let (variable, store) = if cluster_urls.is_empty() {
+    let (variable, builder) = if cluster_urls.is_empty() {
         let Some(url) = url else {
             return Err(ProfileError::Missing {
                 variable: "REDIS_URL",
@@ -94,14 +90,19 @@ pub(super) async fn redis(
             });
         };
         check_scheme("REDIS_URL", url, SCHEMES, EXPECTED)?;
-        ("REDIS_URL", builder.connect(url.expose()).await)
+        ("REDIS_URL", RedisStore::builder(url.expose()))
     } else {
         for url in cluster_urls {
             check_scheme("REDIS_CLUSTER_URLS", url, SCHEMES, EXPECTED)?;
         }
         let urls = cluster_urls.iter().map(SecretUrl::expose);
-        ("REDIS_CLUSTER_URLS", builder.connect_cluster(urls).await)
+        ("REDIS_CLUSTER_URLS", RedisStore::builder_for_cluster(urls))
     };
+    let mut builder = builder.with_connect_timeout(timeout);
+    if let Some(prefix) = prefix {
+        builder = builder.with_key_prefix(prefix);
+    }
+    let store = builder.connect().await;
     let store = store.map_err(|e| failed(variable, "redis", timeout, e))?;
     Ok(Arc::new(store))
 }

@@ -329,9 +329,9 @@ pub struct PrefixCleanup(String);
 /// A [`CleanStore`] on [`local_url`] with a fresh prefix.
 pub async fn clean_store(tag: &str) -> CleanStore {
     let prefix = unique_prefix(tag);
-    let store = RedisStore::builder()
+    let store = RedisStore::builder(&local_url())
         .with_key_prefix(prefix.clone())
-        .connect(&local_url())
+        .connect()
         .await
         .expect("connect to the local Redis");
     Guarded::new(store, PrefixCleanup(prefix))

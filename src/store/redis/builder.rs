@@ -1,11 +1,12 @@
 //! [`RedisStoreBuilder`]: the settings of a [`RedisStore`], then the
 //! connection.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::{Client, IntoConnectionInfo, RedisError};
 
 use super::{
@@ -15,42 +16,81 @@ use super::{
 };
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
-/// Settings for a [`RedisStore`], then the connection.
+/// Settings for a [`RedisStore`] on a single node
+/// ([`RedisStore::builder`]) or a cluster
+/// ([`RedisStore::builder_for_cluster`]), then the connection.
+///
+/// Every setter documents its default. The settings and the URLs are
+/// checked by [`connect`](Self::connect) and
+/// [`connect_lazy`](Self::connect_lazy).
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use tower_httpsession::store::redis::RedisStore;
 ///
 /// # async fn run() -> Result<(), tower_httpsession::StoreError> {
-/// let store = RedisStore::builder()
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
 ///     .with_key_prefix("myapp:session:")
 ///     .with_command_timeout(Duration::from_millis(250))
 ///     .with_connect_timeout(Duration::from_secs(2))
-///     .connect("redis://127.0.0.1:6379")
+///     .connect()
 ///     .await?;
 /// # let _ = store;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` never prints the URLs, which may hold a password.
+#[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
+    nodes: Nodes,
     key_prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
 }
 
-impl Default for RedisStoreBuilder {
-    fn default() -> Self {
+/// Where the store connects.
+#[derive(Clone)]
+enum Nodes {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topology = match &self.nodes {
+            Nodes::Single(_) => "single node",
+            Nodes::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStoreBuilder")
+            .field("topology", &topology)
+            .field("urls", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(nodes: Nodes) -> Self {
         Self {
+            nodes,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
-}
 
-impl RedisStoreBuilder {
+    pub(super) fn single(url: &str) -> Self {
+        Self::new(Nodes::Single(url.to_owned()))
+    }
+
+    pub(super) fn cluster(urls: Vec<String>) -> Self {
+        Self::new(Nodes::Cluster(urls))
+    }
+
     /// The prefix of every key. Default: [`DEFAULT_KEY_PREFIX`]
     /// (`httpsession:`).
     ///
@@ -70,9 +110,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long [`connect`](Self::connect) and
-    /// [`connect_cluster`](Self::connect_cluster) wait for Redis before
-    /// giving up. Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s).
+    /// How long [`connect`](Self::connect) waits for Redis before giving
+    /// up. Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -134,23 +173,35 @@ impl RedisStoreBuilder {
         }
     }
 
-    /// Connects to a single node and waits until it answers.
+    /// Connects and waits until Redis answers: a single node, or a cluster
+    /// discovered from any of its nodes (all must share one password).
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or prefix;
-    /// [`StoreErrorKind::Unavailable`] if Redis does not answer within the
-    /// connect timeout.
-    pub async fn connect(self, url: &str) -> Result<RedisStore, StoreError> {
+    /// [`StoreErrorKind::Config`] for a malformed URL, a cluster without a
+    /// URL, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis does
+    /// not answer within the connect timeout.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
-        let (client, nodes) = Self::single_client(url)?;
-        let manager = self
-            .within_connect_timeout(ConnectionManager::new_with_config(
-                client,
-                self.manager_config(),
-            ))
-            .await?;
-        Ok(self.store(Connection::Single(manager), nodes))
+        match &self.nodes {
+            Nodes::Single(url) => {
+                let (client, nodes) = Self::single_client(url)?;
+                let manager = self
+                    .within_connect_timeout(ConnectionManager::new_with_config(
+                        client,
+                        self.manager_config(),
+                    ))
+                    .await?;
+                Ok(self.store(Connection::Single(manager), nodes))
+            }
+            Nodes::Cluster(urls) => {
+                let (client, nodes) = self.cluster_client(urls)?;
+                let connection = self
+                    .within_connect_timeout(client.get_async_connection())
+                    .await?;
+                Ok(self.store(Connection::Cluster(connection), nodes))
+            }
+        }
     }
 
     /// Builds the store on a single node without waiting for it: the
@@ -163,33 +214,27 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or prefix.
-    pub fn connect_lazy(self, url: &str) -> Result<RedisStore, StoreError> {
+    /// [`StoreErrorKind::Config`] for a malformed URL or a bad setting, and
+    /// for a cluster, which learns its nodes when it connects.
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
+        let Nodes::Single(url) = &self.nodes else {
+            return Err(config_error(
+                "a Redis Cluster learns its nodes when it connects: use connect",
+            ));
+        };
         let (client, nodes) = Self::single_client(url)?;
         let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
             .map_err(|e| redis_error(Operation::Connect, e))?;
         Ok(self.store(Connection::Single(manager), nodes))
     }
 
-    /// Connects to a Redis Cluster, discovering it from any of the given
-    /// nodes (all must share one password).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreErrorKind::Config`] for a malformed URL, no URL at all, or a
-    /// bad prefix; [`StoreErrorKind::Unavailable`] if the cluster does not
-    /// answer within the connect timeout.
-    pub async fn connect_cluster<I, S>(self, urls: I) -> Result<RedisStore, StoreError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.validate()?;
+    /// The client of a cluster, and its nodes as `host:port`.
+    fn cluster_client(&self, urls: &[String]) -> Result<(ClusterClient, Vec<String>), StoreError> {
         let mut infos = Vec::new();
         let mut nodes = Vec::new();
         for url in urls {
-            let info = url.as_ref().into_connection_info().map_err(|e| {
+            let info = url.as_str().into_connection_info().map_err(|e| {
                 StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e)
             })?;
             nodes.push(info.addr().to_string());
@@ -206,10 +251,7 @@ impl RedisStoreBuilder {
             .max_retry_wait(u64::try_from(RECONNECT_MAX_DELAY.as_millis()).unwrap_or(u64::MAX))
             .build()
             .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
-        let connection = self
-            .within_connect_timeout(client.get_async_connection())
-            .await?;
-        Ok(self.store(Connection::Cluster(connection), nodes))
+        Ok((client, nodes))
     }
 }
 
@@ -219,12 +261,13 @@ mod tests {
 
     #[tokio::test]
     async fn bad_prefixes_and_timeouts_are_config_errors() {
+        let url = "redis://127.0.0.1:1";
         for builder in [
-            RedisStore::builder().with_key_prefix("a{b}:"),
-            RedisStore::builder().with_key_prefix("x".repeat(129)),
-            RedisStore::builder().with_command_timeout(Duration::ZERO),
+            RedisStore::builder(url).with_key_prefix("a{b}:"),
+            RedisStore::builder(url).with_key_prefix("x".repeat(129)),
+            RedisStore::builder(url).with_command_timeout(Duration::ZERO),
         ] {
-            let error = builder.connect_lazy("redis://127.0.0.1:1").unwrap_err();
+            let error = builder.connect_lazy().unwrap_err();
             assert_eq!(error.kind(), StoreErrorKind::Config);
             assert_eq!(error.operation(), Operation::Connect);
         }
@@ -232,8 +275,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_url_is_a_config_error() {
-        let error = RedisStore::builder().connect_lazy("not a url").unwrap_err();
+        let error = RedisStore::builder("not a url").connect_lazy().unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Config);
         assert_eq!(error.backend(), "redis");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_without_nodes_or_connected_lazily_is_a_config_error() {
+        let none = RedisStore::builder_for_cluster(Vec::<String>::new());
+        assert_eq!(
+            none.connect().await.unwrap_err().kind(),
+            StoreErrorKind::Config
+        );
+        let lazy = RedisStore::builder_for_cluster(["redis://127.0.0.1:1"]).connect_lazy();
+        assert_eq!(lazy.unwrap_err().kind(), StoreErrorKind::Config);
+    }
+
+    #[test]
+    fn debug_hides_the_urls() {
+        let single = RedisStore::builder("redis://user:hunter2@127.0.0.1:6379/0");
+        let cluster = RedisStore::builder_for_cluster(["redis://:hunter2@10.0.0.1:7000"]);
+        for printed in [format!("{single:?}"), format!("{cluster:?}")] {
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(printed.contains("httpsession:"), "{printed}");
+        }
     }
 }

@@ -52,10 +52,10 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-//! let store = RedisStore::builder()
+//! let store = RedisStore::builder(&url)
 //!     .with_key_prefix("shop:session:")
 //!     .with_command_timeout(Duration::from_millis(500))
-//!     .connect(&url)
+//!     .connect()
 //!     .await?;
 //! // Or, on a cluster:
 //! // RedisStore::connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?
@@ -111,8 +111,9 @@ const CLUSTER_RETRIES: u32 = 3;
 
 /// A session store on Redis or Redis Cluster. Clones share the connection.
 ///
-/// Build one with [`RedisStore::connect`], [`RedisStore::connect_cluster`]
-/// or [`RedisStore::builder`]. See the [module docs](self) for the layout
+/// Build one with [`RedisStore::connect`] or [`RedisStore::connect_cluster`],
+/// or set it up first with [`RedisStore::builder`] or
+/// [`RedisStore::builder_for_cluster`]. See the [module docs](self) for the layout
 /// and the behaviour during outages.
 ///
 /// `Debug` shows the nodes as `host:port` only (never a password) and never
@@ -191,7 +192,8 @@ enum Problem {
 }
 
 impl RedisStore {
-    /// Connects to a single Redis node with the default settings.
+    /// Connects to a single Redis node with the default settings:
+    /// [`builder`](Self::builder)`(url).connect()`.
     ///
     /// The URL takes the `redis` crate's forms: `redis://[user:password@]host:port[/db]`,
     /// `rediss://` for TLS (when the crate is built with TLS), or
@@ -199,30 +201,40 @@ impl RedisStore {
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL;
-    /// [`StoreErrorKind::Unavailable`] if Redis does not answer within the
-    /// [connect timeout](RedisStoreBuilder::with_connect_timeout).
+    /// As [`RedisStoreBuilder::connect`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::builder().connect(url).await
+        Self::builder(url).connect().await
     }
 
-    /// Connects to a Redis Cluster with the default settings, discovering
-    /// the cluster from any of the given nodes.
+    /// Connects to a Redis Cluster with the default settings:
+    /// [`builder_for_cluster`](Self::builder_for_cluster)`(urls).connect()`.
     ///
     /// # Errors
     ///
-    /// As [`RedisStore::connect`].
+    /// As [`RedisStoreBuilder::connect`].
     pub async fn connect_cluster<I, S>(urls: I) -> Result<Self, StoreError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self::builder().connect_cluster(urls).await
+        Self::builder_for_cluster(urls).connect().await
     }
 
-    /// A builder to set the key prefix and timeouts before connecting.
-    pub fn builder() -> RedisStoreBuilder {
-        RedisStoreBuilder::default()
+    /// A builder for a store on the single node at `url` (see
+    /// [`connect`](Self::connect) for the forms it takes), to set the key
+    /// prefix and timeouts before connecting.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::single(url)
+    }
+
+    /// A builder for a store on the Redis Cluster that any of `urls`
+    /// belongs to.
+    pub fn builder_for_cluster<I, S>(urls: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        RedisStoreBuilder::cluster(urls.into_iter().map(|u| u.as_ref().to_owned()).collect())
     }
 
     /// The prefix of every key this store writes.
@@ -459,8 +471,8 @@ mod tests {
 
     #[tokio::test]
     async fn debug_hides_the_password() {
-        let store = RedisStore::builder()
-            .connect_lazy("redis://user:hunter2@127.0.0.1:6379/0")
+        let store = RedisStore::builder("redis://user:hunter2@127.0.0.1:6379/0")
+            .connect_lazy()
             .unwrap();
         let printed = format!("{store:?}");
         assert!(printed.contains("127.0.0.1:6379"), "{printed}");
@@ -477,8 +489,8 @@ mod tests {
             .build()
             .unwrap();
         let store = rt.block_on(async {
-            RedisStore::builder()
-                .connect_lazy("redis://127.0.0.1:1")
+            RedisStore::builder("redis://127.0.0.1:1")
+                .connect_lazy()
                 .unwrap()
         });
         assert_eq!(store.key(&key), expected);
