@@ -25,7 +25,7 @@ async fn store(app_name: &str, checked: bool) -> (PostgresStore, SchemaGuard) {
         .with_application_name(app_name)
         .with_max_connections(8);
     if !checked {
-        builder = builder.with_unchecked_connections();
+        builder = builder.without_connection_check();
     }
     let store = builder.connect().await.expect("connect");
     store.migrate().await.expect("migrate");

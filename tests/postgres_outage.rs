@@ -35,7 +35,7 @@ async fn store(app_name: &str, check: Check, max: u32) -> (PostgresStore, Schema
     builder = match check {
         Check::Always => builder.with_connection_check_after(Duration::ZERO),
         Check::WhenIdle => builder,
-        Check::Never => builder.with_unchecked_connections(),
+        Check::Never => builder.without_connection_check(),
     };
     let store = builder.connect().await.expect("connect");
     store.migrate().await.expect("migrate");

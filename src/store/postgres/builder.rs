@@ -5,15 +5,18 @@ use std::fmt;
 use std::time::Duration;
 
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::error::{from_sqlx, timed_out};
-use super::{BACKEND, DEFAULT_APPLICATION_NAME, PostgresStore};
+use super::{
+    BACKEND, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_IDLE_AFTER,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, DEFAULT_SCHEMA, PostgresStore,
+};
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
 /// Checks that `schema` is a lowercase SQL identifier that needs no quoting,
 /// so that it can be written into statements and `search_path` as is.
-pub(super) fn check_schema(schema: &str) -> Result<(), StoreError> {
+fn check_schema(schema: &str) -> Result<(), StoreError> {
     let mut chars = schema.chars();
     let valid = schema.len() <= 63
         && chars
@@ -34,9 +37,12 @@ pub(super) fn check_schema(schema: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Builds a [`PostgresStore`] with its own connection pool.
+/// Builds a [`PostgresStore`]: with a connection pool of its own from a URL
+/// ([`PostgresStore::builder`]), or over a pool the application built
+/// ([`PostgresStore::builder_for_pool`]).
 ///
-/// Every setter documents its default.
+/// Every setter documents its default. The settings are checked by
+/// [`connect`](Self::connect) and [`connect_lazy`](Self::connect_lazy).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -52,23 +58,49 @@ pub(super) fn check_schema(schema: &str) -> Result<(), StoreError> {
 /// # let _ = store; Ok(()) }
 /// ```
 ///
+/// The settings of the pool the store makes ([`with_acquire_timeout`],
+/// [`with_max_connections`], [`with_application_name`],
+/// [`with_connection_check_after`], [`without_connection_check`] and
+/// [`with_commits_not_waiting_for_flush`]) do not apply to a pool the
+/// application built, which has its own: [`connect`](Self::connect) refuses
+/// them there.
+///
 /// `Debug` never prints the URL, which may hold a password.
+///
+/// [`with_acquire_timeout`]: Self::with_acquire_timeout
+/// [`with_max_connections`]: Self::with_max_connections
+/// [`with_application_name`]: Self::with_application_name
+/// [`with_connection_check_after`]: Self::with_connection_check_after
+/// [`without_connection_check`]: Self::without_connection_check
+/// [`with_commits_not_waiting_for_flush`]: Self::with_commits_not_waiting_for_flush
 #[must_use]
 pub struct PostgresStoreBuilder {
-    pub(super) url: String,
-    pub(super) schema: String,
-    pub(super) application_name: Option<String>,
-    pub(super) acquire_timeout: Duration,
-    pub(super) operation_timeout: Duration,
-    pub(super) max_connections: u32,
-    pub(super) check_idle_after: Option<Duration>,
-    pub(super) wait_for_flush: bool,
+    source: Source,
+    schema: String,
+    application_name: Option<String>,
+    acquire_timeout: Duration,
+    operation_timeout: Duration,
+    max_connections: u32,
+    check_idle_after: Option<Duration>,
+    wait_for_flush: bool,
+    /// The setters called that configure the store's own pool.
+    pool_settings: Vec<&'static str>,
+}
+
+/// Where the store's connections come from.
+enum Source {
+    Url(String),
+    Pool(PgPool),
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self.source {
+            Source::Url(_) => "url: <redacted>",
+            Source::Pool(_) => "the application's pool",
+        };
         f.debug_struct("PostgresStoreBuilder")
-            .field("url", &"<redacted>")
+            .field("source", &source)
             .field("schema", &self.schema)
             .field("application_name", &self.application_name)
             .field("acquire_timeout", &self.acquire_timeout)
@@ -81,6 +113,34 @@ impl fmt::Debug for PostgresStoreBuilder {
 }
 
 impl PostgresStoreBuilder {
+    fn new(source: Source) -> Self {
+        Self {
+            source,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            application_name: None,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            check_idle_after: Some(DEFAULT_CHECK_IDLE_AFTER),
+            wait_for_flush: true,
+            pool_settings: Vec::new(),
+        }
+    }
+
+    pub(super) fn for_url(url: String) -> Self {
+        Self::new(Source::Url(url))
+    }
+
+    pub(super) fn for_pool(pool: PgPool) -> Self {
+        Self::new(Source::Pool(pool))
+    }
+
+    /// Records that `setter`, a setting of the store's own pool, was called.
+    fn pool_setting(mut self, setter: &'static str) -> Self {
+        self.pool_settings.push(setter);
+        self
+    }
+
     /// The schema for the store's tables. Default: [`DEFAULT_SCHEMA`](super::DEFAULT_SCHEMA).
     /// Checked when the store is built.
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
@@ -93,7 +153,7 @@ impl PostgresStoreBuilder {
     /// [`DEFAULT_APPLICATION_NAME`].
     pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = Some(name.into());
-        self
+        self.pool_setting("with_application_name")
     }
 
     /// How long a call waits for a connection before it fails as
@@ -101,7 +161,7 @@ impl PostgresStoreBuilder {
     /// [`DEFAULT_ACQUIRE_TIMEOUT`](super::DEFAULT_ACQUIRE_TIMEOUT).
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
-        self
+        self.pool_setting("with_acquire_timeout")
     }
 
     /// How long a whole call may take before it fails as unavailable.
@@ -117,7 +177,7 @@ impl PostgresStoreBuilder {
     /// [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS).
     pub fn with_max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
-        self
+        self.pool_setting("with_max_connections")
     }
 
     /// Checks a connection (one round trip, no statement) before handing it
@@ -132,16 +192,22 @@ impl PostgresStoreBuilder {
     /// takes a connection, which is most of a read's cost.
     pub fn with_connection_check_after(mut self, idle: Duration) -> Self {
         self.check_idle_after = Some(idle);
-        self
+        self.pool_setting("with_connection_check_after")
     }
 
     /// Never checks a connection before handing it out. A connection that
     /// broke while idle (the server restarted, or terminated it) is then
     /// found broken by the call that uses it: that call fails as
     /// unavailable, and the pool replaces the connection for the next.
-    pub fn with_unchecked_connections(mut self) -> Self {
+    pub fn without_connection_check(mut self) -> Self {
         self.check_idle_after = None;
-        self
+        self.pool_setting("without_connection_check")
+    }
+
+    /// Never checks a connection before handing it out.
+    #[deprecated(note = "renamed to `without_connection_check`")]
+    pub fn with_unchecked_connections(self) -> Self {
+        self.without_connection_check()
     }
 
     /// Lets the store's writes commit without waiting for their WAL to
@@ -159,16 +225,31 @@ impl PostgresStoreBuilder {
     /// on disk.
     pub fn with_commits_not_waiting_for_flush(mut self) -> Self {
         self.wait_for_flush = false;
-        self
+        self.pool_setting("with_commits_not_waiting_for_flush")
     }
-    fn parts(self) -> Result<(PgPoolOptions, PgConnectOptions, String, Duration), StoreError> {
+
+    /// Checks the settings that every source shares, and those of the
+    /// source.
+    fn check(&self) -> Result<(), StoreError> {
         check_schema(&self.schema)?;
-        let options: PgConnectOptions = self
-            .url
-            .parse()
-            .map_err(|e| from_sqlx(Operation::Connect, e))?;
+        match (&self.source, self.pool_settings.first()) {
+            (Source::Pool(_), Some(setter)) => Err(StoreError::new(
+                BACKEND,
+                Operation::Connect,
+                StoreErrorKind::Config,
+                PoolSetting(setter),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pool the store makes for `url`, and its connect options.
+    fn pool_for(&self, url: &str) -> Result<(PgPoolOptions, PgConnectOptions), StoreError> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| from_sqlx(Operation::Connect, e))?;
         let name = self
             .application_name
+            .clone()
             .or_else(|| options.get_application_name().map(str::to_owned))
             .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned());
         // The store runs a handful of statements with the same shape every
@@ -199,49 +280,88 @@ impl PostgresStoreBuilder {
                 })
             });
         }
-        Ok((pool, options, self.schema, self.operation_timeout))
+        Ok((pool, options))
     }
 
-    /// Connects, opening one connection to check that the server answers.
+    /// Connects, opening one connection to check that the server answers:
+    /// the first of a pool of the store's own, or one taken from the
+    /// application's pool.
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or schema name, or
-    /// credentials the server refuses; [`StoreErrorKind::Unavailable`] if no
-    /// connection opened within the acquire timeout.
+    /// [`StoreErrorKind::Config`] for a malformed URL or schema name,
+    /// credentials the server refuses, or a setting of the store's own pool
+    /// given with the application's; [`StoreErrorKind::Unavailable`] if no
+    /// connection opened within the acquire timeout (the pool's own, for
+    /// the application's pool).
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
-        let limit = self.acquire_timeout;
-        let (pool, options, schema, operation_timeout) = self.parts()?;
-        // The pool bounds its first acquire by the acquire timeout; the outer
-        // bound covers the rest of the handshake.
-        let pool = tokio::time::timeout(
-            limit + Duration::from_millis(250),
-            pool.connect_with(options),
-        )
-        .await
-        .map_err(|_| timed_out(Operation::Connect, limit))?
-        .map_err(|e| from_sqlx(Operation::Connect, e))?;
-        Ok(PostgresStore::from_parts(pool, schema, operation_timeout))
+        self.check()?;
+        let pool = match &self.source {
+            Source::Url(url) => {
+                let (pool, options) = self.pool_for(url)?;
+                // The pool bounds its first acquire by the acquire timeout;
+                // the outer bound covers the rest of the handshake.
+                let limit = self.acquire_timeout;
+                tokio::time::timeout(
+                    limit + Duration::from_millis(250),
+                    pool.connect_with(options),
+                )
+                .await
+                .map_err(|_| timed_out(Operation::Connect, limit))?
+                .map_err(|e| from_sqlx(Operation::Connect, e))?
+            }
+            Source::Pool(pool) => {
+                let limit = pool.options().get_acquire_timeout();
+                let connection =
+                    tokio::time::timeout(limit + Duration::from_millis(250), pool.acquire())
+                        .await
+                        .map_err(|_| timed_out(Operation::Connect, limit))?
+                        .map_err(|e| from_sqlx(Operation::Connect, e))?;
+                drop(connection);
+                pool.clone()
+            }
+        };
+        Ok(PostgresStore::from_parts(
+            pool,
+            self.schema,
+            self.operation_timeout,
+        ))
     }
 
     /// Builds the store without connecting: the first call opens the first
-    /// connection. Lets an application start while the database is down;
-    /// its calls fail as unavailable until it answers.
+    /// connection (of the store's own pool) or takes one (of the
+    /// application's). Lets an application start while the database is
+    /// down; its calls fail as unavailable until it answers.
     ///
     /// Must be called within a tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL or schema name.
+    /// [`StoreErrorKind::Config`] for a malformed URL or schema name, or a
+    /// setting of the store's own pool given with the application's.
     pub fn connect_lazy(self) -> Result<PostgresStore, StoreError> {
-        let (pool, options, schema, operation_timeout) = self.parts()?;
+        self.check()?;
+        let pool = match &self.source {
+            Source::Url(url) => {
+                let (pool, options) = self.pool_for(url)?;
+                pool.connect_lazy_with(options)
+            }
+            Source::Pool(pool) => pool.clone(),
+        };
         Ok(PostgresStore::from_parts(
-            pool.connect_lazy_with(options),
-            schema,
-            operation_timeout,
+            pool,
+            self.schema,
+            self.operation_timeout,
         ))
     }
 }
+
+/// A setting of the store's own pool given with the application's pool.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} sets up the pool the store makes from a URL; the application's pool has its own settings"
+)]
+struct PoolSetting(&'static str);
 
 #[cfg(test)]
 mod tests {
@@ -275,10 +395,34 @@ mod tests {
         assert!(printed.contains("tower_httpsession"));
     }
 
-    #[test]
-    fn malformed_url_is_a_config_error() {
-        let e = PostgresStore::builder("not a url").parts().unwrap_err();
+    #[tokio::test]
+    async fn malformed_url_is_a_config_error() {
+        let e = PostgresStore::builder("not a url")
+            .connect_lazy()
+            .unwrap_err();
         assert_eq!(e.kind(), StoreErrorKind::Config);
         assert_eq!(e.operation(), Operation::Connect);
+    }
+
+    #[tokio::test]
+    async fn the_application_pool_takes_store_settings_and_refuses_pool_ones() {
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let store = PostgresStore::builder_for_pool(pool.clone())
+            .with_schema("web_sessions")
+            .with_operation_timeout(Duration::from_secs(2))
+            .connect_lazy()
+            .unwrap();
+        assert_eq!(store.schema(), "web_sessions");
+        let bad_schema = PostgresStore::builder_for_pool(pool.clone()).with_schema("pg_x");
+        assert!(bad_schema.connect_lazy().is_err());
+        let e = PostgresStore::builder_for_pool(pool)
+            .with_max_connections(50)
+            .connect_lazy()
+            .unwrap_err();
+        assert_eq!(e.kind(), StoreErrorKind::Config);
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.starts_with("with_max_connections sets up"), "{cause}");
     }
 }

@@ -61,7 +61,6 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
 
-use self::builder::check_schema;
 use self::error::{from_migrate, from_sqlx, timed_out};
 use self::rows::{Attempt, LoadedRow, millis, record_from_row};
 use self::sql::Statements;
@@ -101,9 +100,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// A [`SessionStore`] in PostgreSQL. Clones share one pool.
 ///
-/// Build it with [`PostgresStore::builder`] (or [`PostgresStore::connect`])
-/// from a URL, or with [`PostgresStore::from_pool`] from a pool the
-/// application already has; then call [`migrate`](Self::migrate) once at
+/// Build it with [`PostgresStore::connect`] or [`PostgresStore::builder`]
+/// from a URL, or with [`PostgresStore::from_pool`] or
+/// [`PostgresStore::builder_for_pool`] from a pool the application already
+/// has; then call [`migrate`](Self::migrate) once at
 /// start-up and, on at least one instance,
 /// [`spawn_cleanup`](Self::spawn_cleanup). See the [module docs](self).
 ///
@@ -134,19 +134,20 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// A builder for a store connecting to `url`, such as
-    /// `postgres://user:password@host:5432/database`.
+    /// A builder for a store with a connection pool of its own to `url`,
+    /// such as `postgres://user:password@host:5432/database`.
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
-        PostgresStoreBuilder {
-            url: url.into(),
-            schema: DEFAULT_SCHEMA.to_owned(),
-            application_name: None,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            check_idle_after: Some(DEFAULT_CHECK_IDLE_AFTER),
-            wait_for_flush: true,
-        }
+        PostgresStoreBuilder::for_url(url.into())
+    }
+
+    /// A builder for a store over a pool the application built, to choose
+    /// the schema or the operation timeout.
+    ///
+    /// The pool's own settings apply: give it an acquire timeout and keep
+    /// `test_before_acquire` on, or an outage may hold calls until the
+    /// operation timeout.
+    pub fn builder_for_pool(pool: PgPool) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::for_pool(pool)
     }
 
     /// Connects to `url` with the builder's defaults.
@@ -158,11 +159,9 @@ impl PostgresStore {
         Self::builder(url).connect().await
     }
 
-    /// A store over a pool the application built, in [`DEFAULT_SCHEMA`].
-    ///
-    /// The pool's own settings apply: give it an acquire timeout and keep
-    /// `test_before_acquire` on, or an outage may hold calls until the
-    /// operation timeout.
+    /// A store over a pool the application built, in [`DEFAULT_SCHEMA`]
+    /// with the default operation timeout, without connecting; see
+    /// [`builder_for_pool`](Self::builder_for_pool).
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
         Self::from_parts(pool, DEFAULT_SCHEMA.to_owned(), DEFAULT_OPERATION_TIMEOUT)
@@ -178,29 +177,6 @@ impl PostgresStore {
                 operation_timeout,
             }),
         }
-    }
-
-    /// The same store, keeping its tables in `schema` instead.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreErrorKind::Config`] error unless `schema` is 1 to 63
-    /// characters of `a-z`, `0-9` and `_`, not starting with a digit or
-    /// `pg_`.
-    pub fn with_schema(self, schema: &str) -> Result<Self, StoreError> {
-        check_schema(schema)?;
-        Ok(Self::from_parts(
-            self.inner.pool.clone(),
-            schema.to_owned(),
-            self.inner.operation_timeout,
-        ))
-    }
-
-    /// The same store, with calls bounded by `timeout` instead of
-    /// [`DEFAULT_OPERATION_TIMEOUT`].
-    #[must_use]
-    pub fn with_operation_timeout(self, timeout: Duration) -> Self {
-        Self::from_parts(self.inner.pool.clone(), self.inner.schema.clone(), timeout)
     }
 
     /// The connection pool.
