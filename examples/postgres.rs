@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let profile = Profile::from_env_or(DEFAULTS)?;
-    let sessions = profile.build().await?;
+    let sessions = profile.connect().await?;
     let app = Router::new().route("/", get(visit)).layer(sessions.layer());
     let port: u16 = std::env::var("PORT")
         .ok()

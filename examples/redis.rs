@@ -39,7 +39,7 @@ async fn visit(session: Session) -> Result<String, SessionError> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let profile = Profile::from_env_or(DEFAULTS)?;
     // Without the redis feature this fails at start, saying so.
-    let sessions = profile.build().await?;
+    let sessions = profile.connect().await?;
     println!("sessions in {:?}", sessions.store());
     let app = Router::new().route("/", get(visit)).layer(sessions.layer());
     let port: u16 = std::env::var("PORT")

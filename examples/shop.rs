@@ -224,7 +224,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SESSION_STORE picks the store; browsers accept the Secure cookie from
     // http://127.0.0.1, other clients over plain HTTP need
     // SESSION_COOKIE_SECURE=false.
-    let sessions = Profile::from_env()?.build().await?;
+    let sessions = Profile::from_env()?.connect().await?;
     tracing::info!(profile = sessions.profile(), "session store ready");
     let drain: u64 = std::env::var("HEALTH_DRAIN_SECS")
         .ok()

@@ -26,7 +26,7 @@ pub const MAX_INACTIVE_LIMIT: Duration = Duration::from_secs(400 * 24 * 60 * 60)
 /// let layer = SessionLayer::with_config(MemoryStore::default(), config).unwrap();
 /// # let _ = layer;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct SessionConfig {
     pub(crate) cookie_name: String,

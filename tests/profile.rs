@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use tower_httpsession::SessionConfig;
+use tower_httpsession::config::SameSite;
 use tower_httpsession::profile::{Profile, ProfileError, StoreProfile};
 
 fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -23,7 +26,7 @@ fn profile(vars: &[(&str, &str)]) -> Result<Profile, ProfileError> {
 async fn start(
     vars: &[(&str, &str)],
 ) -> Result<tower_httpsession::profile::Sessions, ProfileError> {
-    profile(vars)?.build().await
+    profile(vars)?.connect().await
 }
 
 fn message(result: Result<impl std::fmt::Debug, ProfileError>) -> String {
@@ -54,6 +57,32 @@ async fn settings_reach_the_session_config() {
     .unwrap();
     assert_eq!(sessions.config().cookie_name(), "__Host-sid");
     assert_eq!(sessions.config().max_inactive_interval().as_secs(), 900);
+}
+
+#[test]
+fn the_environment_and_a_file_give_the_same_profile() {
+    let from_env = profile(&[
+        ("SESSION_COOKIE_NAME", "sid"),
+        ("SESSION_COOKIE_DOMAIN", "example.com"),
+        ("SESSION_SAME_SITE", "strict"),
+        ("SESSION_ABSOLUTE_TIMEOUT_SECS", "3600"),
+        ("SESSION_CONNECT_TIMEOUT_SECS", "2"),
+    ])
+    .unwrap();
+    let from_file: Profile = serde_json::from_str(
+        r#"{"cookie_name": "sid", "cookie_domain": "example.com", "same_site": "strict",
+            "absolute_timeout_secs": 3600, "connect_timeout_secs": 2}"#,
+    )
+    .unwrap();
+    assert_eq!(from_env, from_file);
+    assert_eq!(from_env.connect_timeout, Duration::from_secs(2));
+    let expected = SessionConfig::default()
+        .with_cookie_name("sid")
+        .with_domain("example.com")
+        .with_same_site(SameSite::Strict)
+        .with_absolute_timeout(Duration::from_secs(3600));
+    assert_eq!(from_env.session, expected);
+    assert_eq!(Profile::default().session, SessionConfig::default());
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ async fn redis_password_stays_hidden() {
     })
     .expect("a valid profile");
     assert_hidden("profile Debug", &format!("{profile:?}"));
-    let error = profile.build().await.expect_err("nothing listens there");
+    let error = profile.connect().await.expect_err("nothing listens there");
     assert_hidden("profile error", &format!("{error} {error:?}"));
 }
 
@@ -128,6 +128,6 @@ async fn postgres_password_stays_hidden() {
     })
     .expect("a valid profile");
     assert_hidden("profile Debug", &format!("{profile:?}"));
-    let error = profile.build().await.expect_err("nothing listens there");
+    let error = profile.connect().await.expect_err("nothing listens there");
     assert_hidden("profile error", &format!("{error} {error:?}"));
 }

@@ -1,7 +1,7 @@
 //! Reading a [`Profile`] from environment variables.
 
-use super::settings::{default_capacity, default_max_bytes};
-use super::{Profile, ProfileError, SameSiteSetting, SecretUrl, StoreProfile};
+use super::settings::{SameSiteSetting, Settings, default_capacity, default_max_bytes};
+use super::{Profile, ProfileError, SecretUrl, StoreProfile};
 
 fn invalid(variable: &'static str, value: &str, expected: &'static str) -> ProfileError {
     ProfileError::Invalid {
@@ -154,7 +154,7 @@ impl Profile {
                 Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Some(false),
                 Some(v) => return Err(invalid("SESSION_COOKIE_SECURE", &v, "true or false")),
             };
-        Ok(Self {
+        Ok(Settings {
             store,
             connect_timeout_secs: seconds(
                 "SESSION_CONNECT_TIMEOUT_SECS",
@@ -177,6 +177,7 @@ impl Profile {
                 "SESSION_TOUCH_INTERVAL_SECS",
                 var("SESSION_TOUCH_INTERVAL_SECS"),
             )?,
-        })
+        }
+        .into())
     }
 }

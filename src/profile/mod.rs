@@ -1,9 +1,9 @@
 //! Choose the store from configuration, the way a Spring profile swaps a bean.
 //!
 //! An app reads a [`Profile`] (from the environment with
-//! [`Profile::from_env`], or deserialized from any serde format) and builds
-//! [`Sessions`]: a connected, migrated store and the session configuration,
-//! behind one type. The code is the same whichever store the profile names.
+//! [`Profile::from_env`], or deserialized from any serde format) and
+//! [connects](Profile::connect) it into [`Sessions`]: a connected, migrated
+//! store and the session layer, behind one type. The code is the same whichever store the profile names.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -11,7 +11,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // SESSION_STORE=memory | redis | postgres
-//! let sessions = Profile::from_env()?.build().await?;
+//! let sessions = Profile::from_env()?.connect().await?;
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "hello" }))
 //!     .layer(sessions.layer());
@@ -52,11 +52,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, SameSite, SessionConfig};
+use crate::config::{ConfigError, SessionConfig};
 use crate::layer::SessionLayer;
 use crate::store::{MemoryStore, SessionStore, StoreError};
 
-pub use self::settings::{Profile, SameSiteSetting, SecretUrl, StoreProfile};
+pub use self::settings::{Profile, SecretUrl, StoreProfile};
 
 /// A configuration that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -119,59 +119,18 @@ pub enum ProfileError {
 }
 
 impl Profile {
-    /// The session configuration this profile describes, checked.
-    ///
-    /// # Errors
-    ///
-    /// [`ProfileError::Config`] if the settings break a rule.
-    pub fn session_config(&self) -> Result<SessionConfig, ProfileError> {
-        let mut config = SessionConfig::default();
-        if let Some(name) = &self.cookie_name {
-            config = config.with_cookie_name(name.clone());
-        }
-        if self.cookie_secure == Some(false) {
-            config = config.with_insecure_cookie_over_http();
-        }
-        if let Some(domain) = &self.cookie_domain {
-            config = config.with_domain(domain.clone());
-        }
-        if let Some(path) = &self.cookie_path {
-            config = config.with_path(path.clone());
-        }
-        if let Some(same_site) = self.same_site {
-            config = config.with_same_site(match same_site {
-                SameSiteSetting::Lax => SameSite::Lax,
-                SameSiteSetting::Strict => SameSite::Strict,
-                SameSiteSetting::None => SameSite::None,
-            });
-        }
-        if let Some(secs) = self.max_inactive_secs {
-            config = config.with_max_inactive_interval(Duration::from_secs(secs));
-        }
-        if let Some(secs) = self.absolute_timeout_secs {
-            config = config.with_absolute_timeout(Duration::from_secs(secs));
-        }
-        if let Some(secs) = self.touch_interval_secs {
-            config = config.with_touch_interval(Duration::from_secs(secs));
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_secs.unwrap_or(5).max(1))
-    }
-
     /// Connects the store (and applies its migrations, for PostgreSQL),
-    /// checks the session settings, and returns both ready for use.
+    /// checks the session configuration, and returns both ready for use.
     ///
     /// # Errors
     ///
     /// A [`ProfileError`] naming what is wrong: a setting, a store this
     /// build lacks, or a store that did not answer within the connect
     /// timeout.
-    pub async fn build(&self) -> Result<Sessions, ProfileError> {
-        let config = self.session_config()?;
+    pub async fn connect(&self) -> Result<Sessions, ProfileError> {
+        // Checked first: a bad setting fails at once, not after a connect.
+        self.session.validate()?;
+        let timeout = self.connect_timeout.max(Duration::from_secs(1));
         let (store, tasks): (Arc<dyn SessionStore>, _) = match &self.store {
             StoreProfile::Memory {
                 capacity,
@@ -188,25 +147,29 @@ impl Profile {
                 cluster_urls,
                 prefix,
             } => (
-                connect::redis(
-                    url.as_ref(),
-                    cluster_urls,
-                    prefix.as_deref(),
-                    self.connect_timeout(),
-                )
-                .await?,
+                connect::redis(url.as_ref(), cluster_urls, prefix.as_deref(), timeout).await?,
                 None,
             ),
             StoreProfile::Postgres { url, schema } => {
-                connect::postgres(url, schema.as_deref(), self.connect_timeout()).await?
+                connect::postgres(url, schema.as_deref(), timeout).await?
             }
         };
         Ok(Sessions {
             profile: self.store.name(),
-            layer: SessionLayer::with_config(store.clone(), config)?,
+            layer: SessionLayer::with_config(store.clone(), self.session.clone())?,
             store,
             _tasks: tasks,
         })
+    }
+
+    /// Connects the store and checks the session configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    #[deprecated(note = "renamed to `connect`, the name of every call that connects a store")]
+    pub async fn build(&self) -> Result<Sessions, ProfileError> {
+        self.connect().await
     }
 }
 

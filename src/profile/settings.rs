@@ -1,8 +1,11 @@
 //! The settings a [`Profile`] holds, as serde reads them from a file.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::config::{SameSite, SessionConfig};
 
 /// A URL that may hold a password: `Debug` prints only its scheme.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -96,23 +99,15 @@ impl StoreProfile {
     }
 }
 
-/// The `SameSite` cookie attribute, as configuration spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SameSiteSetting {
-    /// `Lax`.
-    Lax,
-    /// `Strict`.
-    Strict,
-    /// `None` (requires a secure cookie).
-    None,
-}
-
-/// Everything an app configures about its sessions: the store and the cookie.
+/// Everything an app configures about its sessions: the store, how long
+/// start-up waits for it, and the [`SessionConfig`].
 ///
-/// Deserializes from any serde format (TOML, YAML, JSON, ...):
+/// Read one from the environment ([`Profile::from_env`]) or deserialize it
+/// from any serde format (TOML, YAML, JSON, ...), whose fields are the
+/// environment variables' in lowercase without the `SESSION_` prefix:
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_httpsession::profile::{Profile, StoreProfile};
 ///
 /// let profile: Profile = serde_json::from_str(r#"{
@@ -124,39 +119,109 @@ pub enum SameSiteSetting {
 ///     profile.store,
 ///     StoreProfile::Memory { capacity: 5000, max_bytes: 32 * 1024 * 1024 }
 /// );
+/// assert_eq!(profile.session.cookie_name(), "__Host-sid");
+/// assert_eq!(profile.session.max_inactive_interval(), Duration::from_secs(900));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// The session configuration is checked when the profile
+/// [connects](Profile::connect).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "Settings")]
 #[non_exhaustive]
 pub struct Profile {
     /// The store.
-    #[serde(default)]
     pub store: StoreProfile,
-    /// How long start-up waits for the store, in seconds (default 5).
+    /// How long start-up waits for the store (at least a second). Default:
+    /// 5 seconds.
+    pub connect_timeout: Duration,
+    /// The cookie, the timeouts and the limits.
+    pub session: SessionConfig,
+}
+
+/// How long start-up waits for the store unless told otherwise.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Profile {
+    fn default() -> Self {
+        Settings::default().into()
+    }
+}
+
+/// A profile as a file or the environment spells it: every field optional,
+/// in seconds and words.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Settings {
     #[serde(default)]
-    pub connect_timeout_secs: Option<u64>,
-    /// The cookie name.
+    pub(super) store: StoreProfile,
     #[serde(default)]
-    pub cookie_name: Option<String>,
+    pub(super) connect_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub(super) cookie_name: Option<String>,
     /// `false` drops the cookie's `Secure` attribute (local HTTP only).
     #[serde(default)]
-    pub cookie_secure: Option<bool>,
-    /// The cookie's `Domain`.
+    pub(super) cookie_secure: Option<bool>,
     #[serde(default)]
-    pub cookie_domain: Option<String>,
-    /// The cookie's `Path`.
+    pub(super) cookie_domain: Option<String>,
     #[serde(default)]
-    pub cookie_path: Option<String>,
-    /// The cookie's `SameSite`.
+    pub(super) cookie_path: Option<String>,
     #[serde(default)]
-    pub same_site: Option<SameSiteSetting>,
-    /// The idle timeout in seconds.
+    pub(super) same_site: Option<SameSiteSetting>,
     #[serde(default)]
-    pub max_inactive_secs: Option<u64>,
-    /// The absolute timeout in seconds.
+    pub(super) max_inactive_secs: Option<u64>,
     #[serde(default)]
-    pub absolute_timeout_secs: Option<u64>,
-    /// The touch interval in seconds.
+    pub(super) absolute_timeout_secs: Option<u64>,
     #[serde(default)]
-    pub touch_interval_secs: Option<u64>,
+    pub(super) touch_interval_secs: Option<u64>,
+}
+
+/// The `SameSite` cookie attribute, as configuration spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum SameSiteSetting {
+    Lax,
+    Strict,
+    None,
+}
+
+impl From<Settings> for Profile {
+    /// The settings given on [`SessionConfig`]'s defaults.
+    fn from(settings: Settings) -> Self {
+        let mut session = SessionConfig::default();
+        if let Some(name) = settings.cookie_name {
+            session = session.with_cookie_name(name);
+        }
+        if settings.cookie_secure == Some(false) {
+            session = session.with_insecure_cookie_over_http();
+        }
+        if let Some(domain) = settings.cookie_domain {
+            session = session.with_domain(domain);
+        }
+        if let Some(path) = settings.cookie_path {
+            session = session.with_path(path);
+        }
+        if let Some(same_site) = settings.same_site {
+            session = session.with_same_site(match same_site {
+                SameSiteSetting::Lax => SameSite::Lax,
+                SameSiteSetting::Strict => SameSite::Strict,
+                SameSiteSetting::None => SameSite::None,
+            });
+        }
+        if let Some(secs) = settings.max_inactive_secs {
+            session = session.with_max_inactive_interval(Duration::from_secs(secs));
+        }
+        if let Some(secs) = settings.absolute_timeout_secs {
+            session = session.with_absolute_timeout(Duration::from_secs(secs));
+        }
+        if let Some(secs) = settings.touch_interval_secs {
+            session = session.with_touch_interval(Duration::from_secs(secs));
+        }
+        Self {
+            store: settings.store,
+            connect_timeout: settings
+                .connect_timeout_secs
+                .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs),
+            session,
+        }
+    }
 }
