@@ -64,6 +64,36 @@
 //! assert_eq!(&body[..], b"alice");
 //! # }
 //! ```
+//!
+//! # Conventions
+//!
+//! Everything in the crate is built the same way:
+//!
+//! - `Type::new(required…)` builds the common case with every default and
+//!   never fails: [`SessionLayer::new`], [`MemoryStore::new`],
+//!   `Health::new`. A store that must reach its server has
+//!   `Type::connect(required…)` instead, which is async.
+//! - `Type::builder(required…)` returns a `TypeBuilder` for the rest, or
+//!   `Type::builder_for_*` where the required input takes another form
+//!   (`RedisStore::builder_for_cluster(urls)`,
+//!   `PostgresStore::builder_for_pool(pool)`). A builder is consumed by its
+//!   setters, each named `with_*` and taking the plain value, never an
+//!   `Option`. A setter without an argument turns a mode on or a default
+//!   off and says which in its name: `without_connection_check`, or the
+//!   risk it takes, `with_insecure_cookie_over_http`.
+//! - A builder ends in `build()`, which checks every setting and returns
+//!   `Result<Type, TypeError>` (the memory store's returns the store, since
+//!   none of its settings can be wrong), or in `connect()`, async, and
+//!   `connect_lazy()` for a store. What they return works: no method of a
+//!   built value fails or panics because of its configuration.
+//! - [`SessionConfig`], which a profile produces too, is a value with
+//!   `Default` and the same `with_*` setters, checked by the constructor
+//!   that takes it, [`SessionLayer::with_config`].
+//! - A store is taken as `impl SessionStore`, and a store the app already
+//!   shares as `Arc<dyn SessionStore>` is one, used as it is:
+//!   `SessionLayer::new(sessions.store())`.
+//! - `from_*` makes a value from what the app already has:
+//!   `PostgresStore::from_pool`, `Profile::from_env`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;

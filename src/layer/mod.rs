@@ -71,8 +71,8 @@ impl SessionLayer {
     /// A layer over `store` with the default [`SessionConfig`].
     ///
     /// `store` is any [`SessionStore`]; a store the app already shares as
-    /// `Arc<dyn SessionStore>` (such as a [profile's](crate::profile)) is
-    /// used as it is, not wrapped again.
+    /// `Arc<dyn SessionStore>`, such as the one a profile connected, is used
+    /// as it is, not wrapped again.
     #[must_use]
     pub fn new(store: impl SessionStore) -> Self {
         Self::from_parts(shared_store(store), SessionConfig::default())
