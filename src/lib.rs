@@ -117,3 +117,8 @@ pub use crate::store::postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use crate::store::redis::RedisStore;
 pub use crate::store::{MemoryStore, SessionStore, StoreError};
+
+// The README's Rust code blocks, compiled as doctests so that they stay true.
+#[cfg(all(doctest, feature = "health", feature = "profile"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
