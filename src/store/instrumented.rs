@@ -344,3 +344,70 @@ mod recorded {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use tracing_subscriber::fmt::format::FmtSpan;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// What the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Whether `text` shows `field` with `value`, quoted or not.
+    fn shows(text: &str, field: &str, value: &str) -> bool {
+        text.contains(&format!("{field}=\"{value}\""))
+            || text.contains(&format!("{field}={value} "))
+    }
+
+    #[tokio::test]
+    async fn every_call_is_a_debug_span_named_by_store_and_operation() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let store = Instrumented::new(Arc::new(MemoryStore::default()));
+        let key = StoreKey::random().unwrap();
+        assert!(store.load_some(&key, &["a"]).await.unwrap().is_none());
+        let verifier = VerifierHash::random().unwrap();
+        store.delete(&key, &verifier).await.unwrap();
+
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("session_store").count(), 2, "{text}");
+        assert!(shows(&text, "db.system.name", "memory"), "{text}");
+        assert!(shows(&text, "db.operation.name", "load_some"), "{text}");
+        assert!(shows(&text, "db.operation.name", "delete"), "{text}");
+        assert!(!text.contains(key.as_str()), "no key in a span: {text}");
+    }
+
+    #[test]
+    fn system_names_are_opentelemetry_s() {
+        assert_eq!(system_name("postgres"), "postgresql");
+        assert_eq!(system_name("redis"), "redis");
+        assert_eq!(system_name("memory"), "memory");
+        assert_eq!(system_name("tower-sessions"), "tower_sessions");
+        assert_eq!(system_name("dynamo"), "dynamo");
+        assert_eq!(error_type(StoreErrorKind::Unavailable), "unavailable");
+    }
+}
