@@ -74,7 +74,17 @@ fn main() -> Result<(), BoxError> {
     let mut results = Results::default();
     let mut running = Vec::new();
     let only = Only::from_environment();
-    for spec in AppSpec::ALL.into_iter().filter(|a| only.app(*a)) {
+    // The metered apps come last (see `stores::install_recorder`), and only
+    // when named.
+    #[cfg(feature = "metrics")]
+    let metered = AppSpec::METERED.into_iter().filter(|_| only.app.is_some());
+    #[cfg(not(feature = "metrics"))]
+    let metered = std::iter::empty::<AppSpec>();
+    for spec in AppSpec::ALL
+        .into_iter()
+        .chain(metered)
+        .filter(|a| only.app(*a))
+    {
         if let Some(app) = start_app(&server, &client, &env, spec, &mut results)? {
             running.push(app);
         }
@@ -152,8 +162,10 @@ fn main() -> Result<(), BoxError> {
 /// for every app): `BENCH_APP`
 /// (substrings of app names, separated by commas, such as
 /// `axum,httpsession / memory`) and
-/// `BENCH_SCENARIO` (a scenario's name). A partial run writes its report
-/// under `target/`.
+/// `BENCH_SCENARIO` (scenario names, separated by commas). A partial run writes its report
+/// under `target/`. Built with the feature `metrics`, `BENCH_APP` may also
+/// name `tower-httpsession + metrics / memory` or `… / redis`: this crate
+/// with a Prometheus recorder installed, which no full run measures.
 struct Only {
     app: Option<String>,
     scenario: Option<String>,
@@ -178,7 +190,7 @@ impl Only {
     fn scenario(&self, scenario: Scenario) -> bool {
         self.scenario
             .as_ref()
-            .is_none_or(|name| scenario.label() == name)
+            .is_none_or(|names| names.split(',').any(|name| scenario.label() == name.trim()))
     }
 
     fn is_partial(&self) -> bool {

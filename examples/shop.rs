@@ -22,6 +22,10 @@
 //! the deploy scripts use. On SIGTERM the shop leaves rotation, waits
 //! `HEALTH_DRAIN_SECS` (default 5) and stops after in-flight requests.
 //!
+//! Built with the feature `metrics` (`cargo run --features metrics --example
+//! shop`), it also serves `GET /metrics` in Prometheus' text format, to the
+//! callers the same ACL allows to use the toggle.
+//!
 //! It is served with the limits a server in front of the internet needs
 //! (`serve/mod.rs`): a 10 s header read timeout, a 64 KiB body limit, at
 //! most 1,024 connections at once (more wait in the kernel's backlog), a
@@ -175,6 +179,34 @@ fn app(layer: SessionLayer, health: &Health) -> Router {
         .merge(health.router())
 }
 
+/// `GET /metrics`: the Prometheus scrape, for the callers `acl` allows.
+#[cfg(feature = "metrics")]
+fn metrics_route(
+    acl: tower_httpsession::health::Acl,
+    scrape: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    use axum::extract::{ConnectInfo, Request};
+    use http::{StatusCode, header};
+
+    let serve_scrape = move |request: Request| async move {
+        let (parts, _) = request.into_parts();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| *peer);
+        let access = acl.check_request(peer, &parts);
+        if !access.is_allowed() {
+            tracing::warn!(?peer, "metrics scrape refused");
+            return (StatusCode::FORBIDDEN, "forbidden").into_response();
+        }
+        // Histograms are kept as summaries that upkeep ages.
+        scrape.run_upkeep();
+        let text_format = "text/plain; version=0.0.4; charset=utf-8";
+        ([(header::CONTENT_TYPE, text_format)], scrape.render()).into_response()
+    };
+    Router::new().route("/metrics", get(serve_scrape))
+}
+
 /// The entries of a comma-separated environment variable, or of `default`
 /// when it is not set.
 fn env_list(name: &str, default: &str) -> Vec<String> {
@@ -217,6 +249,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,tower_httpsession=debug".into()),
         )
         .init();
+    // The recorder goes in before the store is connected and the layer is
+    // built: they register their metrics with the recorder installed then.
+    #[cfg(feature = "metrics")]
+    let scrape = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -230,8 +266,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let acl = acl()?;
     let health = Health::builder(sessions.store())
-        .with_acl(acl()?)
+        .with_acl(acl.clone())
         .with_l7_check_path("/monitor/l7check")
         .with_drain_period(Duration::from_secs(drain))
         .build()?;
@@ -240,9 +277,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shop on http://{addr}");
     // Not `axum::serve`: it sets no header read timeout, connection limit
     // or idle timeout (see serve/mod.rs).
+    let app = app(sessions.layer(), &health);
+    #[cfg(feature = "metrics")]
+    let app = app.merge(metrics_route(acl, scrape));
+    #[cfg(not(feature = "metrics"))]
+    drop(acl);
     serve::serve(
         listener,
-        app(sessions.layer(), &health),
+        app,
         serve::Limits::default(),
         health.shutdown_signal(),
     )

@@ -65,6 +65,46 @@
 //! # }
 //! ```
 //!
+//! # Metrics and traces
+//!
+//! Every store call runs in a `tracing` span at debug level, a child of the
+//! request's, named `session_store`, with OpenTelemetry's attributes
+//! `db.system.name`, `db.operation.name` and, when it fails, `error.type`
+//! (`otel.name` and `otel.kind` are set for an OpenTelemetry bridge).
+//!
+//! With the feature `metrics` (off by default) the crate records through the
+//! [`metrics`](https://docs.rs/metrics) facade; the app installs the recorder
+//! (a Prometheus exporter, an OpenTelemetry bridge) **before** it builds the
+//! [`SessionLayer`] and `Health`, which register their metrics with the
+//! recorder installed then. Without the feature none of this is compiled.
+//! Names follow OpenTelemetry's conventions: its own where one exists, the
+//! crate's under `httpsession.` otherwise (OpenTelemetry's `session.`
+//! namespace is for client sessions).
+//!
+//! | Name | Kind | Unit | Labels | What |
+//! | --- | --- | --- | --- | --- |
+//! | `db.client.operation.duration` | histogram | s | `db.system.name`, `db.operation.name`, `error.type` on failures | each store call |
+//! | `httpsession.store.errors` | counter | | `db.system.name`, `db.operation.name`, `error.type` | failed store calls |
+//! | `httpsession.sessions.live` | gauge | | `db.system.name` | sessions the store holds, set by each health check that counts them |
+//! | `httpsession.sessions.created` | counter | | | new sessions stored |
+//! | `httpsession.sessions.invalidated` | counter | | | sessions invalidated and deleted |
+//! | `httpsession.sessions.expired` | counter | | | sessions a request met past their timeout, and deleted |
+//! | `httpsession.sessions.rotated` | counter | | | stored sessions given a new id by `change_id` |
+//! | `httpsession.commits` | counter | | | writes of a request's changes the store took |
+//! | `httpsession.commit.size` | histogram | bytes | | attribute names and values per write |
+//! | `httpsession.compare_and_set.attempts` | counter | | | compare-and-sets of `Session::update` |
+//! | `httpsession.compare_and_set.losses` | counter | | | those lost to another write, then retried |
+//! | `httpsession.responses.unavailable` | counter | | | responses answered 503 because the store was out |
+//!
+//! `db.system.name` is `redis`, `postgresql`, `memory`, `tower_sessions` for
+//! the tower-sessions adapter, or a third-party store's
+//! [`backend`](SessionStore::backend) name. `db.operation.name` is one of
+//! `load`, `load_some`, `create`, `apply`, `compare_and_set`, `delete`,
+//! `health`; `error.type` the [`StoreErrorKind`](store::StoreErrorKind) in
+//! snake case (`unavailable`, `corrupt`, `backend`, `config`), or `_OTHER`
+//! for a failed health check. No session id, verifier, cookie, store key,
+//! principal or attribute value is ever a label.
+//!
 //! # Conventions
 //!
 //! Everything in the crate is built the same way:
@@ -107,6 +147,7 @@ mod layer;
 pub mod profile;
 pub mod session;
 pub mod store;
+mod telemetry;
 
 pub use crate::config::{ConfigError, SessionConfig};
 pub use crate::error::{Limit, SessionError, SessionFailure};

@@ -8,26 +8,22 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path};
 use axum::routing::{get, post};
+use common::Switchable;
 use http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
 use tower_httpsession::health::{Acl, Health};
-use tower_httpsession::store::{
-    Applied, ChangeSet, Created, Operation, Record, StoreErrorKind, StoreHealth, StoreKey, Swap,
-    VerifierHash,
-};
 use tower_httpsession::{
-    MemoryStore, Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore,
-    StoreError,
+    Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore,
 };
 
+mod common;
 #[cfg(all(feature = "postgres", feature = "testing"))]
 mod postgres_support;
 #[cfg(all(feature = "redis", feature = "testing"))]
@@ -69,69 +65,6 @@ impl Captured {
 
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
-    }
-}
-
-/// A memory store that can be switched off, failing as an unreachable
-/// server does.
-#[derive(Debug, Default)]
-struct Switchable {
-    inner: MemoryStore,
-    down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self, operation: Operation) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            let cause = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
-            return Err(StoreError::new(
-                "switchable",
-                operation,
-                StoreErrorKind::Unavailable,
-                cause,
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl SessionStore for Switchable {
-    fn backend(&self) -> &'static str {
-        "switchable"
-    }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.check(Operation::Load)?;
-        self.inner.load(key).await
-    }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        self.check(Operation::Create)?;
-        self.inner.create(key, record).await
-    }
-    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
-        self.check(Operation::Apply)?;
-        self.inner.apply(key, changes).await
-    }
-    async fn compare_and_set(
-        &self,
-        key: &StoreKey,
-        verifier: &VerifierHash,
-        name: &str,
-        expected: Option<&str>,
-        new: Option<&str>,
-    ) -> Result<Swap, StoreError> {
-        self.check(Operation::CompareAndSet)?;
-        self.inner
-            .compare_and_set(key, verifier, name, expected, new)
-            .await
-    }
-    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
-        self.check(Operation::Delete)?;
-        self.inner.delete(key, verifier).await
-    }
-    async fn health(&self) -> StoreHealth {
-        let down = self.check(Operation::Health);
-        StoreHealth::measure("switchable", async { down.map(|()| None) }).await
     }
 }
 

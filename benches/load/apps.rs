@@ -52,6 +52,9 @@ impl Backend {
 pub(crate) struct AppSpec {
     pub(crate) krate: Crate,
     pub(crate) backend: Backend,
+    /// This crate with a metrics recorder installed (feature `metrics`):
+    /// run only when `BENCH_APP` names it, beside the app without one.
+    pub(crate) metered: bool,
 }
 
 impl AppSpec {
@@ -66,11 +69,36 @@ impl AppSpec {
         Self::new(Crate::Peer, Backend::Postgres),
     ];
 
+    /// This crate with a Prometheus recorder installed, over the stores
+    /// whose overhead is measured: the memory store's reads and Redis'
+    /// writes.
+    #[cfg(feature = "metrics")]
+    pub(crate) const METERED: [Self; 2] = [
+        Self::with_metrics(Backend::Memory),
+        Self::with_metrics(Backend::Redis),
+    ];
+
     const fn new(krate: Crate, backend: Backend) -> Self {
-        Self { krate, backend }
+        Self {
+            krate,
+            backend,
+            metered: false,
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    const fn with_metrics(backend: Backend) -> Self {
+        Self {
+            krate: Crate::Ours,
+            backend,
+            metered: true,
+        }
     }
 
     pub(crate) fn crate_label(self) -> &'static str {
+        if self.metered {
+            return "tower-httpsession + metrics";
+        }
         match self.krate {
             Crate::Bare => "axum (no session)",
             Crate::Ours => "tower-httpsession",
@@ -82,6 +110,7 @@ impl AppSpec {
     /// see each other's keys.
     pub(crate) fn redis_db(self) -> u8 {
         match self.krate {
+            Crate::Ours if self.metered => 12,
             Crate::Ours => 13,
             Crate::Bare | Crate::Peer => 14,
         }

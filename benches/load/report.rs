@@ -38,7 +38,8 @@ impl Results {
         self.rows
             .iter()
             .find(|(spec, s, _)| {
-                spec.krate == krate
+                !spec.metered
+                    && spec.krate == krate
                     && (krate == Crate::Bare || spec.backend == backend)
                     && *s == scenario
             })

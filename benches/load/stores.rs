@@ -174,6 +174,10 @@ pub(crate) async fn build(
     env: &Env,
 ) -> Result<Result<(Router, Resources), Unavailable>, BoxError> {
     let mut resources = Resources::default();
+    #[cfg(feature = "metrics")]
+    if spec.metered {
+        install_recorder();
+    }
     let router = match (spec.krate, spec.backend) {
         (Crate::Bare, _) => apps::bare(),
         (Crate::Ours, Backend::Memory) => apps::ours(SessionLayer::with_config(
@@ -237,6 +241,28 @@ pub(crate) async fn build(
         }
     };
     Ok(Ok((router, resources)))
+}
+
+/// Installs a Prometheus recorder, once, and scrapes it every 5 s on the
+/// server's runtime as a scraper would. The layers built before it (every
+/// app of the matrix: the metered apps come last) keep no-op handles, so
+/// only the metered apps record.
+#[cfg(feature = "metrics")]
+fn install_recorder() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the bench's only recorder");
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+                std::hint::black_box(handle.render());
+            }
+        });
+    });
 }
 
 fn peer_layer<S: tower_sessions::SessionStore + Clone>(store: S) -> SessionManagerLayer<S> {

@@ -13,6 +13,7 @@ use super::{
     TrafficState,
 };
 use crate::store::SessionStore;
+use crate::store::instrumented::Instrumented;
 
 /// Sets up [`Health`]; the configuration is checked by
 /// [`build`](Self::build), so the health endpoints it gives always serve.
@@ -222,7 +223,7 @@ impl HealthBuilder {
         };
         Health {
             inner: Arc::new(Inner {
-                store: self.store,
+                store: Instrumented::new(self.store),
                 indicators: self.indicators,
                 acl: self.acl,
                 state: self.state,

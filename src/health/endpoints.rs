@@ -21,7 +21,8 @@ use serde_json::json;
 use super::acl::{Access, Acl, Refusal};
 use super::indicator::{ComponentHealth, HealthIndicator, Status};
 use super::state::{TrafficPhase, TrafficState};
-use crate::store::{HealthStatus, SessionStore};
+use crate::store::HealthStatus;
+use crate::store::instrumented::Instrumented;
 
 /// The largest `PUT` body read.
 pub(super) const MAX_PUT_BODY: usize = 1024;
@@ -31,7 +32,10 @@ pub(super) const STORE_COMPONENT: &str = "sessionStore";
 
 /// What every handler shares.
 pub(super) struct Inner {
-    pub(super) store: Arc<dyn SessionStore>,
+    /// The store, its health check traced and, with the feature `metrics`,
+    /// recorded: the latency and session count the details show are the
+    /// ones the metrics hold.
+    pub(super) store: Instrumented,
     pub(super) indicators: Vec<(String, Arc<dyn HealthIndicator>)>,
     pub(super) acl: Option<Acl>,
     pub(super) state: TrafficState,
@@ -77,7 +81,7 @@ impl Inner {
     }
 
     async fn check_store(&self) -> ComponentHealth {
-        let store = Arc::clone(&self.store);
+        let store = self.store.clone();
         guarded(self.timeout, async move {
             let h = store.health().await;
             let status = match h.status {

@@ -199,14 +199,18 @@ async fn finish(
     mut response: Response<Body>,
 ) -> Response<Body> {
     let config = &shared.config;
-    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        && response.extensions().get::<SessionFailure>().is_some()
-    {
+    let failure = response.extensions().get::<SessionFailure>();
+    // One 503 response counts once, whether the handler's or the commit's.
+    let counted = failure.is_some_and(|failure| store_out(&failure.0));
+    if response.status() == http::StatusCode::SERVICE_UNAVAILABLE && failure.is_some() {
         // A handler returned a session error: the configured delay applies.
         let secs = config.retry_after.as_secs().max(1);
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if counted {
+        shared.metrics.unavailable();
     }
     match session.commit().await {
         Ok(CookieAction::Keep) => response,
@@ -220,6 +224,9 @@ async fn finish(
         }
         Err(error) => {
             let mut failed = error.to_response(config.retry_after);
+            if store_out(&error) && !counted {
+                shared.metrics.unavailable();
+            }
             if matches!(error, SessionError::Ended) {
                 // The old cookie names nothing this request may use.
                 append_cookie(failed.headers_mut(), &removal_cookie(config));
@@ -230,6 +237,11 @@ async fn finish(
             failed
         }
     }
+}
+
+/// Whether `error` is the store being out: a 503 with `Retry-After`.
+fn store_out(error: &SessionError) -> bool {
+    matches!(error, SessionError::Store(e) if e.is_unavailable())
 }
 
 #[cfg(test)]

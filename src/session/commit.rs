@@ -25,9 +25,9 @@
 
 use crate::config::SessionConfig;
 use crate::error::{Limit, SessionError};
-use crate::session::SessionId;
 use crate::session::state::{Loaded, Origin, Predecessor};
-use crate::store::{Applied, Created, SessionStore, Touch};
+use crate::session::{SessionId, Shared};
+use crate::store::{Applied, Created, Touch};
 
 /// How many fresh ids a new session draws if one is taken.
 const CREATE_ATTEMPTS: usize = 4;
@@ -42,35 +42,35 @@ pub(crate) enum CookieAction {
 
 /// Writes what the request changed (see the [module docs](self)).
 pub(super) async fn commit(
-    store: &dyn SessionStore,
-    config: &SessionConfig,
+    shared: &Shared,
     loaded: &mut Loaded,
 ) -> Result<CookieAction, SessionError> {
     match loaded.origin.clone() {
         Origin::Ended => Err(SessionError::Ended),
         Origin::New(predecessor) => {
             if let Predecessor::Invalidated { key, verifier } = &predecessor {
-                store.delete(key, verifier).await?;
+                shared.store.delete(key, verifier).await?;
+                shared.metrics.invalidated();
             }
-            create(store, config, loaded, predecessor != Predecessor::None).await
+            create(shared, loaded, predecessor != Predecessor::None).await
         }
         Origin::Read { touch_due, .. } if !loaded.changes.has_changes() && !touch_due => {
             Ok(CookieAction::Keep)
         }
         Origin::Unread { .. } if !loaded.changes.has_changes() => Ok(CookieAction::Keep),
         Origin::Read { verifier, .. } | Origin::Unread { verifier } => {
-            apply(store, config, loaded, verifier).await
+            apply(shared, loaded, verifier).await
         }
     }
 }
 
 /// One `apply` to a stored session, and what its answer means.
 async fn apply(
-    store: &dyn SessionStore,
-    config: &SessionConfig,
+    shared: &Shared,
     loaded: &mut Loaded,
     verifier: crate::store::VerifierHash,
 ) -> Result<CookieAction, SessionError> {
+    let config = &shared.config;
     loaded.changes.set_touch(Some(Touch {
         last_accessed: loaded.now,
         absolute_timeout: config.absolute_timeout,
@@ -80,7 +80,14 @@ async fn apply(
     if loaded.attribute_count().is_none() {
         loaded.changes.limit_attributes(Some(config.max_attributes));
     }
-    match store.apply(&loaded.id.store_key(), &loaded.changes).await? {
+    let applied = shared
+        .store
+        .apply(&loaded.id.store_key(), &loaded.changes)
+        .await?;
+    if applied == Applied::Written {
+        shared.metrics.applied(&loaded.changes);
+    }
+    match applied {
         Applied::Written if loaded.changes.new_verifier().is_some() => {
             Ok(CookieAction::Set(loaded.id.clone()))
         }
@@ -109,7 +116,7 @@ async fn apply(
             {
                 return Err(too_many(loaded, config));
             }
-            create(store, config, loaded, true).await
+            create(shared, loaded, true).await
         }
     }
 }
@@ -118,11 +125,11 @@ async fn apply(
 /// carried a cookie that now names nothing, to be removed if nothing is
 /// stored.
 async fn create(
-    store: &dyn SessionStore,
-    config: &SessionConfig,
+    shared: &Shared,
     loaded: &mut Loaded,
     had_cookie: bool,
 ) -> Result<CookieAction, SessionError> {
+    let config = &shared.config;
     if loaded.is_empty() {
         return Ok(if had_cookie {
             CookieAction::Remove
@@ -132,8 +139,11 @@ async fn create(
     }
     let mut record = loaded.record(config);
     for _ in 0..CREATE_ATTEMPTS {
-        match store.create(&loaded.id.store_key(), &record).await? {
-            Created::Stored => return Ok(CookieAction::Set(loaded.id.clone())),
+        match shared.store.create(&loaded.id.store_key(), &record).await? {
+            Created::Stored => {
+                shared.metrics.created(&record);
+                return Ok(CookieAction::Set(loaded.id.clone()));
+            }
             Created::KeyTaken => {
                 loaded.id = SessionId::generate().map_err(SessionError::Random)?;
                 record.verifier = loaded.id.verifier_hash();

@@ -19,7 +19,9 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
+use crate::store::instrumented::Instrumented;
 use crate::store::{self, SessionStore};
+use crate::telemetry::SessionMetrics;
 
 pub(crate) use self::commit::CookieAction;
 pub use self::id::SessionId;
@@ -32,8 +34,11 @@ type State<'a> = MappedMutexGuard<'a, Loaded>;
 
 /// What the layer shares with every session handle.
 pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn SessionStore>,
+    /// The store, each call traced and measured.
+    pub(crate) store: Instrumented,
     pub(crate) config: SessionConfig,
+    /// The session counters (nothing without the feature `metrics`).
+    pub(crate) metrics: SessionMetrics,
     /// Turns for `update`: see the `turns` module.
     turns: Turns,
 }
@@ -41,8 +46,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(store: Arc<dyn SessionStore>, config: SessionConfig) -> Self {
         Self {
-            store,
+            store: Instrumented::new(store),
             config,
+            metrics: SessionMetrics::default(),
             turns: Turns::default(),
         }
     }
@@ -115,8 +121,8 @@ impl Session {
         &self.inner.shared.config
     }
 
-    fn store(&self) -> &dyn SessionStore {
-        &*self.inner.shared.store
+    fn store(&self) -> &Instrumented {
+        &self.inner.shared.store
     }
 
     /// Records that the session this request read ended under it: its id
@@ -254,6 +260,7 @@ impl Session {
         if record.expires_at <= now || absolute_end.is_some_and(|end| end <= now) {
             tracing::debug!("session past its timeout; deleting it");
             self.store().delete(&key, &record.verifier).await?;
+            self.inner.shared.metrics.expired();
             return Loaded::new(config, now, Predecessor::StaleCookie);
         }
         let mut loaded = Loaded::read(id.clone(), record, complete, count, config, now);
@@ -434,7 +441,7 @@ impl Session {
         else {
             return Ok(CookieAction::Keep);
         };
-        commit::commit(self.store(), self.config(), &mut loaded).await
+        commit::commit(&self.inner.shared, &mut loaded).await
     }
 }
 

@@ -103,6 +103,8 @@ impl Session {
                     Some(&json),
                 )
                 .await?;
+            let lost = matches!(swap, Swap::Mismatch { .. });
+            self.inner.shared.metrics.compare_and_set(lost);
             loaded.changes.forget_attribute(name);
             match swap {
                 Swap::Swapped => {

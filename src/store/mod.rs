@@ -49,6 +49,7 @@
 
 mod changes;
 mod error;
+pub(crate) mod instrumented;
 pub(crate) mod key;
 pub mod memory;
 pub mod policy;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,10 +11,12 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, PartialRecord, Record, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, StoreErrorKind, StoreHealth,
+    StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{
-    Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore, StoreError,
+    MemoryStore, Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore,
+    StoreError,
 };
 
 /// The routes every HTTP test uses.
@@ -160,7 +162,7 @@ pub async fn rewind(store: &dyn SessionStore, cookie: &str, by: Duration) {
 /// A real memory store that counts the calls it gets.
 #[derive(Debug, Default)]
 pub struct Counting {
-    pub inner: tower_httpsession::MemoryStore,
+    pub inner: MemoryStore,
     pub loads: AtomicUsize,
     pub writes: AtomicUsize,
     /// Of `loads`, those that read the whole session.
@@ -241,4 +243,70 @@ impl SessionStore for Counting {
 
 pub fn counting() -> Arc<Counting> {
     Arc::new(Counting::default())
+}
+
+/// A memory store that can be switched off, failing as an unreachable
+/// server does.
+#[derive(Debug, Default)]
+pub struct Switchable {
+    pub inner: MemoryStore,
+    pub down: AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self, operation: Operation) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            let cause =
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+            return Err(StoreError::new(
+                "switchable",
+                operation,
+                StoreErrorKind::Unavailable,
+                cause,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for Switchable {
+    fn backend(&self) -> &'static str {
+        "switchable"
+    }
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.check(Operation::Load)?;
+        self.inner.load(key).await
+    }
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+        self.check(Operation::Create)?;
+        self.inner.create(key, record).await
+    }
+    async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        self.check(Operation::Apply)?;
+        self.inner.apply(key, changes).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &StoreKey,
+        verifier: &VerifierHash,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<Swap, StoreError> {
+        self.check(Operation::CompareAndSet)?;
+        self.inner
+            .compare_and_set(key, verifier, name, expected, new)
+            .await
+    }
+    async fn delete(&self, key: &StoreKey, verifier: &VerifierHash) -> Result<(), StoreError> {
+        self.check(Operation::Delete)?;
+        self.inner.delete(key, verifier).await
+    }
+    async fn health(&self) -> StoreHealth {
+        match self.check(Operation::Health) {
+            Ok(()) => self.inner.health().await,
+            Err(down) => StoreHealth::measure("switchable", async { Err(down) }).await,
+        }
+    }
 }
