@@ -7,28 +7,21 @@
 //! cart must hold every item its client was told was added.
 #![cfg(feature = "redis")]
 
+mod shop_support;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use shop_support::{Proc, shop_binary};
 
 const TOKEN: &str = "rolling-deploy-token-0123456789";
 const CLIENTS: usize = 8;
-
-/// A child process killed when dropped, so a failing test leaves nothing.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -39,19 +32,6 @@ fn free_port() -> u16 {
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// The shop example, built by `cargo test` next to this test binary.
-fn shop_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join("shop");
-    assert!(
-        path.exists(),
-        "{} is missing: run through cargo test",
-        path.display()
-    );
-    path
 }
 
 struct Instance {
