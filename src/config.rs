@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub(crate) max_attribute_bytes: usize,
     pub(crate) max_name_bytes: usize,
     pub(crate) max_attributes: usize,
+    pub(crate) session_limit: Option<crate::store::SessionLimit>,
+    pub(crate) principal_index: bool,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +62,8 @@ impl Default for SessionConfig {
             max_attribute_bytes: 1024 * 1024,
             max_name_bytes: 256,
             max_attributes: 1024,
+            session_limit: None,
+            principal_index: false,
         }
     }
 }
@@ -167,6 +171,48 @@ impl SessionConfig {
         self
     }
 
+    /// Declares that the app binds sessions to principals
+    /// ([`Session::login`](crate::Session::login),
+    /// [`Session::set_principal`](crate::Session::set_principal)), so that
+    /// building the layer over a store that keeps no principal index (such
+    /// as the tower-sessions adapter) fails at once, not at the first login.
+    /// Default: not declared; binding still works on a store that keeps an
+    /// index, and fails at the call on one that does not.
+    pub fn with_principal_index(mut self) -> Self {
+        self.principal_index = true;
+        self
+    }
+
+    /// At most `limit.max()` live sessions per principal, enforced by the
+    /// store when a session is bound ([`Session::login`](crate::Session::login)),
+    /// atomically however many logins of one principal race: past it the
+    /// least recently used sessions are deleted at once, or the new login
+    /// is refused with `409 Conflict` ([`SessionError::SessionLimit`](crate::SessionError::SessionLimit)),
+    /// as [`LimitPolicy`](crate::store::LimitPolicy) says. Implies
+    /// [`with_principal_index`](Self::with_principal_index). Default: no
+    /// limit.
+    ///
+    /// ```
+    /// use tower_httpsession::store::{LimitPolicy, SessionLimit};
+    /// use tower_httpsession::{MemoryStore, SessionConfig, SessionLayer};
+    ///
+    /// let limit = SessionLimit::new(3, LimitPolicy::EvictLeastRecentlyUsed).unwrap();
+    /// let config = SessionConfig::default().with_session_limit(limit);
+    /// let layer = SessionLayer::with_config(MemoryStore::default(), config).unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn with_session_limit(mut self, limit: crate::store::SessionLimit) -> Self {
+        self.session_limit = Some(limit);
+        self.principal_index = true;
+        self
+    }
+
+    /// The per-principal session limit, if any.
+    #[must_use]
+    pub fn session_limit(&self) -> Option<crate::store::SessionLimit> {
+        self.session_limit
+    }
+
     /// The idle timeout new sessions get.
     #[must_use]
     pub fn max_inactive_interval(&self) -> Duration {
@@ -264,6 +310,16 @@ pub enum ConfigError {
     /// A size limit is zero.
     #[error("attribute limits must be greater than zero")]
     ZeroLimit,
+    /// The configuration binds sessions to principals (a session limit, or
+    /// [`SessionConfig::with_principal_index`]) but the store keeps no
+    /// principal index.
+    #[error(
+        "the {backend} store keeps no principal index, which the session limit and principal binding need; use the memory, Redis or PostgreSQL store"
+    )]
+    PrincipalsUnsupported {
+        /// The store's name.
+        backend: &'static str,
+    },
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-use crate::store::StoreError;
 pub(crate) use crate::store::chain;
+use crate::store::{InvalidName, StoreError};
 
 /// Why a session call failed.
 ///
@@ -78,6 +78,29 @@ pub enum SessionError {
         "every freshly drawn session id was already taken; the random number generator is broken"
     )]
     IdsExhausted,
+    /// A principal name or session label was refused: empty, too long, not
+    /// UTF-8 or holding a control character. The response is
+    /// `400 Bad Request`; the name itself is never logged.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// The principal already holds the most sessions its
+    /// [limit](crate::SessionConfig::with_session_limit) allows, and the
+    /// policy refuses new logins. Nothing was written. The response is
+    /// `409 Conflict`; the session the request had is kept as it was.
+    #[error(
+        "this principal already holds the most sessions allowed, and new logins are refused until one ends"
+    )]
+    SessionLimit,
+    /// Sessions were bound to principals, or listed or revoked by
+    /// principal, on a store that keeps no principal index (such as the
+    /// tower-sessions adapter).
+    #[error(
+        "the {backend} store keeps no principal index; use the memory, Redis or PostgreSQL store to bind sessions to principals"
+    )]
+    PrincipalsUnsupported {
+        /// The store's name.
+        backend: &'static str,
+    },
 }
 
 /// Which configured limit a [`SessionError::TooLarge`] passed.
@@ -113,7 +136,8 @@ impl SessionError {
             Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Contended { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Ended => StatusCode::CONFLICT,
+            Self::Ended | Self::SessionLimit => StatusCode::CONFLICT,
+            Self::InvalidName(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,7 +179,11 @@ impl SessionError {
         } else {
             tracing::warn!(%error, status = status.as_u16(), "session error");
         }
-        let body = status.canonical_reason().unwrap_or("error");
+        // These say what to do and quote nothing the user sent.
+        let body = match self {
+            Self::SessionLimit | Self::InvalidName(_) => self.to_string(),
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        };
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             let secs = retry_after.as_secs().max(1);

@@ -152,7 +152,7 @@ mod telemetry;
 pub use crate::config::{ConfigError, SessionConfig};
 pub use crate::error::{Limit, SessionError, SessionFailure};
 pub use crate::layer::{SessionLayer, SessionService};
-pub use crate::session::{Session, SessionId};
+pub use crate::session::{Session, SessionId, SessionInfo, SessionRegistry};
 #[cfg(feature = "postgres")]
 pub use crate::store::postgres::PostgresStore;
 #[cfg(feature = "redis")]

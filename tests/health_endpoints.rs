@@ -21,7 +21,7 @@ use tower_httpsession::health::{
     Acl, ComponentHealth, Health, HealthBuilder, HealthIndicator, TrafficPhase, TrafficState,
 };
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, Record, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Record, SessionLimit, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{MemoryStore, SessionStore, StoreError};
 
@@ -51,8 +51,13 @@ impl SessionStore for ControlledStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.inner.load(key).await
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        self.inner.create(key, record).await
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
+        self.inner.create(key, record, limit).await
     }
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         self.inner.apply(key, changes).await

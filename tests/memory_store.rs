@@ -8,3 +8,4 @@ async fn make_store() -> MemoryStore {
 }
 
 tower_httpsession::store_suite!(make_store);
+tower_httpsession::principal_suite!(make_store);

@@ -168,7 +168,7 @@ async fn age(store: &MemoryStore, cookie: &str, by: Duration) {
     record.created -= by;
     store.delete(&key, &record.verifier).await.expect("delete");
     assert_eq!(
-        store.create(&key, &record).await.expect("create"),
+        store.create(&key, &record, None).await.expect("create"),
         Created::Stored
     );
 }

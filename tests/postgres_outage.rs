@@ -50,7 +50,7 @@ async fn terminated_then_recovers(check: Check, max: u32, idle: Duration, max_fa
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     // Open several pooled connections.

@@ -56,7 +56,7 @@ async fn compare_and_set_is_one_statement_per_attempt() {
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("n", "1")]);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     let verifier = id;

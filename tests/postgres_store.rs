@@ -102,7 +102,10 @@ async fn concurrent_migrations_succeed_and_leave_the_apps_own_alone() {
     // The store works through the application's search_path.
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(60), &[("a", "1")]);
-    assert_eq!(a.create(&key, &rec).await.expect("create"), Created::Stored);
+    assert_eq!(
+        a.create(&key, &rec, None).await.expect("create"),
+        Created::Stored
+    );
     assert_eq!(b.load(&key).await.expect("load"), Some(rec));
     let _ = conn.close().await;
 }
@@ -133,7 +136,7 @@ async fn cleanup_removes_expired_sessions_and_only_those() {
         let (id, key) = fresh_key();
         let rec = record(&id, Duration::from_secs(600), &[("a", "1"), ("b", "2")]);
         assert_eq!(
-            store.create(&key, &rec).await.expect("create"),
+            store.create(&key, &rec, None).await.expect("create"),
             Created::Stored
         );
         live.push(key);
@@ -143,7 +146,7 @@ async fn cleanup_removes_expired_sessions_and_only_those() {
         let mut rec = record(&id, Duration::from_secs(600), &[("x", "1"), ("y", "2")]);
         rec.expires_at = rec.created - Duration::from_secs(1);
         assert_eq!(
-            store.create(&key, &rec).await.expect("create"),
+            store.create(&key, &rec, None).await.expect("create"),
             Created::Stored
         );
     }
@@ -229,7 +232,7 @@ async fn cleanup_survives_database_errors() {
     let mut rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
     rec.expires_at = rec.created - Duration::from_secs(1);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     eventually(
@@ -248,12 +251,12 @@ async fn create_takes_a_key_held_only_by_an_expired_session() {
     let mut old = record(&id, Duration::from_secs(600), &[("old", "1")]);
     old.expires_at = old.created - Duration::from_secs(1);
     assert_eq!(
-        store.create(&key, &old).await.expect("create"),
+        store.create(&key, &old, None).await.expect("create"),
         Created::Stored
     );
     let new = record(&id, Duration::from_secs(600), &[("new", "2")]);
     assert_eq!(
-        store.create(&key, &new).await.expect("create"),
+        store.create(&key, &new, None).await.expect("create"),
         Created::Stored
     );
     assert_eq!(store.load(&key).await.expect("load"), Some(new));
@@ -265,7 +268,7 @@ async fn apply_writes_metadata_without_attributes_and_keeps_millis() {
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     let changes = ChangeSet::builder()
@@ -287,7 +290,7 @@ async fn health_counts_sessions_and_reports_missing_tables() {
         let (id, key) = fresh_key();
         let rec = record(&id, Duration::from_secs(600), &[]);
         assert_eq!(
-            store.create(&key, &rec).await.expect("create"),
+            store.create(&key, &rec, None).await.expect("create"),
             Created::Stored
         );
     }
@@ -379,7 +382,7 @@ async fn debug_prints_neither_password_nor_key() {
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("a", "1")]);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     let printed = format!("{store:?} {key:?} {rec:?}");
@@ -406,7 +409,7 @@ async fn load_some_of_a_large_session_returns_only_the_named() {
     attributes.push(("counter", "7"));
     let rec = record(&id, Duration::from_secs(600), &attributes);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
 
@@ -460,7 +463,7 @@ async fn contended_increments_are_answered_the_newest_value() {
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("n", "0")]);
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     let verifier = id;
@@ -536,7 +539,7 @@ async fn commits_wait_for_the_flush_unless_told_not_to() {
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(60), &[("a", "1")]);
     assert_eq!(
-        not_waiting.create(&key, &rec).await.expect("create"),
+        not_waiting.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     assert_eq!(not_waiting.load(&key).await.expect("load"), Some(rec));

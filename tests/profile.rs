@@ -243,7 +243,7 @@ mod postgres {
         );
         let key = id.store_key();
         assert_eq!(
-            store.create(&key, &record).await.unwrap(),
+            store.create(&key, &record, None).await.unwrap(),
             tower_httpsession::store::Created::Stored
         );
         assert!(store.load(&key).await.unwrap().is_some());
@@ -330,7 +330,7 @@ mod redis {
         );
         let key = id.store_key();
         assert_eq!(
-            store.create(&key, &record).await.unwrap(),
+            store.create(&key, &record, None).await.unwrap(),
             tower_httpsession::store::Created::Stored
         );
         assert_eq!(

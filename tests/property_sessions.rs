@@ -443,7 +443,11 @@ impl World {
             .delete(&key, &record.verifier)
             .await
             .expect("delete");
-        let created = self.store.create(&key, &record).await.expect("create");
+        let created = self
+            .store
+            .create(&key, &record, None)
+            .await
+            .expect("create");
         assert_eq!(created, Created::Stored);
     }
 }

@@ -85,7 +85,7 @@ async fn calls_fail_fast_while_down_and_work_again_when_back() {
     let changes = ChangeSet::builder().with_attribute("a", "2").build();
     for _ in 0..3 {
         fails_fast("load", store.load(&key)).await;
-        fails_fast("create", store.create(&key, &record)).await;
+        fails_fast("create", store.create(&key, &record, None)).await;
         fails_fast("apply", store.apply(&key, &changes)).await;
         fails_fast(
             "compare_and_set",

@@ -511,9 +511,10 @@ async fn a_store_failure_answers_without_the_id() {
             &self,
             key: &tower_httpsession::store::StoreKey,
             record: &Record,
+            limit: Option<&tower_httpsession::store::SessionLimit>,
         ) -> Result<tower_httpsession::store::Created, tower_httpsession::StoreError> {
             if record.attributes.contains_key("user") {
-                return self.0.create(key, record).await;
+                return self.0.create(key, record, limit).await;
             }
             Err(down(tower_httpsession::store::Operation::Create))
         }

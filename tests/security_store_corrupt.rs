@@ -189,7 +189,7 @@ async fn load_some_of_tampered_timestamps_never_panics() {
         let (id, key) = fresh_key();
         let rec = record(&id, Duration::from_secs(600), &[("a", "1"), ("b", "2")]);
         assert_eq!(
-            store.create(&key, &rec).await.expect("create"),
+            store.create(&key, &rec, None).await.expect("create"),
             Created::Stored
         );
         sqlx::query(&sql)

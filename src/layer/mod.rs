@@ -89,7 +89,13 @@ impl SessionLayer {
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::from_parts(shared_store(store), config))
+        let store = shared_store(store);
+        if config.principal_index && !store.supports_principals() {
+            return Err(ConfigError::PrincipalsUnsupported {
+                backend: store.backend(),
+            });
+        }
+        Ok(Self::from_parts(store, config))
     }
 
     /// A layer over a store already shared as `Arc<dyn SessionStore>`.
@@ -116,6 +122,18 @@ impl SessionLayer {
     /// The configuration in force.
     pub fn config(&self) -> &SessionConfig {
         &self.shared.config
+    }
+
+    /// A [`SessionRegistry`](crate::SessionRegistry) over this layer's
+    /// store: to list and revoke a principal's sessions from outside a
+    /// request (an admin endpoint, a password-change job).
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::PrincipalsUnsupported`](crate::SessionError::PrincipalsUnsupported)
+    /// if the store keeps no principal index.
+    pub fn registry(&self) -> Result<crate::SessionRegistry, crate::SessionError> {
+        crate::SessionRegistry::from_shared(self.shared.clone())
     }
 }
 
@@ -277,7 +295,12 @@ mod tests {
         async fn load(&self, _: &StoreKey) -> Result<Option<Record>, StoreError> {
             Err(down(Operation::Load))
         }
-        async fn create(&self, _: &StoreKey, _: &Record) -> Result<Created, StoreError> {
+        async fn create(
+            &self,
+            _: &StoreKey,
+            _: &Record,
+            _: Option<&crate::store::SessionLimit>,
+        ) -> Result<Created, StoreError> {
             Err(down(Operation::Create))
         }
         async fn apply(&self, _: &StoreKey, _: &ChangeSet) -> Result<Applied, StoreError> {

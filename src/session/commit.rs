@@ -7,8 +7,8 @@
 //! | --- | --- | --- | --- |
 //! | `Ended` | any | nothing | removed; the response becomes 409 |
 //! | `New(Invalidated)` | any | `delete` of the old session (if its verifier is still the cookie's), then as `New` | |
-//! | `New(_)` | holds no attribute | nothing | removed if the request carried one, else untouched |
-//! | `New(_)` | holds attributes | `create` (a fresh id if the key is taken) | set |
+//! | `New(_)` | holds no attribute and is bound to no principal | nothing | removed if the request carried one, else untouched |
+//! | `New(_)` | holds attributes, or is bound to a principal | `create` (a fresh id if the key is taken), with the principal's limit | set |
 //! | `Read` | nothing, no touch due | nothing | untouched |
 //! | `Unread` | nothing | nothing | untouched |
 //! | `Read` / `Unread` | changes or a due touch | one `apply`, guarded by the cookie's verifier and the attribute limit | set if the id changed, else untouched |
@@ -19,6 +19,7 @@
 //! | --- | --- | --- |
 //! | `Written` | | as above |
 //! | `TooManyAttributes` | the change adds names past the limit; nothing written | 413 |
+//! | `LimitReached` | the change binds a principal that holds its session limit, and the policy refuses; nothing written | 409, cookie kept |
 //! | `Stale` | the session is live but its verifier is not the cookie's: the id changed after the cookie was issued | nothing written; 409, cookie removed |
 //! | `Gone`, session `Read` | it ended while the request ran | nothing written; 409, cookie removed |
 //! | `Gone`, session `Unread` | the cookie named no live session | what the request set goes into a new session (`create`), as if it had read first |
@@ -93,6 +94,7 @@ async fn apply(
         }
         Applied::Written => Ok(CookieAction::Keep),
         Applied::TooManyAttributes => Err(too_many(loaded, config)),
+        Applied::LimitReached => Err(SessionError::SessionLimit),
         Applied::Stale => {
             tracing::debug!("session id changed after the request's cookie was issued");
             loaded.end();
@@ -130,7 +132,7 @@ async fn create(
     had_cookie: bool,
 ) -> Result<CookieAction, SessionError> {
     let config = &shared.config;
-    if loaded.is_empty() {
+    if loaded.is_empty() && !loaded.is_bound_new() {
         return Ok(if had_cookie {
             CookieAction::Remove
         } else {
@@ -138,11 +140,19 @@ async fn create(
         });
     }
     let mut record = loaded.record(config);
+    let limit = loaded.changes.binding().and_then(|binding| binding.limit);
     for _ in 0..CREATE_ATTEMPTS {
-        match shared.store.create(&loaded.id.store_key(), &record).await? {
+        let key = loaded.id.store_key();
+        match shared.store.create(&key, &record, limit.as_ref()).await? {
             Created::Stored => {
                 shared.metrics.created(&record);
                 return Ok(CookieAction::Set(loaded.id.clone()));
+            }
+            Created::LimitReached => return Err(SessionError::SessionLimit),
+            Created::Evicted => {
+                tracing::debug!("new session evicted by a concurrent login of its principal");
+                loaded.end();
+                return Err(SessionError::Ended);
             }
             Created::KeyTaken => {
                 loaded.id = SessionId::generate().map_err(SessionError::Random)?;

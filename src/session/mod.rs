@@ -2,6 +2,7 @@
 
 mod commit;
 pub(crate) mod id;
+mod principal;
 mod state;
 mod turns;
 mod update;
@@ -25,6 +26,7 @@ use crate::telemetry::SessionMetrics;
 
 pub(crate) use self::commit::CookieAction;
 pub use self::id::SessionId;
+pub use self::principal::{SessionInfo, SessionRegistry};
 use self::state::{Loaded, Predecessor};
 use self::turns::Turns;
 use crate::store::policy::to_time;

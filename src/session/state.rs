@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::session::SessionId;
-use crate::store::{ChangeSet, Record, StoreKey, VerifierHash, policy};
+use crate::store::{ChangeSet, Label, Principal, Record, StoreKey, VerifierHash, policy};
 
 /// Where the request's session came from, and what the store said of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +152,10 @@ pub(super) struct Loaded {
     stored_max_inactive: Duration,
     /// The request's time, used for the touch and the expiry.
     pub(super) now: OffsetDateTime,
+    /// The principal the store holds the session bound to, once read.
+    pub(super) stored_principal: Option<Principal>,
+    /// The label the store holds, once read.
+    pub(super) stored_label: Option<Label>,
 }
 
 impl Loaded {
@@ -189,6 +193,8 @@ impl Loaded {
             max_inactive: config.max_inactive,
             stored_max_inactive: config.max_inactive,
             now,
+            stored_principal: None,
+            stored_label: None,
         }
     }
 
@@ -239,6 +245,8 @@ impl Loaded {
             max_inactive: record.max_inactive,
             stored_max_inactive: record.max_inactive,
             now,
+            stored_principal: record.principal,
+            stored_label: record.label,
         }
     }
 
@@ -249,6 +257,27 @@ impl Loaded {
         for (name, json) in pending.attributes_set() {
             self.changes.set_attribute(name, json);
         }
+        if let Some(binding) = pending.binding() {
+            self.changes.bind(Some(binding.clone()));
+        }
+        if let Some(label) = pending.label() {
+            self.changes.set_label(Some(label.clone()));
+        }
+    }
+
+    /// The principal the session is bound to, as this request sees it:
+    /// its own binding, else the stored one.
+    pub(super) fn principal(&self) -> Option<&Principal> {
+        self.changes
+            .binding()
+            .map(|b| &b.principal)
+            .or(self.stored_principal.as_ref())
+    }
+
+    /// Whether a new session must be stored even without attributes: it
+    /// is bound to a principal.
+    pub(super) fn is_bound_new(&self) -> bool {
+        self.changes.binding().is_some()
     }
 
     /// Ends the session for this request: it goes on as a new, empty
@@ -511,6 +540,8 @@ impl Loaded {
                 config.absolute_timeout,
             ),
             attributes,
+            principal: self.principal().cloned(),
+            label: self.changes.label().or(self.stored_label.as_ref()).cloned(),
         }
     }
 }

@@ -22,6 +22,8 @@ fn stored_record(id: &SessionId, attributes: &[(&str, &str)]) -> Record {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        principal: None,
+        label: None,
     }
 }
 

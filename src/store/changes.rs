@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Applied, Record, VerifierHash, policy};
+use super::{Applied, Binding, Label, Record, VerifierHash, policy};
 
 /// A new last-access time. The store works out the new expiry from it and
 /// what it holds, so that a request that did not read the session can
@@ -89,6 +89,8 @@ pub struct ChangeSet {
     touch: Option<Touch>,
     required_verifier: Option<VerifierHash>,
     attribute_limit: Option<usize>,
+    binding: Option<Binding>,
+    label: Option<Label>,
 }
 
 impl ChangeSet {
@@ -138,6 +140,16 @@ impl ChangeSet {
     /// Records a new last-access time.
     pub(crate) fn set_touch(&mut self, touch: Option<Touch>) {
         self.touch = touch;
+    }
+
+    /// Binds the session to a principal, with the principal's limit.
+    pub(crate) fn bind(&mut self, binding: Option<Binding>) {
+        self.binding = binding;
+    }
+
+    /// Sets the session's label.
+    pub(crate) fn set_label(&mut self, label: Option<Label>) {
+        self.label = label;
     }
 
     /// Writes only if the stored verifier hash is `hash`: the cookie that
@@ -202,6 +214,19 @@ impl ChangeSet {
         self.new_verifier.as_ref()
     }
 
+    /// The principal the session is bound to from now on, and that
+    /// principal's limit, if this change binds it.
+    #[must_use]
+    pub fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
+    }
+
+    /// The session's new label, if it changed.
+    #[must_use]
+    pub fn label(&self) -> Option<&Label> {
+        self.label.as_ref()
+    }
+
     /// The new last-access time, if any.
     #[must_use]
     pub fn touch(&self) -> Option<&Touch> {
@@ -222,6 +247,8 @@ impl ChangeSet {
             || !self.removed.is_empty()
             || self.max_inactive.is_some()
             || self.new_verifier.is_some()
+            || self.binding.is_some()
+            || self.label.is_some()
     }
 
     /// Whether there is nothing at all to write.
@@ -277,6 +304,12 @@ impl ChangeSet {
         if let Some(hash) = self.new_verifier {
             record.verifier = hash;
         }
+        if let Some(binding) = &self.binding {
+            record.principal = Some(binding.principal.clone());
+        }
+        if let Some(label) = &self.label {
+            record.label = Some(label.clone());
+        }
         if let Some(touch) = touch_due {
             record.last_accessed = touch.last_accessed;
             record.expires_at = touch.expires_at(record.created, record.max_inactive);
@@ -322,6 +355,18 @@ impl ChangeSetBuilder {
     /// Sets a new verifier hash (the id changed).
     pub fn with_new_verifier(mut self, hash: VerifierHash) -> Self {
         self.0.set_new_verifier(Some(hash));
+        self
+    }
+
+    /// Binds the session to a principal.
+    pub fn with_binding(mut self, binding: Binding) -> Self {
+        self.0.bind(Some(binding));
+        self
+    }
+
+    /// Sets the session's label.
+    pub fn with_label(mut self, label: Label) -> Self {
+        self.0.set_label(Some(label));
         self
     }
 
@@ -372,6 +417,8 @@ impl fmt::Debug for ChangeSet {
             .field("touch", &self.touch)
             .field("required_verifier", &self.required_verifier.is_some())
             .field("attribute_limit", &self.attribute_limit)
+            .field("binding", &self.binding)
+            .field("label", &self.label)
             .finish()
     }
 }
@@ -458,6 +505,8 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            principal: None,
+            label: None,
         };
         let mut c = ChangeSet::new();
         c.remove_attribute("drop");

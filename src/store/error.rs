@@ -26,6 +26,10 @@ pub enum Operation {
     Health,
     /// Removing expired sessions.
     Cleanup,
+    /// [`SessionStore::principal_sessions`](super::SessionStore::principal_sessions).
+    ListPrincipal,
+    /// [`SessionStore::revoke`](super::SessionStore::revoke).
+    Revoke,
 }
 
 impl fmt::Display for Operation {
@@ -40,6 +44,8 @@ impl fmt::Display for Operation {
             Self::Delete => "delete",
             Self::Health => "health",
             Self::Cleanup => "cleanup",
+            Self::ListPrincipal => "list a principal's sessions",
+            Self::Revoke => "revoke",
         })
     }
 }
@@ -57,6 +63,8 @@ pub enum StoreErrorKind {
     Backend,
     /// The store's configuration is wrong.
     Config,
+    /// The store does not offer the operation, such as a principal index.
+    Unsupported,
 }
 
 impl fmt::Display for StoreErrorKind {
@@ -66,6 +74,7 @@ impl fmt::Display for StoreErrorKind {
             Self::Corrupt => "corrupt record",
             Self::Backend => "backend error",
             Self::Config => "configuration error",
+            Self::Unsupported => "not supported by this store",
         })
     }
 }

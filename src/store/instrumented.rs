@@ -51,6 +51,7 @@ pub(crate) fn error_type(kind: StoreErrorKind) -> &'static str {
         StoreErrorKind::Corrupt => "corrupt",
         StoreErrorKind::Backend => "backend",
         StoreErrorKind::Config => "config",
+        StoreErrorKind::Unsupported => "unsupported",
     }
 }
 
@@ -64,12 +65,14 @@ pub(crate) enum Op {
     CompareAndSet,
     Delete,
     Health,
+    PrincipalSessions,
+    Revoke,
 }
 
 impl Op {
     /// Every operation, in the order of their handles.
     #[cfg(feature = "metrics")]
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 9] = [
         Self::Load,
         Self::LoadSome,
         Self::Create,
@@ -77,6 +80,8 @@ impl Op {
         Self::CompareAndSet,
         Self::Delete,
         Self::Health,
+        Self::PrincipalSessions,
+        Self::Revoke,
     ];
 
     /// The value of `db.operation.name`.
@@ -89,6 +94,8 @@ impl Op {
             Self::CompareAndSet => "compare_and_set",
             Self::Delete => "delete",
             Self::Health => "health",
+            Self::PrincipalSessions => "principal_sessions",
+            Self::Revoke => "revoke",
         }
     }
 }
@@ -189,8 +196,9 @@ impl Instrumented {
         &self,
         key: &StoreKey,
         record: &Record,
+        limit: Option<&crate::store::SessionLimit>,
     ) -> Result<Created, StoreError> {
-        self.observe(Op::Create, self.inner.create(key, record))
+        self.observe(Op::Create, self.inner.create(key, record, limit))
             .await
     }
 
@@ -226,6 +234,33 @@ impl Instrumented {
         verifier: &VerifierHash,
     ) -> Result<(), StoreError> {
         self.observe(Op::Delete, self.inner.delete(key, verifier))
+            .await
+    }
+
+    /// [`SessionStore::supports_principals`].
+    pub(crate) fn supports_principals(&self) -> bool {
+        self.inner.supports_principals()
+    }
+
+    /// [`SessionStore::principal_sessions`].
+    pub(crate) async fn principal_sessions(
+        &self,
+        principal: &crate::store::Principal,
+    ) -> Result<Vec<crate::store::PrincipalSession>, StoreError> {
+        self.observe(
+            Op::PrincipalSessions,
+            self.inner.principal_sessions(principal),
+        )
+        .await
+    }
+
+    /// [`SessionStore::revoke`].
+    pub(crate) async fn revoke(
+        &self,
+        principal: &crate::store::Principal,
+        which: crate::store::Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        self.observe(Op::Revoke, self.inner.revoke(principal, which))
             .await
     }
 
@@ -276,7 +311,7 @@ mod recorded {
     pub(super) struct Handles {
         system: &'static str,
         /// The duration of successful calls, by [`Op::ALL`]'s order.
-        durations: [Histogram; 7],
+        durations: [Histogram; 9],
         /// Set by the health check (feature `health`).
         #[cfg_attr(
             not(feature = "health"),

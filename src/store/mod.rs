@@ -55,6 +55,7 @@ pub mod memory;
 pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod principal;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "testing")]
@@ -75,6 +76,10 @@ pub(crate) use self::error::chain;
 pub use self::error::{Operation, StoreError, StoreErrorKind};
 pub use self::key::{StoreKey, VerifierHash};
 pub use self::memory::MemoryStore;
+pub use self::principal::{
+    Binding, InvalidName, InvalidSessionRef, Label, LimitPolicy, MAX_LABEL_BYTES,
+    MAX_PRINCIPAL_BYTES, Principal, PrincipalSession, Revocation, SessionLimit, SessionRef,
+};
 
 /// One stored session.
 #[derive(Clone, PartialEq, Eq)]
@@ -93,6 +98,10 @@ pub struct Record {
     pub expires_at: OffsetDateTime,
     /// Attribute values as serde_json text, by name.
     pub attributes: HashMap<String, String>,
+    /// The principal the session is bound to, if any.
+    pub principal: Option<Principal>,
+    /// The label the app gave the session, if any.
+    pub label: Option<Label>,
 }
 
 impl Record {
@@ -114,7 +123,23 @@ impl Record {
             max_inactive,
             expires_at,
             attributes,
+            principal: None,
+            label: None,
         }
+    }
+
+    /// The record bound to `principal`.
+    #[must_use]
+    pub fn with_principal(mut self, principal: Option<Principal>) -> Self {
+        self.principal = principal;
+        self
+    }
+
+    /// The record with `label`.
+    #[must_use]
+    pub fn with_label(mut self, label: Option<Label>) -> Self {
+        self.label = label;
+        self
     }
 }
 
@@ -128,6 +153,8 @@ impl fmt::Debug for Record {
             .field("max_inactive", &self.max_inactive)
             .field("expires_at", &self.expires_at)
             .field("attributes", &names)
+            .field("principal", &self.principal)
+            .field("label", &self.label)
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +214,14 @@ pub enum Created {
     Stored,
     /// A record with that key exists; nothing was written.
     KeyTaken,
+    /// The record was bound to a principal whose
+    /// [limit](SessionLimit) refuses new sessions
+    /// ([`LimitPolicy::RefuseNewLogin`]); nothing was written.
+    LimitReached,
+    /// The record was bound to a principal, and a concurrent login of the
+    /// same principal evicted it under the principal's limit before it was
+    /// stored; nothing was written.
+    Evicted,
 }
 
 /// What [`SessionStore::apply`] did.
@@ -205,6 +240,10 @@ pub enum Applied {
     /// The change would add names past the attribute limit; nothing was
     /// written.
     TooManyAttributes,
+    /// The change binds the session to a principal whose
+    /// [limit](SessionLimit) refuses new sessions
+    /// ([`LimitPolicy::RefuseNewLogin`]); nothing was written.
+    LimitReached,
 }
 
 /// What [`SessionStore::compare_and_set`] did.
@@ -319,7 +358,17 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     }
 
     /// Stores a new record unless the key is taken.
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError>;
+    ///
+    /// A record [bound](Record::principal) to a principal is entered in the
+    /// principal's index in the same operation, or (where the index lives
+    /// apart from the session) before the record is written, and `limit`
+    /// (if any) is enforced: see the [module docs](self).
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError>;
 
     /// Applies a change set atomically to a live record.
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError>;
@@ -344,6 +393,53 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn health(&self) -> StoreHealth;
+
+    /// Whether the store keeps an index from principals to their sessions,
+    /// so that sessions may be bound to principals, listed, revoked and
+    /// limited per principal. The default is `false`; a store that answers
+    /// `true` implements [`principal_sessions`](Self::principal_sessions)
+    /// and [`revoke`](Self::revoke), and honours bindings in
+    /// [`create`](Self::create) and [`apply`](Self::apply).
+    fn supports_principals(&self) -> bool {
+        false
+    }
+
+    /// The live sessions bound to `principal`, in no particular order.
+    /// Expired sessions, deleted ones and those since bound to another
+    /// principal are not listed (and a store may prune them from its index
+    /// on the way).
+    ///
+    /// The default answers [`StoreErrorKind::Unsupported`].
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        let _ = principal;
+        Err(StoreError::without_source(
+            self.backend(),
+            Operation::ListPrincipal,
+            StoreErrorKind::Unsupported,
+        ))
+    }
+
+    /// Deletes the live sessions bound to `principal` that `which` names,
+    /// each checked to be bound to `principal` in the same atomic step as
+    /// its deletion, and answers how many it deleted. A key that names no
+    /// session of `principal` deletes nothing.
+    ///
+    /// The default answers [`StoreErrorKind::Unsupported`].
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        let _ = (principal, which);
+        Err(StoreError::without_source(
+            self.backend(),
+            Operation::Revoke,
+            StoreErrorKind::Unsupported,
+        ))
+    }
 }
 
 #[async_trait]
@@ -361,8 +457,13 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     ) -> Result<Option<PartialRecord>, StoreError> {
         (**self).load_some(key, names).await
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        (**self).create(key, record).await
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
+        (**self).create(key, record, limit).await
     }
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         (**self).apply(key, changes).await
@@ -384,6 +485,22 @@ impl<T: SessionStore + ?Sized> SessionStore for Arc<T> {
     }
     async fn health(&self) -> StoreHealth {
         (**self).health().await
+    }
+    fn supports_principals(&self) -> bool {
+        (**self).supports_principals()
+    }
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        (**self).principal_sessions(principal).await
+    }
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        (**self).revoke(principal, which).await
     }
 }
 

@@ -28,9 +28,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::store::{
-    Applied, ChangeSet, Created, HealthStatus, PartialRecord, Record, SessionStore, StoreError,
-    StoreHealth, StoreKey, Swap, Touch, VerifierHash, now,
+    Applied, ChangeSet, Created, HealthStatus, PartialRecord, Principal, PrincipalSession, Record,
+    Revocation, SessionLimit, SessionStore, StoreError, StoreHealth, StoreKey, Swap, Touch,
+    VerifierHash, now,
 };
+
+#[path = "testing_principals.rs"]
+mod principals;
+pub use self::principals::*;
 
 /// A store kept together with a guard that cleans up after a check (drops
 /// a test schema, deletes a key prefix): the guard lives exactly as long as
@@ -71,8 +76,13 @@ impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Gu
     ) -> Result<Option<PartialRecord>, StoreError> {
         self.store.load_some(key, names).await
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        self.store.create(key, record).await
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
+        self.store.create(key, record, limit).await
     }
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         self.store.apply(key, changes).await
@@ -94,6 +104,22 @@ impl<S: SessionStore, G: fmt::Debug + Send + Sync + 'static> SessionStore for Gu
     }
     async fn health(&self) -> StoreHealth {
         self.store.health().await
+    }
+    fn supports_principals(&self) -> bool {
+        self.store.supports_principals()
+    }
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        self.store.principal_sessions(principal).await
+    }
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        self.store.revoke(principal, which).await
     }
 }
 
@@ -122,6 +148,8 @@ pub fn record(id: &VerifierHash, ttl: Duration, attributes: &[(&str, &str)]) -> 
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        principal: None,
+        label: None,
     }
 }
 
@@ -140,7 +168,11 @@ fn aged(mut record: Record, by: Duration) -> Record {
 async fn stored(store: &dyn SessionStore, attributes: &[(&str, &str)]) -> (VerifierHash, StoreKey) {
     let (id, key) = fresh_key();
     let created = store
-        .create(&key, &record(&id, Duration::from_secs(600), attributes))
+        .create(
+            &key,
+            &record(&id, Duration::from_secs(600), attributes),
+            None,
+        )
         .await
         .expect("create");
     assert_eq!(created, Created::Stored);
@@ -179,7 +211,7 @@ pub async fn create_then_load_round_trips(store: &dyn SessionStore) {
         &[("user", "\"alice\""), ("n", "1")],
     );
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     let loaded = store.load(&key).await.expect("load").expect("stored");
@@ -197,7 +229,7 @@ pub async fn load_some_reads_only_the_named(store: &dyn SessionStore) {
         &[("a", "1"), ("b", "\"two\""), ("c", "[3]")],
     );
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
 
@@ -242,7 +274,7 @@ pub async fn load_some_reads_only_the_named(store: &dyn SessionStore) {
         Duration::from_secs(61),
     );
     assert_eq!(
-        store.create(&key, &expired).await.expect("create"),
+        store.create(&key, &expired, None).await.expect("create"),
         Created::Stored
     );
     assert!(
@@ -260,7 +292,7 @@ pub async fn create_never_overwrites(store: &dyn SessionStore) {
     let (id, key) = stored(store, &[("owner", "\"first\"")]).await;
     let second = record(&id, Duration::from_secs(600), &[("owner", "\"second\"")]);
     assert_eq!(
-        store.create(&key, &second).await.expect("create"),
+        store.create(&key, &second, None).await.expect("create"),
         Created::KeyTaken
     );
     assert_eq!(attributes(store, &key).await["owner"], "\"first\"");
@@ -380,7 +412,7 @@ pub async fn expired_records_are_gone(store: &dyn SessionStore) {
         Duration::from_secs(61),
     );
     assert_eq!(
-        store.create(&key, &rec).await.expect("create"),
+        store.create(&key, &rec, None).await.expect("create"),
         Created::Stored
     );
     assert!(
@@ -414,7 +446,7 @@ pub async fn touch_extends_expiry(store: &dyn SessionStore) {
         };
         for (key, rec) in [(&touched, &rec), (&untouched, &twin)] {
             assert_eq!(
-                store.create(key, rec).await.expect("create"),
+                store.create(key, rec, None).await.expect("create"),
                 Created::Stored
             );
         }
@@ -893,7 +925,7 @@ pub async fn health_is_up(store: &dyn SessionStore) {
 #[macro_export]
 macro_rules! store_suite {
     ($make:ident) => {
-        $crate::store_suite!(@tests $make;
+        $crate::store_suite!(@tests store_suite, $make;
             load_missing_is_none,
             create_then_load_round_trips,
             load_some_reads_only_the_named,
@@ -919,8 +951,8 @@ macro_rules! store_suite {
             concurrent_increments_all_kept
         );
     };
-    (@tests $make:ident; $($check:ident),*; $($shared_check:ident),*) => {
-        mod store_suite {
+    (@tests $module:ident, $make:ident; $($check:ident),*; $($shared_check:ident),*) => {
+        mod $module {
             $(
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {

@@ -53,8 +53,8 @@ use tower_sessions_core::session::{Id, Record as TsRecord};
 use tower_sessions_core::session_store::Error as TsError;
 
 use super::{
-    Applied, ChangeSet, Created, Operation, Record, SessionStore, StoreError, StoreErrorKind,
-    StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
+    Applied, ChangeSet, Created, Operation, Record, SessionLimit, SessionStore, StoreError,
+    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
 };
 
 const BACKEND: &str = "tower-sessions";
@@ -192,6 +192,8 @@ fn decode(operation: Operation, record: TsRecord) -> Result<Record, StoreError> 
         max_inactive,
         expires_at: record.expiry_date,
         attributes,
+        principal: None,
+        label: None,
     })
 }
 
@@ -237,7 +239,12 @@ impl<S: tower_sessions_core::SessionStore> SessionStore for TowerSessionsStore<S
         self.live(Operation::Load, key).await
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        _limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
         let _guard = self.stripe(key).lock().await;
         if self.live(Operation::Create, key).await?.is_some() {
             return Ok(Created::KeyTaken);

@@ -11,8 +11,8 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use tower_httpsession::store::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, StoreErrorKind, StoreHealth,
-    StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, StoreErrorKind,
+    StoreHealth, StoreKey, Swap, VerifierHash,
 };
 use tower_httpsession::{
     MemoryStore, Session, SessionConfig, SessionError, SessionId, SessionLayer, SessionStore,
@@ -155,7 +155,7 @@ pub async fn rewind(store: &dyn SessionStore, cookie: &str, by: Duration) {
     record.last_accessed -= by;
     record.expires_at -= by;
     store.delete(&key, &record.verifier).await.expect("delete");
-    let created = store.create(&key, &record).await.expect("create");
+    let created = store.create(&key, &record, None).await.expect("create");
     assert_eq!(created, Created::Stored);
 }
 
@@ -209,9 +209,14 @@ impl SessionStore for Counting {
         self.network().await;
         self.inner.load_some(key, names).await
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(key, record).await
+        self.inner.create(key, record, limit).await
     }
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -278,9 +283,14 @@ impl SessionStore for Switchable {
         self.check(Operation::Load)?;
         self.inner.load(key).await
     }
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
         self.check(Operation::Create)?;
-        self.inner.create(key, record).await
+        self.inner.create(key, record, limit).await
     }
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         self.check(Operation::Apply)?;

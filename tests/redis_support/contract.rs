@@ -29,7 +29,10 @@ pub fn record(ttl: Duration, attributes: &[(&str, &str)]) -> (StoreKey, Record) 
 /// Stores a new record of the given attributes, living a minute.
 pub async fn stored(store: &impl SessionStore, attributes: &[(&str, &str)]) -> (StoreKey, Record) {
     let (key, record) = record(Duration::from_secs(60), attributes);
-    assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
+    assert_eq!(
+        store.create(&key, &record, None).await.unwrap(),
+        Created::Stored
+    );
     (key, record)
 }
 
@@ -124,9 +127,12 @@ pub async fn touch_moves_the_key_expiry(store: &impl SessionStore) {
         let twin = other.store_key();
         let mut twin_record = record.clone();
         twin_record.verifier = other.verifier_hash();
-        assert_eq!(store.create(&key, &record).await.unwrap(), Created::Stored);
         assert_eq!(
-            store.create(&twin, &twin_record).await.unwrap(),
+            store.create(&key, &record, None).await.unwrap(),
+            Created::Stored
+        );
+        assert_eq!(
+            store.create(&twin, &twin_record, None).await.unwrap(),
             Created::Stored
         );
         let t = now();

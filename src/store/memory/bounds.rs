@@ -6,7 +6,7 @@ use std::sync::Arc;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-use super::{DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, MemoryStore, UntilExpiry};
+use super::{DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, MemoryStore, UntilExpiry, principals};
 use crate::store::{Record, StoreKey};
 
 /// What one session weighs besides its attributes: the record, the `Arc`
@@ -83,14 +83,17 @@ impl MemoryStoreBuilder {
                 (self.max_bytes.min(most), floor)
             }
         };
+        let index = Arc::new(principals::Index::new());
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(move |key: &StoreKey, record: &Arc<Record>| weight(key, record).max(floor))
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilExpiry)
+            .eviction_listener(index.listener())
             .build();
         MemoryStore {
             cache,
+            index,
             max_bytes: self.max_bytes,
             max_sessions: self.max_sessions,
         }
@@ -108,8 +111,11 @@ pub(super) fn weight(key: &StoreKey, record: &Record) -> u32 {
                 .saturating_add(name.len())
                 .saturating_add(value.len())
         });
+    let named = record.principal.as_ref().map_or(0, |p| p.as_str().len())
+        + record.label.as_ref().map_or(0, |l| l.as_str().len());
     let bytes = SESSION_OVERHEAD
         .saturating_add(key.as_str().len())
+        .saturating_add(named)
         .saturating_add(attributes);
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }

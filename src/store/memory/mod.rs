@@ -61,6 +61,7 @@
 //! fill. The memory store is for one instance.
 
 mod bounds;
+mod principals;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,9 +72,10 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 use time::OffsetDateTime;
 
+use self::principals::Admission;
 use super::{
-    Applied, ChangeSet, Created, PartialRecord, Record, SessionStore, StoreError, StoreHealth,
-    StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, PartialRecord, Principal, PrincipalSession, Record, Revocation,
+    SessionLimit, SessionStore, StoreError, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 
 pub use self::bounds::MemoryStoreBuilder;
@@ -106,6 +108,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<StoreKey, Arc<Record>>,
+    index: Arc<principals::Index>,
     max_bytes: u64,
     max_sessions: u64,
 }
@@ -198,6 +201,51 @@ impl MemoryStore {
         self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
+
+    /// How many sessions the principal index holds for `principal`,
+    /// including those that ended since the index last looked: what the
+    /// tests check stays bounded.
+    #[must_use]
+    pub fn principal_index_len(&self, principal: &Principal) -> usize {
+        self.cache.run_pending_tasks();
+        self.index.lock(&self.cache).len(principal)
+    }
+
+    fn create_unbound(&self, key: &StoreKey, record: &Record) -> bool {
+        let mut stored = false;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(entry) if live(entry.value()) => Op::Nop,
+                _ => {
+                    stored = true;
+                    Op::Put(Arc::new(record.clone()))
+                }
+            });
+        stored
+    }
+
+    fn apply_unbound(&self, key: &StoreKey, changes: &ChangeSet) -> (Applied, Option<Principal>) {
+        let mut outcome = Applied::Gone;
+        let mut previous = None;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(entry) if live(entry.value()) => {
+                    let mut record = Record::clone(entry.value());
+                    previous.clone_from(&record.principal);
+                    outcome = changes.apply_checked(&mut record);
+                    if outcome == Applied::Written {
+                        Op::Put(Arc::new(record))
+                    } else {
+                        Op::Nop
+                    }
+                }
+                Some(_) => Op::Remove,
+                None => Op::Nop,
+            });
+        (outcome, previous)
+    }
 }
 
 #[async_trait]
@@ -236,46 +284,65 @@ impl SessionStore for MemoryStore {
                 max_inactive: whole.max_inactive,
                 expires_at: whole.expires_at,
                 attributes,
+                principal: whole.principal.clone(),
+                label: whole.label.clone(),
             },
             attribute_count: Some(whole.attributes.len()),
         }))
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
-        let mut stored = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| match existing {
-                Some(entry) if live(entry.value()) => Op::Nop,
-                _ => {
-                    stored = true;
-                    Op::Put(Arc::new(record.clone()))
-                }
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
+        let Some(principal) = &record.principal else {
+            self.index.tidy(&self.cache);
+            return Ok(if self.create_unbound(key, record) {
+                Created::Stored
+            } else {
+                Created::KeyTaken
             });
-        Ok(if stored {
-            Created::Stored
-        } else {
-            Created::KeyTaken
-        })
+        };
+        let mut index = self.index.lock(&self.cache);
+        if self.cache.get(key).is_some_and(|r| live(&r)) {
+            return Ok(Created::KeyTaken);
+        }
+        if let Admission::Refused = index.admit(&self.cache, principal, key, limit) {
+            return Ok(Created::LimitReached);
+        }
+        if !self.create_unbound(key, record) {
+            return Ok(Created::KeyTaken);
+        }
+        index.enter(principal, key, None);
+        Ok(Created::Stored)
     }
 
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
-        let mut outcome = Applied::Gone;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| match existing {
-                Some(entry) if live(entry.value()) => {
-                    let mut record = Record::clone(entry.value());
-                    outcome = changes.apply_checked(&mut record);
-                    if outcome == Applied::Written {
-                        Op::Put(Arc::new(record))
-                    } else {
-                        Op::Nop
-                    }
-                }
-                Some(_) => Op::Remove,
-                None => Op::Nop,
-            });
+        let Some(binding) = changes.binding() else {
+            return Ok(self.apply_unbound(key, changes).0);
+        };
+        let mut index = self.index.lock(&self.cache);
+        // Check the guards first: a request that may not write must not
+        // evict anybody.
+        let Some(current) = self.cache.get(key).filter(|r| live(r)) else {
+            return Ok(Applied::Gone);
+        };
+        let mut trial = Record::clone(&current);
+        match changes.apply_checked(&mut trial) {
+            Applied::Written => {}
+            refused => return Ok(refused),
+        }
+        let principal = &binding.principal;
+        if let Admission::Refused = index.admit(&self.cache, principal, key, binding.limit.as_ref())
+        {
+            return Ok(Applied::LimitReached);
+        }
+        let (outcome, previous) = self.apply_unbound(key, changes);
+        if outcome == Applied::Written {
+            index.enter(principal, key, previous.as_ref());
+        }
         Ok(outcome)
     }
 
@@ -330,6 +397,28 @@ impl SessionStore for MemoryStore {
     async fn health(&self) -> StoreHealth {
         StoreHealth::measure("memory", async { Ok(Some(self.cache.entry_count())) }).await
     }
+
+    fn supports_principals(&self) -> bool {
+        true
+    }
+
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        Ok(self.index.lock(&self.cache).list(&self.cache, principal))
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .index
+            .lock(&self.cache)
+            .revoke(&self.cache, principal, which))
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +438,8 @@ mod tests {
             max_inactive: expires_in,
             expires_at: now + expires_in,
             attributes: HashMap::new(),
+            principal: None,
+            label: None,
         }
     }
 
@@ -364,7 +455,10 @@ mod tests {
     /// Creates a session holding `record` under a new key, which it returns.
     async fn create(store: &MemoryStore, record: &Record) -> StoreKey {
         let key = StoreKey::random().unwrap();
-        assert_eq!(store.create(&key, record).await.unwrap(), Created::Stored);
+        assert_eq!(
+            store.create(&key, record, None).await.unwrap(),
+            Created::Stored
+        );
         key
     }
 

@@ -65,8 +65,8 @@ use self::error::{from_migrate, from_sqlx, timed_out};
 use self::rows::{Attempt, LoadedRow, millis, record_from_row};
 use self::sql::Statements;
 use super::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
-    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, SessionStore,
+    StoreError, StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
 };
 
 pub use self::builder::PostgresStoreBuilder;
@@ -345,7 +345,12 @@ impl SessionStore for PostgresStore {
         .await
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        _limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
         let op = Operation::Create;
         self.bounded(op, async {
             let db = |e| from_sqlx(op, e);

@@ -121,6 +121,8 @@ pub(super) fn record_from_row(
         max_inactive: Duration::from_millis(idle_ms),
         expires_at: time(expires_at)?,
         attributes: names.into_iter().zip(values).collect::<HashMap<_, _>>(),
+        principal: None,
+        label: None,
     })
 }
 

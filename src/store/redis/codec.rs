@@ -260,6 +260,8 @@ fn record(
         max_inactive,
         expires_at: parse_time(expires, "m:expires")?,
         attributes,
+        principal: None,
+        label: None,
     })
 }
 
@@ -292,6 +294,8 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            principal: None,
+            label: None,
         }
     }
 

@@ -82,8 +82,8 @@ use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerE
 use async_trait::async_trait;
 
 use super::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionStore, StoreError,
-    StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, SessionStore,
+    StoreError, StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
 };
 
 pub use self::builder::RedisStoreBuilder;
@@ -371,7 +371,12 @@ impl SessionStore for RedisStore {
         }))
     }
 
-    async fn create(&self, key: &StoreKey, record: &Record) -> Result<Created, StoreError> {
+    async fn create(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        _limit: Option<&SessionLimit>,
+    ) -> Result<Created, StoreError> {
         let args = codec::create_args(record);
         match self
             .invoke(Operation::Create, &scripts::CREATE, key, &args)
