@@ -416,3 +416,45 @@ mod redis {
         assert_eq!(message, "REDIS_URL: the redis store refused the settings");
     }
 }
+
+#[test]
+fn the_session_limit_comes_from_the_environment_and_files() {
+    use tower_httpsession::store::{LimitPolicy, SessionLimit};
+
+    let limit = |vars: &[(&str, &str)]| profile(vars).unwrap().session.session_limit();
+    assert_eq!(limit(&[]), None);
+    assert_eq!(
+        limit(&[("SESSION_LIMIT", "3")]),
+        SessionLimit::new(3, LimitPolicy::EvictLeastRecentlyUsed)
+    );
+    assert_eq!(
+        limit(&[("SESSION_LIMIT", "1"), ("SESSION_LIMIT_POLICY", "Refuse")]),
+        SessionLimit::new(1, LimitPolicy::RefuseNewLogin)
+    );
+    let from_file: Profile =
+        serde_json::from_str(r#"{ "session_limit": 2, "session_limit_policy": "refuse" }"#)
+            .unwrap();
+    assert_eq!(
+        from_file.session.session_limit(),
+        SessionLimit::new(2, LimitPolicy::RefuseNewLogin)
+    );
+    assert!(serde_json::from_str::<Profile>(r#"{ "session_limit": 0 }"#).is_err());
+
+    let refused = [
+        (
+            vec![("SESSION_LIMIT", "0")],
+            "SESSION_LIMIT=\"0\": expected a whole number of sessions per principal, 1 or more",
+        ),
+        (
+            vec![("SESSION_LIMIT", "1"), ("SESSION_LIMIT_POLICY", "kick")],
+            "SESSION_LIMIT_POLICY=\"kick\": expected evict (end the least recently used session) or refuse (refuse the new login)",
+        ),
+        (
+            vec![("SESSION_LIMIT_POLICY", "evict")],
+            "SESSION_LIMIT_POLICY=\"evict\": expected SESSION_LIMIT to be set as well",
+        ),
+    ];
+    for (vars, expected) in refused {
+        assert_eq!(message(profile(&vars)), expected);
+    }
+}

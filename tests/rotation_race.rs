@@ -18,12 +18,10 @@ mod redis_support;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use http::{Request, StatusCode, header};
+use http::{StatusCode, header};
 use tokio::sync::Notify;
-use tower::ServiceExt as _;
 use tower_httpsession::{MemoryStore, Session, SessionError, SessionLayer, SessionStore};
 
 /// What the held request does once it is let go.
@@ -105,27 +103,12 @@ struct Answer {
 
 async fn send(app: &Router, uri: &str, cookie: Option<&str>) -> Answer {
     let method = if uri == "/state" { "GET" } else { "POST" };
-    let mut request = Request::builder().method(method).uri(uri);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
+    let headers: Vec<_> = cookie.map(|c| (header::COOKIE, c)).into_iter().collect();
+    let reply = common::oneshot(app, method, uri, &headers).await;
     Answer {
-        status,
-        set_cookie,
-        body: String::from_utf8(body.to_vec()).unwrap(),
+        status: reply.status,
+        set_cookie: reply.set_cookie,
+        body: reply.body,
     }
 }
 

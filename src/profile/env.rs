@@ -1,6 +1,8 @@
 //! Reading a [`Profile`] from environment variables.
 
-use super::settings::{SameSiteSetting, Settings, default_capacity, default_max_bytes};
+use super::settings::{
+    LimitPolicySetting, SameSiteSetting, Settings, default_capacity, default_max_bytes,
+};
 use super::{Profile, ProfileError, SecretUrl, StoreProfile};
 
 fn invalid(variable: &'static str, value: &str, expected: &'static str) -> ProfileError {
@@ -154,6 +156,39 @@ impl Profile {
                 Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Some(false),
                 Some(v) => return Err(invalid("SESSION_COOKIE_SECURE", &v, "true or false")),
             };
+        let session_limit = above_zero(
+            "SESSION_LIMIT",
+            var("SESSION_LIMIT"),
+            "a whole number of sessions per principal, 1 or more",
+        )?
+        .map(|n| {
+            u32::try_from(n)
+                .ok()
+                .and_then(std::num::NonZeroU32::new)
+                .ok_or_else(|| invalid("SESSION_LIMIT", &n.to_string(), "at most 4294967295"))
+        })
+        .transpose()?;
+        let session_limit_policy = match var("SESSION_LIMIT_POLICY")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => None,
+            Some(v) if v == "evict" => Some(LimitPolicySetting::Evict),
+            Some(v) if v == "refuse" => Some(LimitPolicySetting::Refuse),
+            Some(v) => {
+                return Err(invalid(
+                    "SESSION_LIMIT_POLICY",
+                    &v,
+                    "evict (end the least recently used session) or refuse (refuse the new login)",
+                ));
+            }
+        };
+        if let (Some(policy), None) = (var("SESSION_LIMIT_POLICY"), session_limit) {
+            return Err(invalid(
+                "SESSION_LIMIT_POLICY",
+                &policy,
+                "SESSION_LIMIT to be set as well",
+            ));
+        }
         Ok(Settings {
             store,
             connect_timeout_secs: seconds(
@@ -177,6 +212,8 @@ impl Profile {
                 "SESSION_TOUCH_INTERVAL_SECS",
                 var("SESSION_TOUCH_INTERVAL_SECS"),
             )?,
+            session_limit,
+            session_limit_policy,
         }
         .into())
     }

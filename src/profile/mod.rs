@@ -39,6 +39,8 @@
 //! | `SESSION_MAX_INACTIVE_SECS` | idle timeout | 1800 |
 //! | `SESSION_ABSOLUTE_TIMEOUT_SECS` | absolute timeout | none |
 //! | `SESSION_TOUCH_INTERVAL_SECS` | touch interval | a twentieth of the idle timeout |
+//! | `SESSION_LIMIT` | most live sessions per principal (user), 1 or more | no limit |
+//! | `SESSION_LIMIT_POLICY` | past the limit: `evict` the least recently used session, or `refuse` the new login | `evict` |
 //!
 //! Bad configuration fails at start-up with one message that names the
 //! variable and what it accepts; an unreachable store fails after the

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{SameSite, SessionConfig};
+use crate::store::{LimitPolicy, SessionLimit};
 
 /// A URL that may hold a password: `Debug` prints only its scheme.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -173,6 +174,19 @@ pub(super) struct Settings {
     pub(super) absolute_timeout_secs: Option<u64>,
     #[serde(default)]
     pub(super) touch_interval_secs: Option<u64>,
+    /// The most live sessions per principal.
+    #[serde(default)]
+    pub(super) session_limit: Option<std::num::NonZeroU32>,
+    #[serde(default)]
+    pub(super) session_limit_policy: Option<LimitPolicySetting>,
+}
+
+/// What happens past the session limit, as configuration spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum LimitPolicySetting {
+    Evict,
+    Refuse,
 }
 
 /// The `SameSite` cookie attribute, as configuration spells it.
@@ -215,6 +229,16 @@ impl From<Settings> for Profile {
         }
         if let Some(secs) = settings.touch_interval_secs {
             session = session.with_touch_interval(Duration::from_secs(secs));
+        }
+        let policy = match settings.session_limit_policy {
+            Some(LimitPolicySetting::Refuse) => LimitPolicy::RefuseNewLogin,
+            Some(LimitPolicySetting::Evict) | None => LimitPolicy::EvictLeastRecentlyUsed,
+        };
+        if let Some(limit) = settings
+            .session_limit
+            .and_then(|max| SessionLimit::new(max.get(), policy))
+        {
+            session = session.with_session_limit(limit);
         }
         Self {
             store: settings.store,

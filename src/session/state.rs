@@ -274,8 +274,7 @@ impl Loaded {
             .or(self.stored_principal.as_ref())
     }
 
-    /// Whether a new session must be stored even without attributes: it
-    /// is bound to a principal.
+    /// Whether a new session is stored even without attributes (bound).
     pub(super) fn is_bound_new(&self) -> bool {
         self.changes.binding().is_some()
     }

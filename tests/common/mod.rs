@@ -320,3 +320,45 @@ impl SessionStore for Switchable {
         }
     }
 }
+
+/// What [`oneshot`] got back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: http::StatusCode,
+    /// The first `Set-Cookie`, whole.
+    pub set_cookie: Option<String>,
+    pub body: String,
+}
+
+/// Sends one request with `headers` through `app`, in process.
+pub async fn oneshot(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(http::HeaderName, &str)],
+) -> Reply {
+    use tower::ServiceExt as _;
+
+    let mut request = http::Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let set_cookie = response
+        .headers()
+        .get(http::header::SET_COOKIE)
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    Reply {
+        status,
+        set_cookie,
+        body: String::from_utf8(body.to_vec()).expect("utf-8"),
+    }
+}

@@ -24,6 +24,10 @@ use crate::store::{
     LimitPolicy, Principal, PrincipalSession, Record, Revocation, SessionLimit, StoreKey,
 };
 
+/// Below this many entries, a principal without a limit is never pruned
+/// on binding (departures still apply).
+const PRUNE_FLOOR: usize = 16;
+
 /// A bound session that left the cache.
 type Departure = (Principal, StoreKey);
 
@@ -161,6 +165,15 @@ impl Locked<'_> {
         limit: Option<&SessionLimit>,
     ) -> Admission {
         let Some(limit) = limit else {
+            // No limit to check the others against: prune now and then, when
+            // the entry count reaches a power of two, so that entries whose
+            // departure never came (a session that expired before the cache
+            // held it) cost amortized constant time and at most as many
+            // entries as there are live sessions, plus `PRUNE_FLOOR`.
+            let held = self.len(principal);
+            if held >= PRUNE_FLOOR && held.is_power_of_two() {
+                self.live_sessions(cache, principal, None);
+            }
             return Admission::Admitted;
         };
         let mut others = self.live_sessions(cache, principal, Some(key));
