@@ -46,6 +46,37 @@
 //!   returned, whatever characters it holds.
 //! - **Errors say what failed**: [`StoreError`] names the backend and the
 //!   operation and keeps the cause as its source.
+//!
+//! # Principals
+//!
+//! A store that [supports principals](SessionStore::supports_principals)
+//! also keeps an index from each principal (a user) to its sessions. Its
+//! rules, checked by the [`principal_suite!`](crate::principal_suite):
+//!
+//! - **Bindings are indexed before they are live.** A `create` of a record
+//!   with a [principal](Record::principal), or an `apply` with a
+//!   [binding](ChangeSet::binding), enters the session in the principal's
+//!   index in the same atomic step, or, where the index lives apart from the
+//!   session (a Redis Cluster keeps it in the principal's own slot), first:
+//!   a crash between the two writes leaves an index entry without its
+//!   session, which readers skip and prune, never a live session missing
+//!   from the index. `load` and `load_some` return the principal and the
+//!   [label](Record::label).
+//! - **The limit holds under concurrency.** With a [`SessionLimit`] of `k`,
+//!   however many bindings of one principal race, no more than `k` of its
+//!   sessions are live afterwards. [`LimitPolicy::EvictLeastRecentlyUsed`]
+//!   deletes the least recently used others at once (deleted, not marked);
+//!   [`LimitPolicy::RefuseNewLogin`] writes nothing and answers
+//!   `LimitReached`. The guards (verifier, attribute limit, a gone session)
+//!   are checked before anybody is evicted.
+//! - **Listing shows only live sessions** still bound to the principal.
+//! - **Revocation checks the principal** in the same atomic step as each
+//!   deletion: a key that names another principal's session, or none,
+//!   deletes nothing. After `revoke` returns, the session is gone for every
+//!   request, including those already in flight.
+//! - **The index does not leak.** Deleted and expired sessions leave it
+//!   without a sweep of the whole store: a principal's index holds its live
+//!   sessions plus a small bounded slack.
 
 mod changes;
 mod error;
@@ -56,6 +87,7 @@ pub mod policy;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod principal;
+mod record;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "testing")]
@@ -63,7 +95,6 @@ pub mod testing;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,130 +111,7 @@ pub use self::principal::{
     Binding, InvalidName, InvalidSessionRef, Label, LimitPolicy, MAX_LABEL_BYTES,
     MAX_PRINCIPAL_BYTES, Principal, PrincipalSession, Revocation, SessionLimit, SessionRef,
 };
-
-/// One stored session.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Record {
-    /// Hash of the cookie's verifier.
-    pub verifier: VerifierHash,
-    /// When the session was created.
-    pub created: OffsetDateTime,
-    /// When the session was last used (as last written: touches are
-    /// throttled).
-    pub last_accessed: OffsetDateTime,
-    /// The idle timeout of this session.
-    pub max_inactive: Duration,
-    /// When the store may forget the session.
-    pub expires_at: OffsetDateTime,
-    /// Attribute values as serde_json text, by name.
-    pub attributes: HashMap<String, String>,
-    /// The principal the session is bound to, if any.
-    pub principal: Option<Principal>,
-    /// The label the app gave the session, if any.
-    pub label: Option<Label>,
-}
-
-impl Record {
-    /// A record with every field given: what a store builds from what it
-    /// read.
-    #[must_use]
-    pub fn new(
-        verifier: VerifierHash,
-        created: OffsetDateTime,
-        last_accessed: OffsetDateTime,
-        max_inactive: Duration,
-        expires_at: OffsetDateTime,
-        attributes: HashMap<String, String>,
-    ) -> Self {
-        Self {
-            verifier,
-            created,
-            last_accessed,
-            max_inactive,
-            expires_at,
-            attributes,
-            principal: None,
-            label: None,
-        }
-    }
-
-    /// The record bound to `principal`.
-    #[must_use]
-    pub fn with_principal(mut self, principal: Option<Principal>) -> Self {
-        self.principal = principal;
-        self
-    }
-
-    /// The record with `label`.
-    #[must_use]
-    pub fn with_label(mut self, label: Option<Label>) -> Self {
-        self.label = label;
-        self
-    }
-}
-
-impl fmt::Debug for Record {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&str> = self.attributes.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        f.debug_struct("Record")
-            .field("created", &self.created)
-            .field("last_accessed", &self.last_accessed)
-            .field("max_inactive", &self.max_inactive)
-            .field("expires_at", &self.expires_at)
-            .field("attributes", &names)
-            .field("principal", &self.principal)
-            .field("label", &self.label)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A record with only some of its attributes, from
-/// [`SessionStore::load_some`].
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PartialRecord {
-    /// The metadata, and the attributes asked for that exist.
-    pub record: Record,
-    /// How many attributes the session holds in all, if the store could tell
-    /// in the same round trip.
-    pub attribute_count: Option<usize>,
-}
-
-impl PartialRecord {
-    /// `record`, holding only some attributes, and how many the session
-    /// holds in all if the store could tell.
-    #[must_use]
-    pub fn new(record: Record, attribute_count: Option<usize>) -> Self {
-        Self {
-            record,
-            attribute_count,
-        }
-    }
-
-    /// Cuts a whole record down to the attributes in `names`.
-    #[must_use]
-    pub fn from_record(mut record: Record, names: &[&str]) -> Self {
-        let attribute_count = Some(record.attributes.len());
-        record
-            .attributes
-            .retain(|name, _| names.contains(&name.as_str()));
-        Self {
-            record,
-            attribute_count,
-        }
-    }
-}
-
-impl fmt::Debug for PartialRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PartialRecord")
-            .field("record", &self.record)
-            .field("attribute_count", &self.attribute_count)
-            .finish()
-    }
-}
+pub use self::record::{PartialRecord, Record};
 
 /// What [`SessionStore::create`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
