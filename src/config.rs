@@ -44,6 +44,8 @@ pub struct SessionConfig {
     pub(crate) max_attributes: usize,
     pub(crate) session_limit: Option<crate::store::SessionLimit>,
     pub(crate) principal_index: bool,
+    pub(crate) persistent_cookie: bool,
+    pub(crate) commit_on_server_error: bool,
 }
 
 impl Default for SessionConfig {
@@ -64,6 +66,8 @@ impl Default for SessionConfig {
             max_attributes: 1024,
             session_limit: None,
             principal_index: false,
+            persistent_cookie: false,
+            commit_on_server_error: true,
         }
     }
 }
@@ -168,6 +172,36 @@ impl SessionConfig {
     /// The most attributes one session may hold. Default: 1,024.
     pub fn with_max_attributes(mut self, count: usize) -> Self {
         self.max_attributes = count;
+        self
+    }
+
+    /// Sends a persistent cookie ("remember me"): it carries `Max-Age`, so
+    /// the browser keeps it across restarts for as long as the session
+    /// lives on the server: the idle timeout, or what is left of the
+    /// absolute timeout if that ends first. The cookie is sent again, with
+    /// a fresh `Max-Age`, when the session's last access is written (a
+    /// touch, once per touch interval) and when the id or the idle timeout
+    /// changes; other responses carry no `Set-Cookie`. Default: a browser
+    /// session cookie, gone when the browser closes (the server enforces
+    /// the timeouts either way).
+    ///
+    /// A persistent cookie outlives the browser session on a shared
+    /// computer; offer it where the user asks for it (a "remember me"
+    /// layer on the login routes, say), with an absolute timeout.
+    pub fn with_persistent_cookie(mut self) -> Self {
+        self.persistent_cookie = true;
+        self
+    }
+
+    /// Drops a request's session changes when its response is a server
+    /// error (5xx), as tower-sessions does: the attributes it set or
+    /// removed, a new id, a new idle timeout, a principal binding. Two
+    /// things still happen: an [`invalidate`](crate::Session::invalidate)
+    /// (a logout is never undone by an error), and what
+    /// [`update`](crate::Session::update) wrote, which is committed when
+    /// `update` returns. Default: a 5xx commits like any response.
+    pub fn with_changes_dropped_on_server_error(mut self) -> Self {
+        self.commit_on_server_error = false;
         self
     }
 

@@ -57,8 +57,21 @@ fn base_cookie(config: &SessionConfig, value: String) -> Cookie<'static> {
     cookie
 }
 
-pub(super) fn session_cookie_value(config: &SessionConfig, id: &SessionId) -> Cookie<'static> {
-    base_cookie(config, id.expose_cookie_value())
+/// The session cookie for `id`; with `max_age`, a persistent cookie that
+/// the browser keeps that long (rounded up to whole seconds), across
+/// restarts.
+pub(super) fn session_cookie_value(
+    config: &SessionConfig,
+    id: &SessionId,
+    max_age: Option<std::time::Duration>,
+) -> Cookie<'static> {
+    let mut cookie = base_cookie(config, id.expose_cookie_value());
+    if let Some(age) = max_age {
+        let secs = age.as_secs() + u64::from(age.subsec_nanos() > 0);
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+        cookie.set_max_age(cookie::time::Duration::seconds(secs));
+    }
+    cookie
 }
 
 pub(super) fn removal_cookie(config: &SessionConfig) -> Cookie<'static> {

@@ -230,10 +230,14 @@ async fn finish(
     if counted {
         shared.metrics.unavailable();
     }
+    if !config.commit_on_server_error && response.status().is_server_error() {
+        session.discard_changes().await;
+    }
     match session.commit().await {
         Ok(CookieAction::Keep) => response,
-        Ok(CookieAction::Set(id)) => {
-            append_cookie(response.headers_mut(), &session_cookie_value(config, &id));
+        Ok(CookieAction::Set(id, max_age)) => {
+            let cookie = session_cookie_value(config, &id, max_age);
+            append_cookie(response.headers_mut(), &cookie);
             response
         }
         Ok(CookieAction::Remove) => {

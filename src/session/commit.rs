@@ -37,8 +37,28 @@ const CREATE_ATTEMPTS: usize = 4;
 #[derive(Debug)]
 pub(crate) enum CookieAction {
     Keep,
-    Set(SessionId),
+    /// Send the cookie, with this `Max-Age` if it is persistent.
+    Set(SessionId, Option<std::time::Duration>),
     Remove,
+}
+
+/// The cookie's `Max-Age` if the layer sends persistent cookies: the idle
+/// timeout, or what is left of the absolute timeout if that ends first.
+fn max_age(config: &SessionConfig, loaded: &Loaded) -> Option<std::time::Duration> {
+    if !config.persistent_cookie {
+        return None;
+    }
+    let idle = loaded.max_inactive;
+    let left = config.absolute_timeout.map(|limit| {
+        let end = loaded.created + crate::store::policy::to_time(limit);
+        std::time::Duration::try_from(end - loaded.now).unwrap_or_default()
+    });
+    Some(left.map_or(idle, |left| left.min(idle)))
+}
+
+/// Sends the cookie again.
+fn set(config: &SessionConfig, loaded: &Loaded) -> CookieAction {
+    CookieAction::Set(loaded.id.clone(), max_age(config, loaded))
 }
 
 /// Writes what the request changed (see the [module docs](self)).
@@ -88,9 +108,20 @@ async fn apply(
     if applied == Applied::Written {
         shared.metrics.applied(&loaded.changes);
     }
+    // A persistent cookie's `Max-Age` runs from when it was sent: it is
+    // sent again when the touch is written (the store's expiry moved), so
+    // it lives as long as the session, and not on other responses.
+    let refresh = config.persistent_cookie
+        && (matches!(
+            loaded.origin,
+            Origin::Read {
+                touch_due: true,
+                ..
+            }
+        ) || loaded.changes.max_inactive().is_some());
     match applied {
-        Applied::Written if loaded.changes.new_verifier().is_some() => {
-            Ok(CookieAction::Set(loaded.id.clone()))
+        Applied::Written if loaded.changes.new_verifier().is_some() || refresh => {
+            Ok(set(config, loaded))
         }
         Applied::Written => Ok(CookieAction::Keep),
         Applied::TooManyAttributes => Err(too_many(loaded, config)),
@@ -146,7 +177,7 @@ async fn create(
         match shared.store.create(&key, &record, limit.as_ref()).await? {
             Created::Stored => {
                 shared.metrics.created(&record);
-                return Ok(CookieAction::Set(loaded.id.clone()));
+                return Ok(set(config, loaded));
             }
             Created::LimitReached => return Err(SessionError::SessionLimit),
             Created::Evicted => {

@@ -435,6 +435,14 @@ impl Session {
         Ok(f(&*self.loaded(&[]).await?))
     }
 
+    /// Forgets what the request changed, but an invalidation: called by
+    /// the layer for a 5xx response when configured to.
+    pub(crate) async fn discard_changes(&self) {
+        if let Some(loaded) = self.inner.state.lock().await.as_mut() {
+            loaded.discard();
+        }
+    }
+
     /// Writes what the request changed; called by the layer once the
     /// handler has answered. What it writes is the commit engine's
     /// (`session/commit.rs`).

@@ -25,6 +25,10 @@ use crate::error::SessionError;
 use crate::session::SessionId;
 use crate::store::{ChangeSet, Label, Principal, Record, StoreKey, VerifierHash, policy};
 
+#[path = "known.rs"]
+mod known;
+pub(super) use self::known::Known;
+
 /// Where the request's session came from, and what the store said of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Origin {
@@ -72,65 +76,6 @@ pub(super) enum Predecessor {
         /// The verifier hash it had.
         verifier: VerifierHash,
     },
-}
-
-/// The stored attribute values a request knows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Known {
-    /// By name, as loaded or as a compare-and-set left them; `None`: known
-    /// to be absent.
-    values: HashMap<String, Option<String>>,
-    /// Whether `values` holds every stored attribute.
-    complete: bool,
-    /// How many attributes the store holds, when it said.
-    count: Option<usize>,
-}
-
-impl Known {
-    /// Everything is known: there is nothing stored.
-    fn nothing() -> Self {
-        Self {
-            values: HashMap::new(),
-            complete: true,
-            count: Some(0),
-        }
-    }
-
-    /// Nothing is known yet of a stored session.
-    fn unknown() -> Self {
-        Self {
-            values: HashMap::new(),
-            complete: false,
-            count: None,
-        }
-    }
-
-    /// The stored value of `name`, if known: `Some(None)` when known absent.
-    pub(super) fn get(&self, name: &str) -> Option<Option<&str>> {
-        match self.values.get(name) {
-            Some(value) => Some(value.as_deref()),
-            None if self.complete => Some(None),
-            None => None,
-        }
-    }
-
-    /// Whether every stored attribute is known.
-    pub(super) fn is_complete(&self) -> bool {
-        self.complete
-    }
-
-    /// Records the stored value of `name`.
-    pub(super) fn insert(&mut self, name: &str, value: Option<String>) {
-        self.values.insert(name.to_owned(), value);
-    }
-
-    /// The stored names, as far as known.
-    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
-        self.values
-            .iter()
-            .filter(|(_, v)| v.is_some())
-            .map(|(n, _)| n.as_str())
-    }
 }
 
 /// The session as this request sees it.
@@ -309,6 +254,12 @@ impl Loaded {
         }
         self.id = id;
         Ok(())
+    }
+
+    /// Forgets the request's changes (an invalidation stays: it is the
+    /// origin, not a change).
+    pub(super) fn discard(&mut self) {
+        self.changes = ChangeSet::new();
     }
 
     /// The session ended under the request: nothing more is read or written.
