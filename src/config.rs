@@ -46,6 +46,8 @@ pub struct SessionConfig {
     pub(crate) principal_index: bool,
     pub(crate) persistent_cookie: bool,
     pub(crate) commit_on_server_error: bool,
+    /// The first setting given a negative duration, if any.
+    pub(crate) negative: Option<&'static str>,
 }
 
 impl Default for SessionConfig {
@@ -68,6 +70,7 @@ impl Default for SessionConfig {
             principal_index: false,
             persistent_cookie: false,
             commit_on_server_error: true,
+            negative: None,
         }
     }
 }
@@ -128,15 +131,15 @@ impl SessionConfig {
     /// The idle timeout new sessions get; each session may change its own
     /// with [`Session::set_max_inactive_interval`](crate::Session::set_max_inactive_interval).
     /// Default: 30 minutes.
-    pub fn with_max_inactive_interval(mut self, interval: Duration) -> Self {
-        self.max_inactive = interval;
+    pub fn with_max_inactive_interval(mut self, interval: impl IntoDuration) -> Self {
+        self.max_inactive = self.checked("max inactive interval", interval);
         self
     }
 
     /// A deadline counted from creation after which the session ends however
     /// active it is, as OWASP recommends. Default: none.
-    pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.absolute_timeout = Some(timeout);
+    pub fn with_absolute_timeout(mut self, timeout: impl IntoDuration) -> Self {
+        self.absolute_timeout = Some(self.checked("absolute timeout", timeout));
         self
     }
 
@@ -144,16 +147,25 @@ impl SessionConfig {
     /// request writes a touch. Default: a twentieth of the session's idle
     /// timeout (90 seconds for 30 minutes). A session may therefore expire up
     /// to this much earlier than its idle timeout says.
-    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
-        self.touch_interval = Some(interval);
+    pub fn with_touch_interval(mut self, interval: impl IntoDuration) -> Self {
+        self.touch_interval = Some(self.checked("touch interval", interval));
         self
     }
 
     /// The `Retry-After` a request gets with its 503 when the store is down.
     /// Default: 1 second.
-    pub fn with_retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after = delay;
+    pub fn with_retry_after(mut self, delay: impl IntoDuration) -> Self {
+        self.retry_after = self.checked("retry-after delay", delay);
         self
+    }
+
+    /// `value` as a `std` duration; a negative one is remembered, and
+    /// refused when the layer is built.
+    fn checked(&mut self, what: &'static str, value: impl IntoDuration) -> Duration {
+        value.into_duration().unwrap_or_else(|| {
+            self.negative.get_or_insert(what);
+            Duration::ZERO
+        })
     }
 
     /// The largest attribute value, in bytes of serde_json text. Default:
@@ -266,6 +278,9 @@ impl SessionConfig {
 
     /// Checks the rules the setters document.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(what) = self.negative {
+            return Err(ConfigError::NegativeDuration(what));
+        }
         let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if self.cookie_name.is_empty() || !self.cookie_name.chars().all(token_char) {
             return Err(ConfigError::InvalidCookieName(self.cookie_name.clone()));
@@ -313,6 +328,33 @@ fn check_interval(what: &'static str, interval: Duration) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// A duration as the standard library or the `time` crate spells it:
+/// every setting that takes a duration takes either.
+///
+/// ```
+/// use tower_httpsession::SessionConfig;
+///
+/// let a = SessionConfig::default().with_max_inactive_interval(std::time::Duration::from_secs(900));
+/// let b = SessionConfig::default().with_max_inactive_interval(time::Duration::minutes(15));
+/// assert_eq!(a, b);
+/// ```
+pub trait IntoDuration {
+    /// The duration, or `None` if it is negative.
+    fn into_duration(self) -> Option<Duration>;
+}
+
+impl IntoDuration for Duration {
+    fn into_duration(self) -> Option<Duration> {
+        Some(self)
+    }
+}
+
+impl IntoDuration for time::Duration {
+    fn into_duration(self) -> Option<Duration> {
+        Duration::try_from(self).ok()
+    }
+}
+
 /// A [`SessionConfig`] that breaks one of its rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -344,6 +386,9 @@ pub enum ConfigError {
     /// A size limit is zero.
     #[error("attribute limits must be greater than zero")]
     ZeroLimit,
+    /// A duration was negative (a `time::Duration` can be).
+    #[error("{0} must not be negative")]
+    NegativeDuration(&'static str),
     /// The configuration binds sessions to principals (a session limit, or
     /// [`SessionConfig::with_principal_index`]) but the store keeps no
     /// principal index.

@@ -149,7 +149,7 @@ pub mod session;
 pub mod store;
 mod telemetry;
 
-pub use crate::config::{ConfigError, SessionConfig};
+pub use crate::config::{ConfigError, IntoDuration, SessionConfig};
 pub use crate::error::{Limit, SessionError, SessionFailure};
 pub use crate::layer::{SessionLayer, SessionService};
 pub use crate::session::{Session, SessionId, SessionInfo, SessionRegistry};

@@ -1,6 +1,7 @@
 //! The per-request session handle.
 
 mod commit;
+mod compat;
 pub(crate) mod id;
 mod principal;
 mod state;
@@ -370,7 +371,11 @@ impl Session {
     /// # Errors
     ///
     /// [`SessionError::InvalidArgument`] outside that range.
-    pub async fn set_max_inactive_interval(&self, interval: Duration) -> Result<(), SessionError> {
+    pub async fn set_max_inactive_interval(
+        &self,
+        interval: impl crate::config::IntoDuration,
+    ) -> Result<(), SessionError> {
+        let interval = interval.into_duration().unwrap_or_default();
         if interval < Duration::from_secs(1) || interval > MAX_INACTIVE_LIMIT {
             return Err(SessionError::InvalidArgument(
                 "max inactive interval must be between 1 second and 400 days",

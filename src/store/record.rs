@@ -87,7 +87,7 @@ impl fmt::Debug for Record {
 }
 
 /// A record with only some of its attributes, from
-/// [`SessionStore::load_some`].
+/// [`SessionStore::load_some`](super::SessionStore::load_some).
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PartialRecord {
