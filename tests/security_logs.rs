@@ -127,6 +127,22 @@ fn routes(store: Arc<dyn SessionStore>) -> Router {
             }),
         )
         .route(
+            "/bind/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.login(&user).await?;
+                session.set_label(&format!("device of {user}")).await?;
+                Ok::<_, SessionError>("bound")
+            }),
+        )
+        .route(
+            "/devices",
+            get(|session: Session| async move {
+                let listed = session.principal_sessions().await?;
+                let ended = session.revoke_other_sessions().await?;
+                Ok::<_, SessionError>(format!("{} {ended}", listed.len()))
+            }),
+        )
+        .route(
             "/logout",
             post(|session: Session| async move {
                 session.invalidate().await?;
@@ -331,6 +347,36 @@ async fn attribute_values_do_not_reach_the_logs() {
     assert!(
         !logs.contains(secret),
         "an attribute value reached the logs:\n{logs}"
+    );
+}
+
+/// Principal names and labels are personal data: a login that binds one,
+/// the devices list, a revocation, a refused name, and every store call on
+/// the way log neither, at any level.
+#[tokio::test]
+async fn principal_names_and_labels_do_not_reach_the_logs() {
+    let captured = Captured::global();
+    let app = routes(Arc::new(tower_httpsession::MemoryStore::default()));
+    let name = "alice-7c1e4b2a9d0f@example.com";
+    let mut cookies = Vec::new();
+    for _ in 0..2 {
+        let bound = call(&app, "POST", &format!("/bind/{name}"), &[]).await;
+        assert_eq!(bound.status, StatusCode::OK);
+        cookies.push(bound.cookies.first().expect("a cookie").clone());
+    }
+    let devices = call(&app, "GET", "/devices", &[("cookie", &cookies[0])]).await;
+    assert_eq!(devices.status, StatusCode::OK);
+    let refused = format!("{name}%0A");
+    let bad = call(&app, "POST", &format!("/bind/{refused}"), &[]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let logs = captured.text();
+    assert!(
+        logs.contains("control character"),
+        "the refusal was logged: {logs}"
+    );
+    assert!(
+        !logs.contains("alice-7c1e4b2a9d0f"),
+        "a principal name reached the logs:\n{logs}"
     );
 }
 
