@@ -262,11 +262,18 @@ async fn thirty_two_increments(base: &str, cookie: &str) -> String {
             .post(format!("{base}/incr/n"))
             .header(COOKIE, cookie)
             .send();
-        async move { request.await.expect("request").status() }
+        async move {
+            let response = request.await.expect("request");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.text().await.expect("body");
+            body.parse::<u32>().expect("a count")
+        }
     });
-    for status in futures_util::future::join_all(increments).await {
-        assert_eq!(status, StatusCode::OK);
-    }
+    // Each update saw the value the one before it produced: every count
+    // from 1 to 32 is answered exactly once.
+    let mut answered = futures_util::future::join_all(increments).await;
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=32).collect::<Vec<u32>>());
     client
         .get(format!("{base}/get/n"))
         .header(COOKIE, cookie)
@@ -279,16 +286,19 @@ async fn thirty_two_increments(base: &str, cookie: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_updates_in_one_process_take_turns() {
+async fn concurrent_updates_in_one_process_are_combined() {
     let store = counting();
     store.latency_us.store(300, Ordering::SeqCst);
     let base = server_with(store.clone()).await;
     let cookie = started(&base, "base", "0").await;
     assert_eq!(thirty_two_increments(&base, &cookie).await, "32");
-    // Each update read the value the one before it wrote: one swap each,
-    // where racing swaps would mostly miss and retry.
+    // Updates that queued while one was reading and writing were applied
+    // in turn to its value and written together: far fewer swaps than
+    // updates, none lost (racing swaps would mostly miss and retry, and
+    // updates taking turns would take one each).
     let swaps = store.swaps.load(Ordering::SeqCst);
-    assert_eq!(swaps, 32, "32 updates took {swaps} compare-and-sets");
+    println!("32 concurrent updates took {swaps} compare-and-sets");
+    assert!(swaps <= 16, "32 updates took {swaps} compare-and-sets");
 }
 
 #[tokio::test]
@@ -542,5 +552,50 @@ async fn absolute_timeout_ends_an_active_session() {
         response.text().await.unwrap(),
         "",
         "activity must not extend past the absolute timeout"
+    );
+}
+
+/// Requests dropped while they lead or wait in a combined update (a client
+/// that hangs up) leave the others to finish: nobody waits for ever, and
+/// the count is at least what the finished requests were told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_updates_leave_the_others_to_finish() {
+    let store = counting();
+    store.latency_us.store(500, Ordering::SeqCst);
+    let layer = SessionLayer::with_config(store.clone(), config()).unwrap();
+    let app = app(layer);
+    let start = common::oneshot(&app, "POST", "/set/base/0", &[]).await;
+    let cookie = pair(&start.set_cookie.unwrap());
+    let tasks: Vec<_> = (0..48)
+        .map(|_| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            tokio::spawn(async move {
+                common::oneshot(&app, "POST", "/incr/n", &[(http::header::COOKIE, &cookie)]).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    for task in tasks.iter().step_by(3) {
+        task.abort();
+    }
+    let mut highest = 0;
+    let mut finished = 0;
+    for task in tasks {
+        let Ok(reply) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("no update waits for ever")
+        else {
+            continue;
+        };
+        assert_eq!(reply.status, http::StatusCode::OK);
+        highest = highest.max(reply.body.parse::<u32>().unwrap());
+        finished += 1;
+    }
+    let reply = common::oneshot(&app, "GET", "/get/n", &[(http::header::COOKIE, &cookie)]).await;
+    let stored: u32 = reply.body.parse().unwrap();
+    assert!(finished >= 32, "{finished} finished");
+    assert!(
+        stored >= highest && stored <= 48,
+        "stored {stored}, highest answer {highest}"
     );
 }

@@ -1,11 +1,11 @@
 //! The per-request session handle.
 
+mod combine;
 mod commit;
 mod compat;
 pub(crate) mod id;
 mod principal;
 mod state;
-mod turns;
 mod update;
 
 use std::fmt;
@@ -25,11 +25,11 @@ use crate::store::instrumented::Instrumented;
 use crate::store::{self, SessionStore};
 use crate::telemetry::SessionMetrics;
 
+use self::combine::Combiner;
 pub(crate) use self::commit::CookieAction;
 pub use self::id::SessionId;
 pub use self::principal::{SessionInfo, SessionRegistry};
 use self::state::{Loaded, Predecessor};
-use self::turns::Turns;
 use crate::store::policy::to_time;
 
 /// The locked state of one request's session.
@@ -42,8 +42,8 @@ pub(crate) struct Shared {
     pub(crate) config: SessionConfig,
     /// The session counters (nothing without the feature `metrics`).
     pub(crate) metrics: SessionMetrics,
-    /// Turns for `update`: see the `turns` module.
-    turns: Turns,
+    /// Combining for `update`: see the `combine` module.
+    combiner: Combiner,
 }
 
 impl Shared {
@@ -52,7 +52,7 @@ impl Shared {
             store: Instrumented::new(store),
             config,
             metrics: SessionMetrics::default(),
-            turns: Turns::default(),
+            combiner: Combiner::default(),
         }
     }
 }

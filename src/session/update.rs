@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Session, SessionId};
+use super::Session;
+use super::combine::{self, Batch, Leader, Role, ToMember};
 use crate::error::SessionError;
 use crate::store::Swap;
 
@@ -31,6 +32,12 @@ impl Session {
     /// again on the newer value. `f` may therefore run more than once and
     /// should do nothing but compute.
     ///
+    /// Concurrent updates of the same attribute of the same session in this
+    /// process are combined: one request reads the value, each applies its
+    /// `f` in turn to the value the one before produced, and one
+    /// compare-and-set writes the result, so a burst of updates costs one
+    /// read and one write, not one of each per request.
+    ///
     /// ```
     /// # use tower_httpsession::{Session, SessionError};
     /// async fn hit(session: Session) -> Result<String, SessionError> {
@@ -48,46 +55,211 @@ impl Session {
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
-        let config = self.config();
-        // A request without a cookie has a session nobody else knows: it
-        // takes no turn.
-        let key = self.inner.cookie.as_ref().map(SessionId::store_key);
-        for attempt in 0..UPDATE_ATTEMPTS {
-            // Take the turn before reading, so that the value read is the
-            // one the last request of this process wrote. The turn is held
-            // for one read and one compare-and-set, never across a back-off.
-            let turn = match &key {
-                Some(key) => Some(self.inner.shared.turns.take(key, name).await),
-                None => None,
+        // A request without a cookie has a session nobody else knows, and
+        // one that changed the attribute itself must start from its own
+        // change: neither combines.
+        let Some(cookie) = self.inner.cookie.as_ref() else {
+            return self.update_alone(name, &mut f, None).await;
+        };
+        if self.changed_here(name).await {
+            return self.update_alone(name, &mut f, None).await;
+        }
+        let id = combine::slot_id(cookie.store_key(), &cookie.verifier_hash(), name);
+        let combiner = &self.inner.shared.combiner;
+        let mut last: Option<T> = None;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut inbox = match combiner.join(&id) {
+                Role::Lead(leader) => return self.lead(name, &mut f, leader).await,
+                Role::Member(inbox) => inbox,
             };
+            while let Some(message) = inbox.recv().await {
+                match message {
+                    ToMember::Compute { input, reply } => {
+                        match self.compute(name, &mut f, input.as_deref()) {
+                            Ok((value, json)) => {
+                                last = Some(value);
+                                let _ = reply.send(Some(json));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(None);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    ToMember::Written(json) => {
+                        self.learn_written(name, &json).await?;
+                        if let Some(value) = last.take() {
+                            return Ok(value);
+                        }
+                    }
+                    ToMember::Ended => {
+                        let mut loaded = self.for_write().await?;
+                        return Err(Self::end(&mut loaded));
+                    }
+                    ToMember::Contended => {
+                        return Err(SessionError::Contended {
+                            name: name.to_owned(),
+                        });
+                    }
+                    ToMember::Alone => return self.update_alone(name, &mut f, None).await,
+                    ToMember::Lead => {
+                        return self.lead(name, &mut f, combiner.leader(&id)).await;
+                    }
+                }
+            }
+            // The leader went away before it was done: queue again.
+        }
+        Err(SessionError::Contended {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Whether this request holds a change of `name` of its own.
+    async fn changed_here(&self, name: &str) -> bool {
+        self.inner
+            .state
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|loaded| loaded.changes.attribute(name).is_some())
+    }
+
+    /// `f` applied to the stored JSON `input`: the value and its JSON,
+    /// checked against the size limits.
+    fn compute<T, F>(
+        &self,
+        name: &str,
+        f: &mut F,
+        input: Option<&str>,
+    ) -> Result<(T, String), SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let old = input
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|source| SessionError::Deserialize {
+                name: name.to_owned(),
+                source,
+            })?;
+        let new = f(old);
+        let json = serde_json::to_string(&new).map_err(|source| SessionError::Serialize {
+            name: name.to_owned(),
+            source,
+        })?;
+        let config = self.config();
+        if name.len() > config.max_name_bytes {
+            return Err(SessionError::too_large(
+                name,
+                crate::error::Limit::NameBytes,
+                config.max_name_bytes,
+            ));
+        }
+        if json.len() > config.max_attribute_bytes {
+            return Err(SessionError::too_large(
+                name,
+                crate::error::Limit::ValueBytes,
+                config.max_attribute_bytes,
+            ));
+        }
+        Ok((new, json))
+    }
+
+    /// Records what a batch wrote: the store holds `json` for `name`.
+    async fn learn_written(&self, name: &str, json: &str) -> Result<(), SessionError> {
+        let mut loaded = self.for_write().await?;
+        loaded.changes.forget_attribute(name);
+        if loaded.is_stored() {
+            loaded.known.insert(name, Some(json.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Leads a slot: reads, passes the value through the batch, writes.
+    async fn lead<T, F>(&self, name: &str, f: &mut F, leader: Leader<'_>) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let mut batch = Batch::default();
+        let outcome = self
+            .update_alone(name, f, Some((&leader, &mut batch)))
+            .await;
+        match &outcome {
+            Ok(_) => {}
+            Err(SessionError::Ended) => batch.finish(|| ToMember::Ended),
+            Err(SessionError::Contended { .. }) => batch.finish(|| ToMember::Contended),
+            // The leader's own failure (its closure, the store) is not the
+            // members': they go on alone.
+            Err(_) => batch.finish(|| ToMember::Alone),
+        }
+        drop(leader);
+        outcome
+    }
+
+    /// The compare-and-set loop. With a leader and its batch, each attempt
+    /// takes in the members queued so far and passes the value through
+    /// them after `f`, and a written value is told to them.
+    async fn update_alone<T, F>(
+        &self,
+        name: &str,
+        f: &mut F,
+        mut lead: Option<(&Leader<'_>, &mut Batch)>,
+    ) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> T,
+    {
+        let config = self.config();
+        let cookie_verifier = self
+            .inner
+            .cookie
+            .as_ref()
+            .map(super::SessionId::verifier_hash);
+        for attempt in 0..UPDATE_ATTEMPTS {
             let mut loaded = self.loaded(&[name]).await?;
             if loaded.needs_count_for(name) {
                 drop(loaded);
                 loaded = self.loaded_whole().await?;
             }
-            let old = match loaded.value(name) {
-                Some(json) => Some(serde_json::from_str(json).map_err(|source| {
-                    SessionError::Deserialize {
-                        name: name.to_owned(),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
-            let new = f(old);
-            let json = serde_json::to_string(&new).map_err(|source| SessionError::Serialize {
-                name: name.to_owned(),
-                source,
-            })?;
+            let combining = lead.is_some()
+                && loaded.is_stored()
+                && loaded.verifier() == cookie_verifier
+                && loaded.changes.attribute(name).is_none();
+            if !combining {
+                if let Some((_, batch)) = lead.take() {
+                    // Not the stored session the members' cookie names
+                    // (it is new, or this request changed it): each goes
+                    // on alone.
+                    batch.finish(|| ToMember::Alone);
+                }
+            }
+            let (new, own) = self.compute(name, f, loaded.value(name))?;
             if !loaded.is_stored() {
                 // Nobody else knows this session yet: a local change is atomic.
-                loaded.record_set(name, json, config)?;
+                loaded.record_set(name, own, config)?;
                 return Ok(new);
             }
-            loaded.check_limits(name, &json, config)?;
+            loaded.check_limits(name, &own, config)?;
+            let json = match lead.as_mut() {
+                Some((leader, batch)) => {
+                    leader.gather(batch);
+                    if batch.is_empty() {
+                        own
+                    } else {
+                        batch.compute(own).await
+                    }
+                }
+                None => own,
+            };
             let expected = loaded.stored(name).flatten().map(str::to_owned);
             if expected.as_deref() == Some(json.as_str()) {
                 loaded.changes.forget_attribute(name);
+                if let Some((_, batch)) = lead.as_mut() {
+                    let written: std::sync::Arc<str> = json.into();
+                    batch.finish(|| ToMember::Written(written.clone()));
+                }
                 return Ok(new);
             }
             let Some(verifier) = loaded.verifier() else {
@@ -108,7 +280,11 @@ impl Session {
             loaded.changes.forget_attribute(name);
             match swap {
                 Swap::Swapped => {
-                    loaded.known.insert(name, Some(json));
+                    loaded.known.insert(name, Some(json.clone()));
+                    if let Some((_, batch)) = lead.as_mut() {
+                        let written: std::sync::Arc<str> = json.into();
+                        batch.finish(|| ToMember::Written(written.clone()));
+                    }
                     return Ok(new);
                 }
                 // Another process wrote meanwhile (or this request read the
@@ -117,7 +293,6 @@ impl Session {
                 Swap::Gone => return Err(Self::end(&mut loaded)),
             }
             drop(loaded);
-            drop(turn);
             backoff(attempt).await;
         }
         Err(SessionError::Contended {
