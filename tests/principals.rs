@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode, header};
 use tokio::sync::Notify;
 use tower_httpsession::store::{Label, LimitPolicy, SessionLimit, SessionRef};
 use tower_httpsession::{
-    MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionRegistry, SessionStore,
+    MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore,
 };
 
 /// Where a held request stops: it says when it has read the session, and
@@ -514,6 +514,7 @@ async fn memory() {
 /// 10,000 logins of one user whose sessions expire leave the memory
 /// store's index no bigger than the limit, or, without a limit, than the
 /// live sessions: nothing grows with the number of logins.
+#[cfg(feature = "testing")]
 #[tokio::test]
 async fn memory_index_stays_bounded_over_login_expire_cycles() {
     use std::time::Duration;
@@ -555,8 +556,8 @@ async fn memory_index_stays_bounded_over_login_expire_cycles() {
 #[cfg(feature = "tower-sessions")]
 #[tokio::test]
 async fn stores_without_an_index_are_refused_up_front() {
-    use tower_httpsession::ConfigError;
     use tower_httpsession::store::tower_sessions::TowerSessionsStore;
+    use tower_httpsession::{ConfigError, SessionRegistry};
 
     let adapter = || TowerSessionsStore::new(tower_sessions_memory_store::MemoryStore::default());
     let limit = SessionLimit::new(2, LimitPolicy::RefuseNewLogin).unwrap();

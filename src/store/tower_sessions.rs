@@ -1,4 +1,5 @@
-//! Any `tower-sessions` store as a backend (feature `tower-sessions`).
+//! Any `tower-sessions` store as a backend (feature `tower-sessions`), and
+//! this crate's stores as tower-sessions stores ([`ForTowerSessions`]).
 //!
 //! The `tower-sessions` ecosystem has stores for many databases (SQLite,
 //! MongoDB, DynamoDB, ...). [`TowerSessionsStore`] lets any of them keep this
@@ -36,6 +37,11 @@
 //!
 //! The record keeps this crate's metadata under one reserved key and each
 //! attribute's JSON text as a string, so values round-trip exactly.
+
+#[path = "tower_sessions_bridge.rs"]
+mod bridge;
+
+pub use self::bridge::ForTowerSessions;
 
 use std::collections::HashMap;
 use std::fmt;
