@@ -142,12 +142,17 @@ mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "health")))]
 pub mod health;
 mod layer;
+#[cfg(feature = "axum-login")]
+pub mod login;
 #[cfg(feature = "profile")]
 #[cfg_attr(docsrs, doc(cfg(feature = "profile")))]
 pub mod profile;
 pub mod session;
 pub mod store;
 mod telemetry;
+
+#[doc(hidden)]
+pub use http as __http;
 
 pub use crate::config::{ConfigError, IntoDuration, SessionConfig};
 pub use crate::error::{Limit, SessionError, SessionFailure};

@@ -327,6 +327,8 @@ pub struct Reply {
     pub status: http::StatusCode,
     /// The first `Set-Cookie`, whole.
     pub set_cookie: Option<String>,
+    /// The `Location` header, if any.
+    pub location: Option<String>,
     pub body: String,
 }
 
@@ -337,6 +339,17 @@ pub async fn oneshot(
     uri: &str,
     headers: &[(http::HeaderName, &str)],
 ) -> Reply {
+    oneshot_with_body(app, method, uri, headers, "").await
+}
+
+/// As [`oneshot`], with a request body.
+pub async fn oneshot_with_body(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(http::HeaderName, &str)],
+    body: &str,
+) -> Reply {
     use tower::ServiceExt as _;
 
     let mut request = http::Request::builder().method(method).uri(uri);
@@ -345,7 +358,11 @@ pub async fn oneshot(
     }
     let response = app
         .clone()
-        .oneshot(request.body(axum::body::Body::empty()).expect("request"))
+        .oneshot(
+            request
+                .body(axum::body::Body::from(body.to_owned()))
+                .expect("request"),
+        )
         .await
         .expect("infallible");
     let status = response.status();
@@ -353,12 +370,17 @@ pub async fn oneshot(
         .headers()
         .get(http::header::SET_COOKIE)
         .map(|v| v.to_str().expect("ascii").to_owned());
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .map(|v| v.to_str().expect("ascii").to_owned());
     let body = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
         .expect("body");
     Reply {
         status,
         set_cookie,
+        location,
         body: String::from_utf8(body.to_vec()).expect("utf-8"),
     }
 }
