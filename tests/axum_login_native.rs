@@ -312,3 +312,85 @@ async fn postgres() {
     let store = postgres_support::suite_store().await;
     the_example_app_runs_on(Arc::new(store)).await;
 }
+
+/// The same backend under axum-login itself, unmodified, on tower-sessions'
+/// layer over this crate's stores (`ForTowerSessions`): for an app that
+/// cannot change its code yet.
+#[cfg(feature = "tower-sessions")]
+mod on_the_bridge {
+    use super::*;
+    use tower_httpsession::store::tower_sessions::ForTowerSessions;
+
+    async fn login(
+        mut auth: axum_login::AuthSession<Backend>,
+        Form(creds): Form<Credentials>,
+    ) -> impl IntoResponse {
+        match auth.authenticate(creds).await {
+            Ok(Some(user)) => match auth.login(&user).await {
+                Ok(()) => Redirect::to("/").into_response(),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            },
+            Ok(None) => StatusCode::UNAUTHORIZED.into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    }
+
+    async fn protected(auth: axum_login::AuthSession<Backend>) -> String {
+        format!(
+            "Logged in as {}",
+            auth.user.map(|u| u.username).unwrap_or_default()
+        )
+    }
+
+    async fn logout(mut auth: axum_login::AuthSession<Backend>) -> impl IntoResponse {
+        let _ = auth.logout().await;
+        Redirect::to("/login")
+    }
+
+    pub(super) async fn axum_login_runs_unmodified_on(store: Arc<dyn SessionStore>) {
+        let sessions = tower_sessions::SessionManagerLayer::new(ForTowerSessions::new(store))
+            .with_secure(false);
+        let auth_layer = axum_login::AuthManagerLayerBuilder::new(backend(), sessions).build();
+        let app = Router::new()
+            .route("/", get(protected))
+            .route_layer(axum_login::login_required!(Backend, login_url = "/login"))
+            .route("/login", post(login))
+            .route("/logout", get(logout))
+            .layer(auth_layer);
+        let mut client = Client { app, cookie: None };
+        let home = client.send("GET", "/", None).await;
+        assert_eq!(home.status, StatusCode::TEMPORARY_REDIRECT);
+        let login = client
+            .send("POST", "/login", Some("username=ferris&password=hunter42"))
+            .await;
+        assert_eq!(login.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            client.send("GET", "/", None).await.body,
+            "Logged in as ferris"
+        );
+        client.send("GET", "/logout", None).await;
+        assert_eq!(
+            client.send("GET", "/", None).await.status,
+            StatusCode::TEMPORARY_REDIRECT
+        );
+    }
+
+    #[tokio::test]
+    async fn memory() {
+        axum_login_runs_unmodified_on(Arc::new(MemoryStore::default())).await;
+    }
+
+    #[cfg(all(feature = "redis", feature = "testing"))]
+    #[tokio::test]
+    async fn redis() {
+        let store = redis_support::clean_store("login-bridge").await;
+        axum_login_runs_unmodified_on(Arc::new(store)).await;
+    }
+
+    #[cfg(all(feature = "postgres", feature = "testing"))]
+    #[tokio::test]
+    async fn postgres() {
+        let store = postgres_support::suite_store().await;
+        axum_login_runs_unmodified_on(Arc::new(store)).await;
+    }
+}
