@@ -458,3 +458,23 @@ fn the_session_limit_comes_from_the_environment_and_files() {
         assert_eq!(message(profile(&vars)), expected);
     }
 }
+
+#[test]
+fn a_persistent_cookie_is_a_setting() {
+    let persistent = |vars: &[(&str, &str)]| {
+        let profile = profile(vars).unwrap();
+        profile.session == SessionConfig::default().with_persistent_cookie()
+    };
+    assert!(!persistent(&[]));
+    assert!(persistent(&[("SESSION_COOKIE_PERSISTENT", "true")]));
+    assert!(!persistent(&[("SESSION_COOKIE_PERSISTENT", "no")]));
+    assert_eq!(
+        message(profile(&[("SESSION_COOKIE_PERSISTENT", "always")])),
+        "SESSION_COOKIE_PERSISTENT=\"always\": expected true or false"
+    );
+    let from_file: Profile = serde_json::from_str(r#"{ "cookie_persistent": true }"#).unwrap();
+    assert_eq!(
+        from_file.session,
+        SessionConfig::default().with_persistent_cookie()
+    );
+}

@@ -189,6 +189,13 @@ impl Profile {
                 "SESSION_LIMIT to be set as well",
             ));
         }
+        let cookie_persistent =
+            match var("SESSION_COOKIE_PERSISTENT").map(|v| v.trim().to_ascii_lowercase()) {
+                None => None,
+                Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Some(true),
+                Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Some(false),
+                Some(v) => return Err(invalid("SESSION_COOKIE_PERSISTENT", &v, "true or false")),
+            };
         Ok(Settings {
             store,
             connect_timeout_secs: seconds(
@@ -197,6 +204,7 @@ impl Profile {
             )?,
             cookie_name: var("SESSION_COOKIE_NAME"),
             cookie_secure,
+            cookie_persistent,
             cookie_domain: var("SESSION_COOKIE_DOMAIN"),
             cookie_path: var("SESSION_COOKIE_PATH"),
             same_site,

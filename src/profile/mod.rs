@@ -33,6 +33,7 @@
 //! | `SESSION_CONNECT_TIMEOUT_SECS` | how long start-up waits for the store | 5 |
 //! | `SESSION_COOKIE_NAME` | cookie name | `SESSION` |
 //! | `SESSION_COOKIE_SECURE` | `false` sends the cookie over plain HTTP too | `true` |
+//! | `SESSION_COOKIE_PERSISTENT` | `true` sends a persistent ("remember me") cookie whose `Max-Age` follows the session | `false` |
 //! | `SESSION_COOKIE_DOMAIN` | cookie `Domain` | none |
 //! | `SESSION_COOKIE_PATH` | cookie `Path` | `/` |
 //! | `SESSION_SAME_SITE` | `lax`, `strict` or `none` | `lax` |

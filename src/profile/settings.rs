@@ -162,6 +162,9 @@ pub(super) struct Settings {
     /// `false` drops the cookie's `Secure` attribute (local HTTP only).
     #[serde(default)]
     pub(super) cookie_secure: Option<bool>,
+    /// `true` sends a persistent cookie ("remember me").
+    #[serde(default)]
+    pub(super) cookie_persistent: Option<bool>,
     #[serde(default)]
     pub(super) cookie_domain: Option<String>,
     #[serde(default)]
@@ -207,6 +210,9 @@ impl From<Settings> for Profile {
         }
         if settings.cookie_secure == Some(false) {
             session = session.with_insecure_cookie_over_http();
+        }
+        if settings.cookie_persistent == Some(true) {
+            session = session.with_persistent_cookie();
         }
         if let Some(domain) = settings.cookie_domain {
             session = session.with_domain(domain);
