@@ -45,6 +45,20 @@
 //! answers again; a connection that breaks while in use fails one call.
 //! Connections carry an `application_name` ([`DEFAULT_APPLICATION_NAME`]) so
 //! that they are easy to find in `pg_stat_activity`.
+//!
+//! # Principals
+//!
+//! The store [supports principals](SessionStore::supports_principals): a
+//! session's principal and label are columns of its row, and a partial index
+//! on the principal finds a principal's sessions (migration 0002). Binding a
+//! session, by `create` or `apply`, is one statement: it takes the
+//! principal's advisory lock (`pg_advisory_xact_lock`, held until the
+//! statement commits), deletes the principal's expired sessions, counts the
+//! live ones and evicts or refuses under the limit, then writes. The lock
+//! makes limits exact however many logins race; one principal's bindings
+//! wait for each other, other principals' don't. Listing and revoking are
+//! one statement each; statements that neither bind nor label a session are
+//! unchanged by the index.
 
 mod builder;
 mod cleanup;
