@@ -227,3 +227,65 @@ async fn revoking_a_thousand_sessions_is_quick() {
         "another principal's session stays"
     );
 }
+
+/// Logins that bind existing sessions race, sixty-four at once with a
+/// limit of one: anonymous sessions under each policy, and sessions already
+/// bound to the principal (each login evicting the others while they bind
+/// too). Exactly one session ends up bound and live, and no binding fails:
+/// none deadlocks with another that evicts its session.
+#[tokio::test]
+async fn racing_logins_by_apply_leave_exactly_one_bound_session() {
+    let (store, _schema) = store().await;
+    for (policy, already_bound) in [
+        (LimitPolicy::EvictLeastRecentlyUsed, false),
+        (LimitPolicy::RefuseNewLogin, false),
+        (LimitPolicy::EvictLeastRecentlyUsed, true),
+    ] {
+        for round in 0..5 {
+            let alice = fresh_principal();
+            let one = SessionLimit::new(1, policy).expect("limit");
+            let mut sessions = Vec::new();
+            for _ in 0..64 {
+                let (id, key) = fresh_key();
+                let rec = record(&id, Duration::from_secs(600), &[("cart", "[]")])
+                    .with_principal(already_bound.then(|| alice.clone()));
+                assert_eq!(
+                    store.create(&key, &rec, None).await.expect("create"),
+                    Created::Stored
+                );
+                sessions.push((id, key));
+            }
+            let logins: Vec<_> = sessions
+                .iter()
+                .map(|(id, key)| {
+                    let (store, key) = (store.clone(), key.clone());
+                    let login = ChangeSet::builder()
+                        .with_binding(Binding::new(alice.clone(), Some(one)))
+                        .with_required_verifier(*id)
+                        .build();
+                    tokio::spawn(async move { store.apply(&key, &login).await })
+                })
+                .collect();
+            let mut written = 0;
+            for login in logins {
+                match login.await.expect("task").expect("apply") {
+                    Applied::Written => written += 1,
+                    Applied::LimitReached | Applied::Gone => {}
+                    other => panic!("{policy:?}: {other:?}"),
+                }
+            }
+            let mut bound = 0;
+            for (_, key) in &sessions {
+                if let Some(rec) = store.load(key).await.expect("load") {
+                    bound += usize::from(rec.principal.as_ref() == Some(&alice));
+                }
+            }
+            assert_eq!(bound, 1, "{policy:?}, round {round}: {bound} bound");
+            if policy == LimitPolicy::RefuseNewLogin {
+                assert_eq!(written, 1, "{policy:?}, round {round}");
+            }
+            let listed = store.principal_sessions(&alice).await.expect("list");
+            assert_eq!(listed.len(), 1);
+        }
+    }
+}

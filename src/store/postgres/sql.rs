@@ -239,7 +239,11 @@ impl Statements {
 /// `admit_principal` in `migrations/0002_principals.sql`): a request that may
 /// not write evicts nobody. The session row is always rewritten, since it
 /// holds the principal and the label. Answers as the plain statement, and 4
-/// when the limit refused the binding.
+/// when the limit refused the binding. Having waited for the lock, it tells
+/// a session deleted meanwhile (say, evicted by that lock's holder) from a
+/// stale verifier by the row as now committed, not as in the statement's
+/// snapshot: the checks after the guards lock the row they find
+/// (`FOR KEY SHARE`), which reads its newest version.
 fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> String {
     // The default touch interval is this fraction of the idle timeout.
     let divisor = crate::store::policy::TOUCH_DIVISOR;
@@ -250,7 +254,7 @@ fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> St
                  >= coalesce($11::bigint, s.idle_timeout_ms / {divisor}) \
                     * interval '1 millisecond')) "
     );
-    let (head, from, lock, admit, binds, due, refused) = match bind {
+    let (head, from, lock, admit, binds, due, refused, recheck) = match bind {
         None => (
             "WITH s AS ( ".to_owned(),
             String::new(),
@@ -258,6 +262,7 @@ fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> St
             String::new(),
             " ",
             plain_meta_due,
+            "",
             "",
         ),
         Some(schema) => (
@@ -278,6 +283,7 @@ fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> St
              label = coalesce($13::text, t.label) ",
             String::new(),
             "WHEN EXISTS (SELECT 1 FROM guarded) THEN 4 ",
+            " FOR KEY SHARE",
         ),
     };
     format!(
@@ -312,10 +318,10 @@ fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> St
              WHEN $10::bigint IS NOT NULL AND EXISTS ( \
                  SELECT 1 FROM {sessions} \
                  WHERE key = $1 AND expires_at > now() \
-                   AND ($9::bytea IS NULL OR verifier = $9)) THEN 2 \
+                   AND ($9::bytea IS NULL OR verifier = $9){recheck}) THEN 2 \
              WHEN $9::bytea IS NOT NULL AND EXISTS ( \
                  SELECT 1 FROM {sessions} \
-                 WHERE key = $1 AND expires_at > now()) THEN 3 \
+                 WHERE key = $1 AND expires_at > now(){recheck}) THEN 3 \
              ELSE 0 END"
     )
 }
