@@ -1,31 +1,47 @@
-//! Statements per compare-and-set attempt on the PostgreSQL store, counted
-//! from sqlx's query log events.
+//! Statements per operation on the PostgreSQL store, counted from sqlx's
+//! query log events.
 //!
-//! One test in a binary of its own: the counting subscriber is global, so no
-//! other test may run statements while it counts.
+//! The counting subscriber is global, but it counts only the statements of
+//! a thread that asked for it, into that thread's own counter: each test
+//! runs on a current-thread runtime, so its store calls all run on its
+//! thread, and tests may run side by side.
 #![cfg(all(feature = "postgres", feature = "testing"))]
 
 mod postgres_support;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use postgres_support::{connect, store};
 use sqlx::Connection;
 use tower_httpsession::SessionStore;
-use tower_httpsession::store::testing::{fresh_key, record};
-use tower_httpsession::store::{Created, Swap};
+use tower_httpsession::store::testing::{fresh_key, fresh_principal, record};
+use tower_httpsession::store::{
+    Applied, Binding, ChangeSet, Created, LimitPolicy, Revocation, SessionLimit, Swap,
+};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-/// Statements sqlx ran on the test's thread, counted from its `sqlx::query`
-/// log events.
-static STATEMENTS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Whether this thread's statements are counted.
     static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// Statements sqlx ran on this thread, counted from its `sqlx::query`
+    /// log events.
+    static STATEMENTS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Installs the counting subscriber (once per process) and counts this
+/// thread's statements from now on.
+fn count_this_thread() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(CountStatements),
+        )
+        .expect("subscriber");
+    });
+    COUNTED.set(true);
 }
 
 struct CountStatements;
@@ -33,25 +49,23 @@ struct CountStatements;
 impl<S: Subscriber> Layer<S> for CountStatements {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         if event.metadata().target() == "sqlx::query" && COUNTED.get() {
-            STATEMENTS.fetch_add(1, Ordering::SeqCst);
+            STATEMENTS.set(STATEMENTS.get() + 1);
         }
     }
 }
 
 /// Runs `call` and answers its result and the statements it ran.
 async fn statements<T>(call: impl Future<Output = T>) -> (T, u64) {
-    let before = STATEMENTS.load(Ordering::SeqCst);
+    let before = STATEMENTS.get();
     let out = call.await;
-    (out, STATEMENTS.load(Ordering::SeqCst) - before)
+    (out, STATEMENTS.get() - before)
 }
 
 // A current-thread runtime: the store's calls all run on the test's thread,
 // the only one whose statements are counted.
 #[tokio::test(flavor = "current_thread")]
 async fn compare_and_set_is_one_statement_per_attempt() {
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountStatements))
-        .expect("subscriber");
-    COUNTED.set(true);
+    count_this_thread();
     let (store, _schema) = store().await;
     let (id, key) = fresh_key();
     let rec = record(&id, Duration::from_secs(600), &[("n", "1")]);
@@ -194,4 +208,90 @@ async fn compare_and_set_is_one_statement_per_attempt() {
             .expect("cas"),
         Swap::Swapped
     );
+}
+
+/// Binding at login, listing and revoking are one statement each, with or
+/// without a limit to enforce; requests that don't bind a session run the
+/// same one statement as before.
+#[tokio::test(flavor = "current_thread")]
+async fn principal_operations_are_one_statement_each() {
+    count_this_thread();
+    let (store, _schema) = store().await;
+    let alice = fresh_principal();
+    let limit = SessionLimit::new(100, LimitPolicy::EvictLeastRecentlyUsed).expect("limit");
+    let login = |limit: Option<SessionLimit>| {
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[("user", "\"alice\"")])
+            .with_principal(Some(alice.clone()));
+        let store = store.clone();
+        async move { store.create(&key, &rec, limit.as_ref()).await }
+    };
+    let anonymous = || {
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[("cart", "[]")]);
+        let store = store.clone();
+        async move {
+            let created = store.create(&key, &rec, None).await.expect("create");
+            assert_eq!(created, Created::Stored);
+            (id, key)
+        }
+    };
+    let bind = |id, limit| {
+        ChangeSet::builder()
+            .with_binding(Binding::new(alice.clone(), limit))
+            .with_attribute("user", "\"alice\"")
+            .with_required_verifier(id)
+            .build()
+    };
+    // Warm up: the pool's connection and its prepared statements.
+    for _ in 0..2 {
+        let _ = login(Some(limit)).await.expect("create");
+        let (id, key) = anonymous().await;
+        let _ = store.load(&key).await.expect("load");
+        let _ = store.apply(&key, &bind(id, Some(limit))).await;
+        let _ = store.principal_sessions(&alice).await.expect("list");
+        let _ = store.revoke(&alice, Revocation::All).await.expect("revoke");
+    }
+
+    // Unbound: as before the index existed.
+    let ((id, key), n) = statements(anonymous()).await;
+    assert_eq!(n, 1, "an anonymous session's create");
+    let (loaded, n) = statements(store.load(&key)).await;
+    assert!(loaded.expect("load").is_some());
+    assert_eq!(n, 1, "a load");
+    let (loaded, n) = statements(store.load_some(&key, &["cart"])).await;
+    assert!(loaded.expect("load_some").is_some());
+    assert_eq!(n, 1, "a partial load");
+    let write = ChangeSet::builder()
+        .with_attribute("cart", "[\"teapot\"]")
+        .with_required_verifier(id)
+        .build();
+    let (applied, n) = statements(store.apply(&key, &write)).await;
+    assert_eq!(applied.expect("apply"), Applied::Written);
+    assert_eq!(n, 1, "an unbound write");
+
+    // Binding at login, by create and by apply, with a limit.
+    let (created, n) = statements(login(Some(limit))).await;
+    assert_eq!(created.expect("create"), Created::Stored);
+    assert_eq!(n, 1, "a login with a new session");
+    let (applied, n) = statements(store.apply(&key, &bind(id, Some(limit)))).await;
+    assert_eq!(applied.expect("apply"), Applied::Written);
+    assert_eq!(n, 1, "a login binding the anonymous session");
+    let (created, n) = statements(login(None)).await;
+    assert_eq!(created.expect("create"), Created::Stored);
+    assert_eq!(n, 1, "a login without a limit");
+
+    // Listing a hundred sessions, and one more login that evicts.
+    for _ in 0..97 {
+        assert_eq!(login(None).await.expect("create"), Created::Stored);
+    }
+    let (listed, n) = statements(store.principal_sessions(&alice)).await;
+    assert_eq!(listed.expect("list").len(), 100);
+    assert_eq!(n, 1, "listing a hundred sessions");
+    let (created, n) = statements(login(Some(limit))).await;
+    assert_eq!(created.expect("create"), Created::Stored);
+    assert_eq!(n, 1, "a login that evicts");
+    let (revoked, n) = statements(store.revoke(&alice, Revocation::All)).await;
+    assert_eq!(revoked.expect("revoke"), 100);
+    assert_eq!(n, 1, "revoking a hundred sessions");
 }

@@ -45,10 +45,25 @@
 //! answers again; a connection that breaks while in use fails one call.
 //! Connections carry an `application_name` ([`DEFAULT_APPLICATION_NAME`]) so
 //! that they are easy to find in `pg_stat_activity`.
+//!
+//! # Principals
+//!
+//! The store [supports principals](SessionStore::supports_principals): a
+//! session's principal and label are columns of its row, and a partial index
+//! on the principal finds a principal's sessions (migration 0002). Binding a
+//! session, by `create` or `apply`, is one statement: it takes the
+//! principal's advisory lock (`pg_advisory_xact_lock`, held until the
+//! statement commits), deletes the principal's expired sessions, counts the
+//! live ones and evicts or refuses under the limit, then writes. The lock
+//! makes limits exact however many logins race; one principal's bindings
+//! wait for each other, other principals' don't. Listing and revoking are
+//! one statement each; statements that neither bind nor label a session are
+//! unchanged by the index.
 
 mod builder;
 mod cleanup;
 mod error;
+mod principals;
 mod rows;
 mod sql;
 
@@ -65,8 +80,9 @@ use self::error::{from_migrate, from_sqlx, timed_out};
 use self::rows::{Attempt, LoadedRow, millis, record_from_row};
 use self::sql::Statements;
 use super::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, SessionStore,
-    StoreError, StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash, duration_millis,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Principal, PrincipalSession, Record,
+    Revocation, SessionLimit, SessionStore, StoreError, StoreErrorKind, StoreHealth, StoreKey,
+    Swap, VerifierHash, duration_millis,
 };
 
 pub use self::builder::PostgresStoreBuilder;
@@ -349,13 +365,16 @@ impl SessionStore for PostgresStore {
         &self,
         key: &StoreKey,
         record: &Record,
-        _limit: Option<&SessionLimit>,
+        limit: Option<&SessionLimit>,
     ) -> Result<Created, StoreError> {
         let op = Operation::Create;
         self.bounded(op, async {
             let db = |e| from_sqlx(op, e);
-            if self.try_create(key, record).await.map_err(db)? {
-                return Ok(Created::Stored);
+            let attempt = || self.try_create(key, record, limit);
+            match attempt().await.map_err(db)? {
+                1 => return Ok(Created::Stored),
+                2 => return Ok(Created::LimitReached),
+                _ => {}
             }
             // The key is held. If only by an expired session the cleanup
             // task has not reached, free it and try once more.
@@ -365,8 +384,12 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(db)?
                 .rows_affected();
-            if freed > 0 && self.try_create(key, record).await.map_err(db)? {
-                return Ok(Created::Stored);
+            if freed > 0 {
+                match attempt().await.map_err(db)? {
+                    1 => return Ok(Created::Stored),
+                    2 => return Ok(Created::LimitReached),
+                    _ => {}
+                }
             }
             Ok(Created::KeyTaken)
         })
@@ -379,7 +402,8 @@ impl SessionStore for PostgresStore {
             let (set_names, set_values): (Vec<&str>, Vec<&str>) = changes.attributes_set().unzip();
             let removed: Vec<&str> = changes.attributes_removed().collect();
             let touch = changes.touch();
-            let state: i32 = sqlx::query_scalar(&self.inner.sql.apply)
+            let (statement, bind) = self.apply_statement(changes);
+            let query = sqlx::query_scalar(statement)
                 .bind(key.as_str())
                 .bind(touch.map(|t| millis(t.last_accessed)))
                 .bind(touch.and_then(|t| t.absolute_timeout).map(duration_millis))
@@ -394,16 +418,20 @@ impl SessionStore for PostgresStore {
                         .attribute_limit()
                         .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                 )
-                .bind(touch.and_then(|t| t.interval).map(duration_millis))
+                .bind(touch.and_then(|t| t.interval).map(duration_millis));
+            let query = match bind {
+                Some(bind) => query
+                    .bind(bind.principal)
+                    .bind(bind.label)
+                    .bind(bind.max)
+                    .bind(bind.evict),
+                None => query,
+            };
+            let state: i32 = query
                 .fetch_one(self.pool())
                 .await
                 .map_err(|e| from_sqlx(op, e))?;
-            Ok(match state {
-                1 => Applied::Written,
-                2 => Applied::TooManyAttributes,
-                3 => Applied::Stale,
-                _ => Applied::Gone,
-            })
+            Ok(principals::applied(state))
         })
         .await
     }
@@ -489,5 +517,25 @@ impl SessionStore for PostgresStore {
             }),
         )
         .await
+    }
+    fn supports_principals(&self) -> bool {
+        true
+    }
+
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        self.bounded(Operation::ListPrincipal, self.list_principal(principal))
+            .await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        self.bounded(Operation::Revoke, self.revoke_principal(principal, which))
+            .await
     }
 }

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use sqlx::Row as _;
+
+use super::principals::limit_params;
 use super::{BACKEND, PostgresStore};
 use crate::store::{
-    Operation, Record, StoreError, StoreErrorKind, StoreKey, VerifierHash, duration_millis,
-    from_unix_millis, unix_millis,
+    Label, Operation, Principal, Record, SessionLimit, StoreError, StoreErrorKind, StoreKey,
+    VerifierHash, duration_millis, from_unix_millis, unix_millis,
 };
 
 /// A time at the millisecond resolution every store keeps.
@@ -18,27 +21,48 @@ pub(super) fn millis(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 impl PostgresStore {
+    /// One `create` statement: the plain one for a record with neither
+    /// principal nor label, else the bound one with `limit`. Answers 1 when
+    /// stored, 2 when the limit refused it, 0 when the key is taken.
     pub(super) async fn try_create(
         &self,
         key: &StoreKey,
         record: &Record,
-    ) -> Result<bool, sqlx::Error> {
+        limit: Option<&SessionLimit>,
+    ) -> Result<i32, sqlx::Error> {
         let (names, values): (Vec<&str>, Vec<&str>) = record
             .attributes
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .unzip();
-        sqlx::query_scalar(&self.inner.sql.create)
-            .bind(key.as_str())
-            .bind(record.verifier.as_bytes().as_slice())
-            .bind(millis(record.created))
-            .bind(millis(record.last_accessed))
-            .bind(duration_millis(record.max_inactive))
-            .bind(millis(record.expires_at))
-            .bind(names.as_slice())
-            .bind(values.as_slice())
+        let plain = record.principal.is_none() && record.label.is_none();
+        let sql = &self.inner.sql;
+        let query = sqlx::query(if plain {
+            &sql.create
+        } else {
+            &sql.create_bound
+        })
+        .bind(key.as_str())
+        .bind(record.verifier.as_bytes().as_slice())
+        .bind(millis(record.created))
+        .bind(millis(record.last_accessed))
+        .bind(duration_millis(record.max_inactive))
+        .bind(millis(record.expires_at))
+        .bind(names.as_slice())
+        .bind(values.as_slice());
+        if plain {
+            let row = query.fetch_one(self.pool()).await?;
+            return Ok(i32::from(row.try_get::<bool, _>(0)?));
+        }
+        let (max, evict) = limit_params(limit);
+        let row = query
+            .bind(record.principal.as_ref().map(Principal::as_str))
+            .bind(record.label.as_ref().map(Label::as_str))
+            .bind(max)
+            .bind(evict)
             .fetch_one(self.pool())
-            .await
+            .await?;
+        row.try_get(0)
     }
 
     /// One compare-and-set attempt, one statement: `None` if the session is
@@ -99,7 +123,7 @@ pub(super) struct Attempt {
 
 /// Decodes a loaded row into a record.
 pub(super) fn record_from_row(
-    (verifier, created, last_accessed, idle_ms, expires_at, names, values): LoadedRow,
+    (verifier, created, last_accessed, idle_ms, expires_at, names, values, principal, label): LoadedRow,
 ) -> Result<Record, StoreError> {
     let corrupt = |what: &'static str| {
         StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, what)
@@ -121,9 +145,30 @@ pub(super) fn record_from_row(
         max_inactive: Duration::from_millis(idle_ms),
         expires_at: time(expires_at)?,
         attributes: names.into_iter().zip(values).collect::<HashMap<_, _>>(),
-        principal: None,
-        label: None,
+        principal: principal
+            .map(|p| Principal::new(p).map_err(|_| corrupt("stored principal name is invalid")))
+            .transpose()?,
+        label: decode_label(label, Operation::Load)?,
     })
+}
+
+/// Decodes a stored label, NULL for none.
+pub(super) fn decode_label(
+    label: Option<String>,
+    operation: Operation,
+) -> Result<Option<Label>, StoreError> {
+    label
+        .map(|l| {
+            Label::new(l).map_err(|_| {
+                StoreError::new(
+                    BACKEND,
+                    operation,
+                    StoreErrorKind::Corrupt,
+                    "stored session label is invalid",
+                )
+            })
+        })
+        .transpose()
 }
 
 pub(super) type LoadedRow = (
@@ -134,6 +179,8 @@ pub(super) type LoadedRow = (
     Option<i64>,
     Vec<String>,
     Vec<String>,
+    Option<String>,
+    Option<String>,
 );
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ pub(super) struct Statements {
     pub(super) create: String,
     pub(super) delete_expired_key: String,
     pub(super) apply: String,
+    pub(super) create_bound: String,
+    pub(super) apply_bound: String,
+    pub(super) principal_sessions: String,
+    pub(super) revoke: String,
     pub(super) cas_replace: String,
     pub(super) cas_remove: String,
     pub(super) cas_insert: String,
@@ -41,19 +45,18 @@ impl Statements {
                               + cardinality($6::text[]) <= $10 \
                      END"
         );
-        // The default touch interval is this fraction of the idle timeout.
-        let divisor = crate::store::policy::TOUCH_DIVISOR;
         Self {
             // The session row with its attributes aggregated into two arrays
             // of the same order (one aggregate pass feeds both): one row,
             // however many attributes. An expired row is not returned.
+            // The principal and the label come last, NULL when unset.
             // Timestamps come back as epoch milliseconds (NULL when not
             // finite), so a tampered row decodes as corrupt instead of
             // reaching the driver's timestamp decoder with a value out of
             // its range.
             load: format!(
                 "SELECT s.verifier, {created}, {accessed}, s.idle_timeout_ms, \
-                        {expires}, a.names, a.vals \
+                        {expires}, a.names, a.vals, s.principal, s.label \
                  FROM {sessions} s \
                  CROSS JOIN LATERAL ( \
                      SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS names, \
@@ -122,47 +125,11 @@ impl Statements {
             // Answers 1 when written, 2 when over the limit, 0 when gone, 3
             // when the session is live but its verifier is not $9 (the id
             // was changed after the request's cookie was issued).
-            apply: format!(
-                "WITH s AS ( \
-                     SELECT key, last_accessed_at, idle_timeout_ms FROM {sessions} \
-                     WHERE key = $1 AND expires_at > now() \
-                       AND ($9::bytea IS NULL OR verifier = $9) \
-                       AND ({fits}) \
-                     FOR NO KEY UPDATE \
-                 ), meta AS ( \
-                     UPDATE {sessions} t SET \
-                         last_accessed_at = coalesce($2, t.last_accessed_at), \
-                         expires_at = CASE WHEN $2::timestamptz IS NULL THEN t.expires_at ELSE least( \
-                             $2 + coalesce($4, t.idle_timeout_ms) * interval '1 millisecond', \
-                             t.created_at + $3::bigint * interval '1 millisecond') END, \
-                         idle_timeout_ms = coalesce($4, t.idle_timeout_ms), \
-                         verifier = coalesce($5, t.verifier) \
-                     FROM s \
-                     WHERE t.key = s.key AND ( \
-                         $4::bigint IS NOT NULL OR $5::bytea IS NOT NULL \
-                         OR ($2::timestamptz IS NOT NULL AND $2 - s.last_accessed_at \
-                             >= coalesce($11::bigint, s.idle_timeout_ms / {divisor}) \
-                                * interval '1 millisecond')) \
-                 ), removed AS ( \
-                     DELETE FROM {attributes} a USING s \
-                     WHERE a.session_key = s.key AND a.name = ANY($8::text[]) \
-                 ), written AS ( \
-                     INSERT INTO {attributes} (session_key, name, value) \
-                     SELECT s.key, u.name, u.value \
-                     FROM s, unnest($6::text[], $7::text[]) AS u(name, value) \
-                     ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value \
-                 ) \
-                 SELECT CASE \
-                     WHEN EXISTS (SELECT 1 FROM s) THEN 1 \
-                     WHEN $10::bigint IS NOT NULL AND EXISTS ( \
-                         SELECT 1 FROM {sessions} \
-                         WHERE key = $1 AND expires_at > now() \
-                           AND ($9::bytea IS NULL OR verifier = $9)) THEN 2 \
-                     WHEN $9::bytea IS NOT NULL AND EXISTS ( \
-                         SELECT 1 FROM {sessions} \
-                         WHERE key = $1 AND expires_at > now()) THEN 3 \
-                     ELSE 0 END"
-            ),
+            apply: apply(&sessions, &attributes, &fits, None),
+            apply_bound: apply(&sessions, &attributes, &fits, Some(schema)),
+            create_bound: super::principals::create_statement(schema),
+            principal_sessions: super::principals::list_statement(schema),
+            revoke: super::principals::revoke_statement(schema),
             // Only the attributes named in $2, found through the primary key
             // index: the other attributes' rows are never read. Otherwise as
             // `load`. The session's attribute count is left out: counting
@@ -170,7 +137,7 @@ impl Statements {
             // a session of 50 attributes.
             load_some: format!(
                 "SELECT s.verifier, {created}, {accessed}, s.idle_timeout_ms, \
-                        {expires}, a.names, a.vals \
+                        {expires}, a.names, a.vals, s.principal, s.label \
                  FROM {sessions} s \
                  CROSS JOIN LATERAL ( \
                      SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS names, \
@@ -258,6 +225,107 @@ impl Statements {
     }
 }
 
+/// The `apply` statement; see its comment in [`Statements::new`]. With
+/// `bind` (the schema, whose functions it calls) it is the variant that
+/// also binds the session to a principal ($12, or keeps it if NULL) with
+/// a limit ($14 sessions, evicting with $15, refusing without) and sets
+/// the label ($13, or keeps it if NULL).
+///
+/// The variant takes the principal's lock before the session's row lock
+/// (every statement that holds a principal's lock takes row locks only after
+/// it, and no other statement waits for that lock while holding a row, so
+/// the two never wait for each other in a cycle), checks the guards on the
+/// session row, and only then makes room under the limit (see
+/// `admit_principal` in `migrations/0002_principals.sql`): a request that may
+/// not write evicts nobody. The session row is always rewritten, since it
+/// holds the principal and the label. Answers as the plain statement, and 4
+/// when the limit refused the binding. Having waited for the lock, it tells
+/// a session deleted meanwhile (say, evicted by that lock's holder) from a
+/// stale verifier by the row as now committed, not as in the statement's
+/// snapshot: the checks after the guards lock the row they find
+/// (`FOR KEY SHARE`), which reads its newest version.
+fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> String {
+    // The default touch interval is this fraction of the idle timeout.
+    let divisor = crate::store::policy::TOUCH_DIVISOR;
+    let plain_meta_due = format!(
+        "AND ( \
+             $4::bigint IS NOT NULL OR $5::bytea IS NOT NULL \
+             OR ($2::timestamptz IS NOT NULL AND $2 - s.last_accessed_at \
+                 >= coalesce($11::bigint, s.idle_timeout_ms / {divisor}) \
+                    * interval '1 millisecond')) "
+    );
+    let (head, from, lock, admit, binds, due, refused, recheck) = match bind {
+        None => (
+            "WITH s AS ( ".to_owned(),
+            String::new(),
+            "FOR NO KEY UPDATE ",
+            String::new(),
+            " ",
+            plain_meta_due,
+            "",
+            "",
+        ),
+        Some(schema) => (
+            format!(
+                "WITH g AS MATERIALIZED ( SELECT {schema}.lock_principal($12::text) ), \
+                 guarded AS ( "
+            ),
+            ", g".to_owned(),
+            "FOR NO KEY UPDATE OF sessions ",
+            format!(
+                "), adm AS MATERIALIZED ( \
+                     SELECT {schema}.admit_principal($12::text, guarded.key, $14::integer, \
+                                                     $15::boolean) AS ok \
+                     FROM guarded \
+                 ), s AS ( SELECT guarded.* FROM guarded, adm WHERE adm.ok "
+            ),
+            ", principal = coalesce($12::text, t.principal), \
+             label = coalesce($13::text, t.label) ",
+            String::new(),
+            "WHEN EXISTS (SELECT 1 FROM guarded) THEN 4 ",
+            " FOR KEY SHARE",
+        ),
+    };
+    format!(
+        "{head}\
+             SELECT key, last_accessed_at, idle_timeout_ms FROM {sessions}{from} \
+             WHERE key = $1 AND expires_at > now() \
+               AND ($9::bytea IS NULL OR verifier = $9) \
+               AND ({fits}) \
+             {lock}\
+         {admit}), meta AS ( \
+             UPDATE {sessions} t SET \
+                 last_accessed_at = coalesce($2, t.last_accessed_at), \
+                 expires_at = CASE WHEN $2::timestamptz IS NULL THEN t.expires_at ELSE least( \
+                     $2 + coalesce($4, t.idle_timeout_ms) * interval '1 millisecond', \
+                     t.created_at + $3::bigint * interval '1 millisecond') END, \
+                 idle_timeout_ms = coalesce($4, t.idle_timeout_ms), \
+                 verifier = coalesce($5, t.verifier){binds}\
+             FROM s \
+             WHERE t.key = s.key {due}\
+         ), removed AS ( \
+             DELETE FROM {attributes} a USING s \
+             WHERE a.session_key = s.key AND a.name = ANY($8::text[]) \
+         ), written AS ( \
+             INSERT INTO {attributes} (session_key, name, value) \
+             SELECT s.key, u.name, u.value \
+             FROM s, unnest($6::text[], $7::text[]) AS u(name, value) \
+             ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value \
+         ) \
+         SELECT CASE \
+             WHEN EXISTS (SELECT 1 FROM s) THEN 1 \
+             {refused}\
+             WHEN $10::bigint IS NOT NULL AND EXISTS ( \
+                 SELECT 1 FROM {sessions} \
+                 WHERE key = $1 AND expires_at > now() \
+                   AND ($9::bytea IS NULL OR verifier = $9){recheck}) THEN 2 \
+             WHEN $9::bytea IS NOT NULL AND EXISTS ( \
+                 SELECT 1 FROM {sessions} \
+                 WHERE key = $1 AND expires_at > now(){recheck}) THEN 3 \
+             ELSE 0 END"
+    )
+}
+
 /// One compare-and-set attempt as one statement: `write` (which reads the
 /// live session from `s` and returns a row if it wrote) and, only if it
 /// wrote nothing, the attribute's current value. Answers whether the session
@@ -302,6 +370,6 @@ fn cas(sessions: &str, attributes: &str, verifier: u8, write: &str) -> String {
 }
 
 /// `column` as epoch milliseconds, NULL unless finite.
-fn epoch_ms(column: &str) -> String {
+pub(super) fn epoch_ms(column: &str) -> String {
     format!("CASE WHEN isfinite({column}) THEN (extract(epoch FROM {column}) * 1000)::bigint END")
 }
