@@ -51,6 +51,7 @@ mod cleanup;
 mod error;
 mod rows;
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ use super::{
 
 pub use self::builder::PostgresStoreBuilder;
 pub use self::cleanup::CleanupHandle;
+pub use self::tls::{SslMode, UnknownSslMode};
 
 /// The name this store gives in errors and health reports.
 const BACKEND: &str = "postgres";
