@@ -274,6 +274,21 @@ impl PostgresStoreBuilder {
 mod tests {
     use super::*;
 
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn an_encrypting_mode_without_the_feature_says_which_feature() {
+        let error = super::super::PostgresStore::builder("postgres://u@127.0.0.1:1/db")
+            .with_ssl_mode(SslMode::VerifyFull)
+            .connect_lazy()
+            .expect_err("no TLS in this build");
+        assert_eq!(error.kind(), crate::store::StoreErrorKind::Config);
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(
+            cause.as_deref(),
+            Some("sslmode=verify-full needs the crate feature `tls`")
+        );
+    }
+
     #[test]
     fn url_params_are_found_and_decoded() {
         let url = "postgres://u:p@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem";

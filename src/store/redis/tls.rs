@@ -253,3 +253,38 @@ impl RedisStoreBuilder {
         redis_error(Operation::Connect, error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::StoreErrorKind;
+    use crate::store::redis::RedisStore;
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn a_rediss_url_without_the_feature_says_which_feature() {
+        let error = RedisStore::builder("rediss://127.0.0.1:6380")
+            .connect_lazy()
+            .expect_err("no TLS in this build");
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(
+            cause.as_deref(),
+            Some("a rediss:// URL needs the crate feature `tls`")
+        );
+    }
+
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn tls_files_for_a_plain_url_are_refused_before_connecting() {
+        let cluster =
+            RedisStore::builder_for_cluster(["rediss://127.0.0.1:1", "redis://127.0.0.1:2"])
+                .with_tls_ca_file("/nonexistent/ca.pem");
+        let error = cluster.connect().await.expect_err("one URL is plain");
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(
+            cause.as_deref(),
+            Some("TLS settings need a URL that asks for TLS: rediss://host:port")
+        );
+    }
+}
