@@ -7,6 +7,12 @@
 //! names the host of the URL. A client certificate and key (PEM) add mutual
 //! TLS.
 //!
+//! PostgreSQL's connections use `ring` by themselves. Redis's take the
+//! process's default rustls provider: if the app has installed none when a
+//! `rediss://` store connects, the store installs `ring`'s, so an app that
+//! wants another provider installs it first
+//! (`CryptoProvider::install_default`).
+//!
 //! Files named in the settings are read and checked when the store
 //! connects, and a handshake that fails while it connects stops it with a
 //! [`TlsError`] as the cause of a [`StoreErrorKind::Config`] error: which
