@@ -297,7 +297,11 @@ impl PostgresStoreBuilder {
     /// credentials the server refuses, or a setting of the store's own pool
     /// given with the application's; [`StoreErrorKind::Unavailable`] if no
     /// connection opened within the acquire timeout (the pool's own, for
-    /// the application's pool).
+    /// the application's pool). With TLS (feature `tls`),
+    /// [`StoreErrorKind::Config`] caused by a
+    /// [`TlsError`](crate::store::tls::TlsError) for a root certificate file
+    /// that cannot be read, a server certificate that does not verify, or a
+    /// server that does not offer TLS where `sslmode` requires it.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
         self.check()?;
         let pool = match &self.source {

@@ -194,7 +194,11 @@ impl RedisStoreBuilder {
     ///
     /// [`StoreErrorKind::Config`] for a malformed URL, a cluster without a
     /// URL, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis does
-    /// not answer within the connect timeout.
+    /// not answer within the connect timeout. Over TLS (feature `tls`),
+    /// [`StoreErrorKind::Config`] caused by a
+    /// [`TlsError`](crate::store::tls::TlsError) for a TLS file that cannot
+    /// be read, a server certificate that does not verify, a client
+    /// certificate the server refuses or a port that does not speak TLS.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
         self.check_handshake().await?;

@@ -226,7 +226,9 @@ impl RedisStoreBuilder {
     /// Over TLS, one connection to the first node before any other: its
     /// handshake fails at once, with the cause, where the reconnecting
     /// single-node connection would retry it until the connect timeout and
-    /// the cluster client would keep only its words.
+    /// the cluster client would keep only its words. A node that refused
+    /// the connection or dropped it is left to the usual connect, which
+    /// retries.
     pub(super) async fn check_handshake(&self) -> Result<(), StoreError> {
         #[cfg(feature = "tls")]
         if let Some(first) = self.urls().next().filter(|url| is_tls_url(url)) {
@@ -235,10 +237,19 @@ impl RedisStoreBuilder {
             let config = ::redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(None)
                 .set_response_timeout(None);
-            self.within_connect_timeout(
-                client.get_multiplexed_async_connection_with_config(&config),
-            )
-            .await?;
+            let probe = self
+                .within_connect_timeout(
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await;
+            if let Err(error) = probe {
+                let passing = error.is_unavailable()
+                    && std::error::Error::source(&error)
+                        .is_some_and(|cause| cause.is::<RedisError>());
+                if !passing {
+                    return Err(error);
+                }
+            }
         }
         Ok(())
     }
