@@ -10,7 +10,8 @@
 //!   bytes, and two requests that change different attributes at the same
 //!   time both keep their change.
 //! - Stores shared by every instance: Redis (feature `redis`) and PostgreSQL
-//!   (feature `postgres`), or the bounded in-process [`MemoryStore`].
+//!   (feature `postgres`), over TLS with the feature `tls`
+//!   (`store::tls`), or the bounded in-process [`MemoryStore`].
 //! - [`health`] (feature `health`, on by default): actuator-style endpoints a
 //!   load balancer polls, with an ACL-protected toggle to take an instance
 //!   out of rotation for a deploy.

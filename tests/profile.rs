@@ -376,7 +376,7 @@ mod redis {
         );
         assert_eq!(
             message,
-            "REDIS_URL=(hidden: it may hold a password): expected a redis:// URL"
+            "REDIS_URL=(hidden: it may hold a password): expected a redis:// or rediss:// URL"
         );
     }
 

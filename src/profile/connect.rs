@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::{PgTls, RedisTlsFiles};
 use super::{ProfileError, SecretUrl};
 use crate::store::SessionStore;
 
 #[cfg(not(feature = "redis"))]
 pub(super) async fn redis(
-    _: Option<&SecretUrl>,
-    _: &[SecretUrl],
+    _: (Option<&SecretUrl>, &[SecretUrl]),
     _: Option<&str>,
+    _: RedisTlsFiles<'_>,
     _: Duration,
 ) -> Result<Arc<dyn SessionStore>, ProfileError> {
     Err(ProfileError::NotBuilt {
@@ -73,15 +74,15 @@ pub(super) fn check_scheme(
 
 #[cfg(feature = "redis")]
 pub(super) async fn redis(
-    url: Option<&SecretUrl>,
-    cluster_urls: &[SecretUrl],
+    (url, cluster_urls): (Option<&SecretUrl>, &[SecretUrl]),
     prefix: Option<&str>,
+    tls: RedisTlsFiles<'_>,
     timeout: Duration,
 ) -> Result<Arc<dyn SessionStore>, ProfileError> {
     use crate::store::redis::RedisStore;
 
-    const SCHEMES: &[&str] = &["redis", "redis+unix", "unix"];
-    const EXPECTED: &str = "a redis:// URL";
+    const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
+    const EXPECTED: &str = "a redis:// or rediss:// URL";
     let (variable, builder) = if cluster_urls.is_empty() {
         let Some(url) = url else {
             return Err(ProfileError::Missing {
@@ -98,7 +99,7 @@ pub(super) async fn redis(
         let urls = cluster_urls.iter().map(SecretUrl::expose);
         ("REDIS_CLUSTER_URLS", RedisStore::builder_for_cluster(urls))
     };
-    let mut builder = builder.with_connect_timeout(timeout);
+    let mut builder = tls.apply(builder.with_connect_timeout(timeout));
     if let Some(prefix) = prefix {
         builder = builder.with_key_prefix(prefix);
     }
@@ -111,6 +112,7 @@ pub(super) async fn redis(
 pub(super) async fn postgres(
     _: &SecretUrl,
     _: Option<&str>,
+    _: PgTls<'_>,
     _: Duration,
 ) -> Result<Built, ProfileError> {
     Err(ProfileError::NotBuilt {
@@ -128,13 +130,15 @@ const CLEANUP: (Duration, u32) = (Duration::from_secs(60), 1_000);
 pub(super) async fn postgres(
     url: &SecretUrl,
     schema: Option<&str>,
+    tls: PgTls<'_>,
     timeout: Duration,
 ) -> Result<Built, ProfileError> {
     use crate::store::postgres::PostgresStore;
 
     const VAR: &str = "DATABASE_URL";
     check_scheme(VAR, url, &["postgres", "postgresql"], "a postgres:// URL")?;
-    let mut builder = PostgresStore::builder(url.expose()).with_acquire_timeout(timeout);
+    let mut builder =
+        tls.apply(PostgresStore::builder(url.expose()).with_acquire_timeout(timeout))?;
     if let Some(schema) = schema {
         builder = builder.with_schema(schema);
     }

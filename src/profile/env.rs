@@ -1,8 +1,11 @@
 //! Reading a [`Profile`] from environment variables.
 
+use std::path::PathBuf;
+
 use super::settings::{
     LimitPolicySetting, SameSiteSetting, Settings, default_capacity, default_max_bytes,
 };
+use super::tls::check_sslmode;
 use super::{Profile, ProfileError, SecretUrl, StoreProfile};
 
 fn invalid(variable: &'static str, value: &str, expected: &'static str) -> ProfileError {
@@ -123,6 +126,9 @@ impl Profile {
                     url,
                     cluster_urls,
                     prefix: var("SESSION_REDIS_PREFIX"),
+                    tls_ca_file: var("SESSION_REDIS_TLS_CA_FILE").map(PathBuf::from),
+                    tls_client_cert: var("SESSION_REDIS_TLS_CLIENT_CERT").map(PathBuf::from),
+                    tls_client_key: var("SESSION_REDIS_TLS_CLIENT_KEY").map(PathBuf::from),
                 }
             }
             Some("postgres") => StoreProfile::Postgres {
@@ -133,6 +139,10 @@ impl Profile {
                         profile: "postgres",
                     })?,
                 schema: var("SESSION_PG_SCHEMA"),
+                sslmode: var("SESSION_PG_SSLMODE")
+                    .map(|mode| check_sslmode(&mode).map(|()| mode))
+                    .transpose()?,
+                sslrootcert: var("SESSION_PG_SSLROOTCERT").map(PathBuf::from),
             },
             Some(other) => {
                 return Err(invalid(

@@ -25,11 +25,16 @@
 //! | `SESSION_STORE` | `memory`, `redis` or `postgres` | `memory` |
 //! | `SESSION_MEMORY_CAPACITY` | sessions the memory store holds | 100000 |
 //! | `SESSION_MEMORY_MAX_BYTES` | bytes the memory store's sessions may take | 67108864 (64 MiB) |
-//! | `REDIS_URL` | single-node Redis, `redis://host:port/db` | required for `redis` unless `REDIS_CLUSTER_URLS` |
+//! | `REDIS_URL` | single-node Redis, `redis://host:port/db` (`rediss://` for TLS, feature `tls`) | required for `redis` unless `REDIS_CLUSTER_URLS` |
 //! | `REDIS_CLUSTER_URLS` | comma-separated Redis Cluster nodes | |
 //! | `SESSION_REDIS_PREFIX` | key prefix | the store's default |
+//! | `SESSION_REDIS_TLS_CA_FILE` | CA file (PEM) for `rediss://` URLs, instead of the platform's roots | the platform's roots |
+//! | `SESSION_REDIS_TLS_CLIENT_CERT` | client certificate (PEM) for mutual TLS, with the next | none |
+//! | `SESSION_REDIS_TLS_CLIENT_KEY` | the client certificate's private key (PEM) | none |
 //! | `DATABASE_URL` | PostgreSQL, `postgres://user@host/db` | required for `postgres` |
 //! | `SESSION_PG_SCHEMA` | schema of the session tables | the store's default |
+//! | `SESSION_PG_SSLMODE` | `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`, over the URL's `sslmode` | the URL's, else `prefer` |
+//! | `SESSION_PG_SSLROOTCERT` | CA file (PEM) for the server's certificate, over the URL's `sslrootcert` | the URL's, else the platform's roots |
 //! | `SESSION_CONNECT_TIMEOUT_SECS` | how long start-up waits for the store | 5 |
 //! | `SESSION_COOKIE_NAME` | cookie name | `SESSION` |
 //! | `SESSION_COOKIE_SECURE` | `false` sends the cookie over plain HTTP too | `true` |
@@ -50,6 +55,7 @@
 mod connect;
 mod env;
 mod settings;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -116,6 +122,22 @@ pub enum ProfileError {
         #[source]
         source: StoreError,
     },
+    /// A variable is set without the one it goes with.
+    #[error("{variable} is set but {needs} is not: set both")]
+    Incomplete {
+        /// The variable that is set.
+        variable: &'static str,
+        /// The one it needs.
+        needs: &'static str,
+    },
+    /// A variable is set that this build cannot use.
+    #[error("{variable} needs the `{feature}` feature, which this build lacks")]
+    NeedsFeature {
+        /// The variable.
+        variable: &'static str,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
     /// The session settings break a rule of [`SessionConfig`].
     #[error("session settings: {0}")]
     Config(#[from] ConfigError),
@@ -149,12 +171,33 @@ impl Profile {
                 url,
                 cluster_urls,
                 prefix,
-            } => (
-                connect::redis(url.as_ref(), cluster_urls, prefix.as_deref(), timeout).await?,
-                None,
-            ),
-            StoreProfile::Postgres { url, schema } => {
-                connect::postgres(url, schema.as_deref(), timeout).await?
+                tls_ca_file,
+                tls_client_cert,
+                tls_client_key,
+            } => {
+                let tls = tls::RedisTlsFiles {
+                    ca_file: tls_ca_file.as_ref(),
+                    client_cert: tls_client_cert.as_ref(),
+                    client_key: tls_client_key.as_ref(),
+                };
+                tls.check()?;
+                let urls = (url.as_ref(), cluster_urls.as_slice());
+                (
+                    connect::redis(urls, prefix.as_deref(), tls, timeout).await?,
+                    None,
+                )
+            }
+            StoreProfile::Postgres {
+                url,
+                schema,
+                sslmode,
+                sslrootcert,
+            } => {
+                let tls = tls::PgTls {
+                    sslmode: sslmode.as_deref(),
+                    sslrootcert: sslrootcert.as_ref(),
+                };
+                connect::postgres(url, schema.as_deref(), tls, timeout).await?
             }
         };
         Ok(Sessions {

@@ -1,6 +1,7 @@
 //! The settings a [`Profile`] holds, as serde reads them from a file.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -60,6 +61,17 @@ pub enum StoreProfile {
         /// The key prefix.
         #[serde(default)]
         prefix: Option<String>,
+        /// A CA file (PEM) that the server's certificate is checked
+        /// against instead of the platform's roots (feature `tls`).
+        #[serde(default)]
+        tls_ca_file: Option<PathBuf>,
+        /// A client certificate file (PEM) for mutual TLS, with
+        /// `tls_client_key` (feature `tls`).
+        #[serde(default)]
+        tls_client_cert: Option<PathBuf>,
+        /// The client certificate's private key file (PEM).
+        #[serde(default)]
+        tls_client_key: Option<PathBuf>,
     },
     /// PostgreSQL (feature `postgres`).
     Postgres {
@@ -68,6 +80,15 @@ pub enum StoreProfile {
         /// The schema of the session tables.
         #[serde(default)]
         schema: Option<String>,
+        /// libpq's `sslmode`, over the URL's: `disable`, `allow`,
+        /// `prefer`, `require`, `verify-ca` or `verify-full` (the last
+        /// three need the feature `tls`).
+        #[serde(default)]
+        sslmode: Option<String>,
+        /// A CA file (PEM) that the server's certificate is checked
+        /// against, over the URL's `sslrootcert`.
+        #[serde(default)]
+        sslrootcert: Option<PathBuf>,
     },
 }
 

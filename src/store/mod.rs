@@ -92,6 +92,12 @@ mod record;
 pub mod redis;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
+pub mod tls;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 

@@ -41,14 +41,14 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
+pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique_prefix(tag).replace(':', "_"));
     std::fs::create_dir_all(&dir).expect("create a scratch folder");
     dir
 }
 
 /// Kills `pids` and removes `dir` once this test process has exited.
-fn watchdog(pids: &[u32], dir: &std::path::Path) {
+pub fn watchdog(pids: &[u32], dir: &std::path::Path) {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
@@ -83,7 +83,7 @@ fn cli(port: u16, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ready() {
         assert!(

@@ -85,6 +85,7 @@ pub struct PostgresStoreBuilder {
     wait_for_flush: bool,
     /// The setters called that configure the store's own pool.
     pool_settings: Vec<&'static str>,
+    pub(super) tls: super::tls::TlsSettings,
 }
 
 /// Where the store's connections come from.
@@ -108,6 +109,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("max_connections", &self.max_connections)
             .field("check_idle_after", &self.check_idle_after)
             .field("wait_for_flush", &self.wait_for_flush)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -124,6 +126,7 @@ impl PostgresStoreBuilder {
             check_idle_after: Some(DEFAULT_CHECK_IDLE_AFTER),
             wait_for_flush: true,
             pool_settings: Vec::new(),
+            tls: super::tls::TlsSettings::default(),
         }
     }
 
@@ -136,7 +139,7 @@ impl PostgresStoreBuilder {
     }
 
     /// Records that `setter`, a setting of the store's own pool, was called.
-    fn pool_setting(mut self, setter: &'static str) -> Self {
+    pub(super) fn pool_setting(mut self, setter: &'static str) -> Self {
         self.pool_settings.push(setter);
         self
     }
@@ -247,6 +250,7 @@ impl PostgresStoreBuilder {
     fn pool_for(&self, url: &str) -> Result<(PgPoolOptions, PgConnectOptions), StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| from_sqlx(Operation::Connect, e))?;
+        let options = self.tls.apply(url, options)?;
         let name = self
             .application_name
             .clone()
@@ -293,7 +297,11 @@ impl PostgresStoreBuilder {
     /// credentials the server refuses, or a setting of the store's own pool
     /// given with the application's; [`StoreErrorKind::Unavailable`] if no
     /// connection opened within the acquire timeout (the pool's own, for
-    /// the application's pool).
+    /// the application's pool). With TLS (feature `tls`),
+    /// [`StoreErrorKind::Config`] caused by a
+    /// [`TlsError`](crate::store::tls::TlsError) for a root certificate file
+    /// that cannot be read, a server certificate that does not verify, or a
+    /// server that does not offer TLS where `sslmode` requires it.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
         self.check()?;
         let pool = match &self.source {
@@ -304,11 +312,11 @@ impl PostgresStoreBuilder {
                 let limit = self.acquire_timeout;
                 tokio::time::timeout(
                     limit + Duration::from_millis(250),
-                    pool.connect_with(options),
+                    pool.connect_with(options.clone()),
                 )
                 .await
                 .map_err(|_| timed_out(Operation::Connect, limit))?
-                .map_err(|e| from_sqlx(Operation::Connect, e))?
+                .map_err(|e| self.tls.connect_failed(url, &options, e))?
             }
             Source::Pool(pool) => {
                 let limit = pool.options().get_acquire_timeout();

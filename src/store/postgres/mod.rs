@@ -66,6 +66,7 @@ mod error;
 mod principals;
 mod rows;
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -87,6 +88,7 @@ use super::{
 
 pub use self::builder::PostgresStoreBuilder;
 pub use self::cleanup::CleanupHandle;
+pub use self::tls::{SslMode, UnknownSslMode};
 
 /// The name this store gives in errors and health reports.
 const BACKEND: &str = "postgres";

@@ -11,7 +11,7 @@ use ::redis::{Client, IntoConnectionInfo, RedisError};
 
 use super::{
     BACKEND, CLUSTER_RETRIES, Connection, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_KEY_PREFIX, Inner, MAX_PREFIX_LEN, Problem, RECONNECT_ATTEMPTS, RECONNECT_MAX_DELAY,
+    DEFAULT_KEY_PREFIX, Inner, MAX_PREFIX_LEN, RECONNECT_ATTEMPTS, RECONNECT_MAX_DELAY,
     RECONNECT_MIN_DELAY, RedisStore, config_error, redis_error,
 };
 use crate::store::{Operation, StoreError, StoreErrorKind};
@@ -47,7 +47,9 @@ pub struct RedisStoreBuilder {
     nodes: Nodes,
     key_prefix: String,
     command_timeout: Duration,
-    connect_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(super) tls: super::tls::TlsSettings,
 }
 
 /// Where the store connects.
@@ -63,13 +65,15 @@ impl fmt::Debug for RedisStoreBuilder {
             Nodes::Single(_) => "single node",
             Nodes::Cluster(_) => "cluster",
         };
-        f.debug_struct("RedisStoreBuilder")
-            .field("topology", &topology)
+        let mut f = f.debug_struct("RedisStoreBuilder");
+        f.field("topology", &topology)
             .field("urls", &"<redacted>")
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
+            .field("connect_timeout", &self.connect_timeout);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.finish()
     }
 }
 
@@ -80,7 +84,18 @@ impl RedisStoreBuilder {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls: super::tls::TlsSettings::default(),
         }
+    }
+
+    /// The URLs the builder connects to.
+    pub(super) fn urls(&self) -> impl Iterator<Item = &str> {
+        match &self.nodes {
+            Nodes::Single(url) => std::slice::from_ref(url).iter(),
+            Nodes::Cluster(urls) => urls.iter(),
+        }
+        .map(String::as_str)
     }
 
     pub(super) fn single(url: &str) -> Self {
@@ -127,7 +142,7 @@ impl RedisStoreBuilder {
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(config_error("timeouts must be longer than zero"));
         }
-        Ok(())
+        self.check_tls(self.urls())
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {
@@ -139,9 +154,8 @@ impl RedisStoreBuilder {
             .set_number_of_retries(RECONNECT_ATTEMPTS)
     }
 
-    fn single_client(url: &str) -> Result<(Client, Vec<String>), StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::new(BACKEND, Operation::Connect, StoreErrorKind::Config, e))?;
+    fn single_client(&self, url: &str) -> Result<(Client, Vec<String>), StoreError> {
+        let client = self.client_for(url)?;
         let node = client.get_connection_info().addr().to_string();
         Ok((client, vec![node]))
     }
@@ -157,18 +171,18 @@ impl RedisStoreBuilder {
         }
     }
 
-    async fn within_connect_timeout<T>(
+    pub(super) async fn within_connect_timeout<T>(
         &self,
         connecting: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => Err(redis_error(Operation::Connect, error)),
+            Ok(Err(error)) => Err(self.connect_failed(error)),
             Err(_) => Err(StoreError::new(
                 BACKEND,
                 Operation::Connect,
                 StoreErrorKind::Unavailable,
-                Problem::NoAnswer(self.connect_timeout),
+                self.no_answer(),
             )),
         }
     }
@@ -180,12 +194,17 @@ impl RedisStoreBuilder {
     ///
     /// [`StoreErrorKind::Config`] for a malformed URL, a cluster without a
     /// URL, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis does
-    /// not answer within the connect timeout.
+    /// not answer within the connect timeout. Over TLS (feature `tls`),
+    /// [`StoreErrorKind::Config`] caused by a
+    /// [`TlsError`](crate::store::tls::TlsError) for a TLS file that cannot
+    /// be read, a server certificate that does not verify, a client
+    /// certificate the server refuses or a port that does not speak TLS.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
+        self.check_handshake().await?;
         match &self.nodes {
             Nodes::Single(url) => {
-                let (client, nodes) = Self::single_client(url)?;
+                let (client, nodes) = self.single_client(url)?;
                 let manager = self
                     .within_connect_timeout(ConnectionManager::new_with_config(
                         client,
@@ -223,7 +242,7 @@ impl RedisStoreBuilder {
                 "a Redis Cluster learns its nodes when it connects: use connect",
             ));
         };
-        let (client, nodes) = Self::single_client(url)?;
+        let (client, nodes) = self.single_client(url)?;
         let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
             .map_err(|e| redis_error(Operation::Connect, e))?;
         Ok(self.store(Connection::Single(manager), nodes))
@@ -243,7 +262,8 @@ impl RedisStoreBuilder {
         if infos.is_empty() {
             return Err(config_error("a cluster needs at least one node URL"));
         }
-        let client = ClusterClientBuilder::new(infos)
+        let client = self
+            .with_cluster_tls(ClusterClientBuilder::new(infos))?
             .connection_timeout(self.command_timeout)
             .response_timeout(self.command_timeout)
             .retries(CLUSTER_RETRIES)

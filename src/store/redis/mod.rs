@@ -37,6 +37,16 @@
 //! Sentinel is not supported yet; point the store at the current primary or
 //! at a cluster.
 //!
+//! # TLS
+//!
+//! With the feature `tls`, a `rediss://` URL connects over TLS, verifying
+//! the server's certificate and that it names the URL's host, against the
+//! platform's root certificates or the CA file of
+//! `RedisStoreBuilder::with_tls_ca_file`;
+//! `RedisStoreBuilder::with_tls_client_identity` adds a client certificate
+//! (mutual TLS). A cluster uses the same settings for every node. The
+//! `store::tls` module describes the errors.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -71,6 +81,7 @@
 mod builder;
 mod codec;
 mod scripts;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -185,6 +196,8 @@ impl ConnectionLike for Connection {
 enum Problem {
     #[error("no answer within {0:?}")]
     NoAnswer(Duration),
+    #[error("no TLS answer within {0:?}; check that the port serves TLS")]
+    NoTlsAnswer(Duration),
     #[error("unexpected reply from a script")]
     UnexpectedReply,
     #[error("{0}")]
