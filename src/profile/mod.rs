@@ -27,6 +27,10 @@
 //! | `SESSION_MEMORY_MAX_BYTES` | bytes the memory store's sessions may take | 67108864 (64 MiB) |
 //! | `REDIS_URL` | single-node Redis, `redis://host:port/db` | required for `redis` unless `REDIS_CLUSTER_URLS` |
 //! | `REDIS_CLUSTER_URLS` | comma-separated Redis Cluster nodes | |
+//! | `SESSION_REDIS_SENTINELS` | comma-separated Redis Sentinels, `redis://host:26379` | |
+//! | `SESSION_REDIS_SENTINEL_PRIMARY` | the name the sentinels know the primary by | required with `SESSION_REDIS_SENTINELS` |
+//! | `SESSION_REDIS_REPLICA_ACKS` | replicas that must acknowledge each write (`WAIT`) | none |
+//! | `SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS` | how long a write waits for them | 100 |
 //! | `SESSION_REDIS_PREFIX` | key prefix | the store's default |
 //! | `DATABASE_URL` | PostgreSQL, `postgres://user@host/db` | required for `postgres` |
 //! | `SESSION_PG_SCHEMA` | schema of the session tables | the store's default |
@@ -142,14 +146,7 @@ impl Profile {
                     .build();
                 (Arc::new(store) as _, None)
             }
-            StoreProfile::Redis {
-                url,
-                cluster_urls,
-                prefix,
-            } => (
-                connect::redis(url.as_ref(), cluster_urls, prefix.as_deref(), timeout).await?,
-                None,
-            ),
+            StoreProfile::Redis { .. } => (connect::redis(&self.store, timeout).await?, None),
             StoreProfile::Postgres { url, schema } => {
                 connect::postgres(url, schema.as_deref(), timeout).await?
             }

@@ -9,6 +9,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::{Client, IntoConnectionInfo, RedisError};
 
+use super::replicas::ReplicaAcks;
+use super::sentinel::{SentinelConnection, Target};
 use super::{
     BACKEND, CLUSTER_RETRIES, Connection, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_PREFIX, Inner, MAX_PREFIX_LEN, Problem, RECONNECT_ATTEMPTS, RECONNECT_MAX_DELAY,
@@ -17,8 +19,10 @@ use super::{
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
 /// Settings for a [`RedisStore`] on a single node
-/// ([`RedisStore::builder`]) or a cluster
-/// ([`RedisStore::builder_for_cluster`]), then the connection.
+/// ([`RedisStore::builder`]), a cluster
+/// ([`RedisStore::builder_for_cluster`]) or the primary that Redis
+/// Sentinels name ([`RedisStore::builder_for_sentinel`]), then the
+/// connection.
 ///
 /// Every setter documents its default. The settings and the URLs are
 /// checked by [`connect`](Self::connect) and
@@ -44,17 +48,19 @@ use crate::store::{Operation, StoreError, StoreErrorKind};
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    nodes: Nodes,
+    pub(super) nodes: Nodes,
     key_prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
+    pub(super) replica_acks: Option<ReplicaAcks>,
 }
 
 /// Where the store connects.
 #[derive(Clone)]
-enum Nodes {
+pub(super) enum Nodes {
     Single(String),
     Cluster(Vec<String>),
+    Sentinel(Target),
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -62,6 +68,7 @@ impl fmt::Debug for RedisStoreBuilder {
         let topology = match &self.nodes {
             Nodes::Single(_) => "single node",
             Nodes::Cluster(_) => "cluster",
+            Nodes::Sentinel(_) => "sentinel",
         };
         f.debug_struct("RedisStoreBuilder")
             .field("topology", &topology)
@@ -69,17 +76,19 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("replica_acks", &self.replica_acks)
             .finish()
     }
 }
 
 impl RedisStoreBuilder {
-    fn new(nodes: Nodes) -> Self {
+    pub(super) fn new(nodes: Nodes) -> Self {
         Self {
             nodes,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            replica_acks: None,
         }
     }
 
@@ -127,6 +136,9 @@ impl RedisStoreBuilder {
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(config_error("timeouts must be longer than zero"));
         }
+        if let Some(acks) = self.replica_acks {
+            acks.validate(self.command_timeout)?;
+        }
         Ok(())
     }
 
@@ -153,6 +165,7 @@ impl RedisStoreBuilder {
                 nodes,
                 key_prefix: self.key_prefix,
                 command_timeout: self.command_timeout,
+                replica_acks: self.replica_acks,
             }),
         }
     }
@@ -178,9 +191,11 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL, a cluster without a
-    /// URL, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis does
-    /// not answer within the connect timeout.
+    /// [`StoreErrorKind::Config`] for a malformed URL, a cluster or
+    /// Sentinel without a URL, a primary name no sentinel knows, a refused
+    /// password, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis
+    /// (or no sentinel, or the primary they name) answers within the
+    /// connect timeout.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
         match &self.nodes {
@@ -201,6 +216,16 @@ impl RedisStoreBuilder {
                     .await?;
                 Ok(self.store(Connection::Cluster(connection), nodes))
             }
+            Nodes::Sentinel(target) => {
+                let (connection, nodes) = SentinelConnection::connect(
+                    target,
+                    self.manager_config(),
+                    self.command_timeout,
+                    self.connect_timeout,
+                )
+                .await?;
+                Ok(self.store(Connection::Sentinel(connection), nodes))
+            }
         }
     }
 
@@ -220,7 +245,7 @@ impl RedisStoreBuilder {
         self.validate()?;
         let Nodes::Single(url) = &self.nodes else {
             return Err(config_error(
-                "a Redis Cluster learns its nodes when it connects: use connect",
+                "a Redis Cluster or Sentinel names its nodes when it connects: use connect",
             ));
         };
         let (client, nodes) = Self::single_client(url)?;

@@ -34,8 +34,16 @@
 //! cluster connection rediscovers its nodes, so when Redis is back the next
 //! requests succeed without restarting the app.
 //!
-//! Sentinel is not supported yet; point the store at the current primary or
-//! at a cluster.
+//! # Sentinel and failover
+//!
+//! [`RedisStore::builder_for_sentinel`] asks Redis Sentinels for the
+//! primary and follows a failover without a restart (see
+//! [`builder_for_sentinel`](RedisStore::builder_for_sentinel)); requests
+//! during the failover fail as unavailable. Redis replicates
+//! asynchronously, so a write the dead primary acknowledged may be missing
+//! on the promoted replica;
+//! [`with_replica_acknowledgement`](RedisStoreBuilder::with_replica_acknowledgement)
+//! waits for replicas after each write, on any topology.
 //!
 //! # Example
 //!
@@ -70,15 +78,16 @@
 
 mod builder;
 mod codec;
+mod connection;
+mod replicas;
 mod scripts;
+mod sentinel;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager};
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 
 use super::{
@@ -87,6 +96,7 @@ use super::{
 };
 
 pub use self::builder::RedisStoreBuilder;
+use self::connection::Connection;
 
 const BACKEND: &str = "redis";
 
@@ -128,55 +138,17 @@ struct Inner {
     nodes: Vec<String>,
     key_prefix: String,
     command_timeout: Duration,
+    replica_acks: Option<replicas::ReplicaAcks>,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let topology = match self.inner.connection {
-            Connection::Single(_) => "single node",
-            Connection::Cluster(_) => "cluster",
-        };
         f.debug_struct("RedisStore")
-            .field("topology", &topology)
+            .field("topology", &self.inner.connection.topology())
             .field("nodes", &self.inner.nodes)
             .field("key_prefix", &self.inner.key_prefix)
             .field("command_timeout", &self.inner.command_timeout)
             .finish()
-    }
-}
-
-/// Either kind of connection, behind one command interface.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
     }
 }
 
@@ -189,6 +161,22 @@ enum Problem {
     UnexpectedReply,
     #[error("{0}")]
     Config(&'static str),
+    #[error("Redis refused the connection's settings: check the password and user")]
+    Refused(#[source] RedisError),
+    #[error("no sentinel answered: check the sentinel URLs and that the sentinels run")]
+    NoSentinel(#[source] RedisError),
+    #[error("the sentinels name no reachable primary: wait for the failover, or check the primary")]
+    PrimaryDown(#[source] RedisError),
+    #[error("no sentinel knows a primary named {0:?}: check the name against `SENTINEL MASTERS`")]
+    UnknownPrimary(String),
+    #[error(
+        "{acked} of {wanted} replicas acknowledged the write within {timeout:?}; the primary has it"
+    )]
+    TooFewReplicas {
+        acked: i64,
+        wanted: u32,
+        timeout: Duration,
+    },
 }
 
 impl RedisStore {
@@ -283,8 +271,11 @@ impl RedisStore {
             invocation.arg(arg.as_slice());
         }
         let mut connection = self.inner.connection.clone();
-        self.run(operation, invocation.invoke_async(&mut connection))
-            .await
+        let reply = self
+            .run(operation, invocation.invoke_async(&mut connection))
+            .await?;
+        self.acknowledge(operation, &self.key(key)).await?;
+        Ok(reply)
     }
 }
 
