@@ -8,22 +8,27 @@ use std::time::{Duration, Instant};
 use super::sentinel::{Node, range_port};
 use super::{cli, create_cluster, scratch_dir, wait_until};
 
-/// Six cluster nodes: `nodes[0..3]` start as primaries, `nodes[3 + i]`
-/// replicates `nodes[i]`.
+/// Cluster nodes: `nodes[0..3]` start as primaries, `nodes[3 + i]`
+/// replicates `nodes[i]`, and `nodes[6..]` are more replicas of `nodes[0]`.
 pub struct ReplicatedCluster {
     pub nodes: Vec<Node>,
+    /// The first node's cluster bus port, for new nodes to meet it.
+    first_bus: u16,
     dir: PathBuf,
 }
 
 impl ReplicatedCluster {
-    /// Starts the six nodes, joins them, and waits until every replica is in
-    /// sync with its primary.
-    pub fn start() -> Self {
+    /// Starts three primaries with a replica each, and `spares` more
+    /// replicas of the first primary; joins them, and waits until every
+    /// replica is in sync with its primary.
+    pub fn start(spares: usize) -> Self {
         let dir = scratch_dir("replicated-cluster");
-        let nodes: Vec<Node> = (0..6)
+        let mut buses = Vec::new();
+        let nodes: Vec<Node> = (0..6 + spares)
             .map(|i| {
                 let port = range_port();
                 let bus = range_port();
+                buses.push(bus);
                 let node_dir = dir.join(i.to_string());
                 std::fs::create_dir_all(&node_dir).expect("node folder");
                 let args: Vec<String> = [
@@ -50,22 +55,27 @@ impl ReplicatedCluster {
                 Node::spawn("redis-server", port, &dir, &args)
             })
             .collect();
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            first_bus: buses[0],
+            dir,
+        };
         let primaries: Vec<u16> = cluster.nodes[..3].iter().map(|n| n.port).collect();
         create_cluster(&primaries);
         cluster.wait_until_ok(&cluster.nodes[..3]);
-        for i in 0..3 {
-            let primary = cluster.id(i);
-            let replica = cluster.nodes[3 + i].port;
+        for i in 3..cluster.nodes.len() {
+            let primary = cluster.id(if i < 6 { i - 3 } else { 0 });
+            let replica = cluster.nodes[i].port;
             let first = cluster.nodes[0].port.to_string();
+            let bus = cluster.first_bus.to_string();
             wait_until("replica joins", Duration::from_secs(20), || {
-                cli(replica, &["cluster", "meet", "127.0.0.1", &first]).is_some()
+                cli(replica, &["cluster", "meet", "127.0.0.1", &first, &bus]).is_some()
                     && cli(replica, &["cluster", "replicate", &primary])
                         .is_some_and(|out| out.trim() == "OK")
             });
         }
-        for i in 0..3 {
-            let replica = cluster.nodes[3 + i].port;
+        for node in &cluster.nodes[3..] {
+            let replica = node.port;
             wait_until("replica in sync", Duration::from_secs(30), || {
                 cli(replica, &["info", "replication"])
                     .is_some_and(|out| out.contains("master_link_status:up"))
@@ -100,17 +110,34 @@ impl ReplicatedCluster {
             .collect()
     }
 
-    /// Waits until node `index` calls itself primary, and says when it
-    /// was first seen so (polled every 20 ms).
-    pub fn wait_for_promotion(&self, index: usize, limit: Duration) -> Instant {
+    /// Kills the first primary with SIGKILL and waits (up to 30 s) until
+    /// one of its replicas calls itself primary; says when that was first
+    /// seen (polled every 20 ms).
+    pub async fn fail_over(mut self) -> (Self, Instant) {
+        self.nodes[0].kill();
+        tokio::task::spawn_blocking(move || {
+            let promoted = self.wait_for_promotion(Duration::from_secs(30));
+            (self, promoted)
+        })
+        .await
+        .expect("wait for the promotion")
+    }
+
+    fn wait_for_promotion(&self, limit: Duration) -> Instant {
         let started = Instant::now();
+        let replicas: Vec<&Node> = std::iter::once(&self.nodes[3])
+            .chain(&self.nodes[6..])
+            .collect();
         loop {
-            if self.nodes[index].role().as_deref() == Some("master") {
+            if replicas
+                .iter()
+                .any(|r| r.role().as_deref() == Some("master"))
+            {
                 return Instant::now();
             }
             assert!(
                 started.elapsed() < limit,
-                "node {index} was not promoted within {limit:?}"
+                "no replica was promoted within {limit:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
