@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use redis_support::sentinel::{PRIMARY, Sentinels, range_port};
-use redis_support::unique_prefix;
+use redis_support::{error_chain, unique_prefix};
 use tower_httpsession::store::redis::RedisStore;
 use tower_httpsession::store::testing::{fresh_key, record};
 use tower_httpsession::store::{Operation, SessionStore, StoreErrorKind};
@@ -67,17 +67,6 @@ async fn no_reachable_sentinel_stops_start_up_in_words_without_the_password() {
     assert!(message.contains("no sentinel answered"), "{message}");
     let chain = format!("{error:?} {}", error_chain(&error));
     assert!(!chain.contains("hunter2"), "{chain}");
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

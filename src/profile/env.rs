@@ -138,7 +138,16 @@ impl Profile {
                         var("SESSION_REDIS_REPLICA_ACKS"),
                         "a number of replicas above 0",
                     )?
-                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    .map(|n| {
+                        u32::try_from(n).map_err(|_| {
+                            invalid(
+                                "SESSION_REDIS_REPLICA_ACKS",
+                                &n.to_string(),
+                                "a number of replicas above 0",
+                            )
+                        })
+                    })
+                    .transpose()?,
                     replica_ack_timeout_ms: above_zero(
                         "SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS",
                         var("SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS"),

@@ -26,6 +26,18 @@ pub fn local_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// `error` and its sources, joined by `: ` as a log line shows them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A key prefix no other test (or test run) uses.
 pub fn unique_prefix(tag: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -123,3 +123,34 @@ impl RedisStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn impossible_acknowledgement_settings_are_config_errors() {
+        let url = "redis://127.0.0.1:1";
+        let second = Duration::from_secs(1);
+        for (replicas, timeout) in [
+            (0, Duration::from_millis(100)),
+            (1, Duration::ZERO),
+            (1, second),
+        ] {
+            let error = RedisStore::builder(url)
+                .with_command_timeout(second)
+                .with_replica_acknowledgement(replicas, timeout)
+                .connect_lazy()
+                .unwrap_err();
+            assert_eq!(
+                error.kind(),
+                StoreErrorKind::Config,
+                "{replicas} {timeout:?}"
+            );
+        }
+        let fine = RedisStore::builder(url)
+            .with_replica_acknowledgement(1, Duration::from_millis(100))
+            .connect_lazy();
+        assert!(fine.is_ok());
+    }
+}

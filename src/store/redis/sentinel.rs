@@ -25,14 +25,19 @@ use ::redis::{
 };
 
 use super::builder::{Nodes, RedisStoreBuilder};
-use super::{BACKEND, Problem, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, RedisStore, config_error};
+use super::{BACKEND, Problem, RedisStore, config_error};
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
 /// Attempts in one round of searching for the new primary. With the
-/// backoff between them a round lasts about four seconds, longer than a
+/// backoff between them a round lasts about three seconds, longer than a
 /// typical promotion; a failed round ends, and the next failing command
 /// starts another.
-const FOLLOW_ATTEMPTS: u32 = 12;
+const FOLLOW_ATTEMPTS: u32 = 16;
+/// The shortest wait between two attempts.
+const FOLLOW_MIN_DELAY: Duration = Duration::from_millis(25);
+/// The longest wait between two attempts: the sentinels answer cheaply,
+/// and the sooner the new primary is found the fewer requests fail.
+const FOLLOW_MAX_DELAY: Duration = Duration::from_millis(250);
 
 /// Reconnection attempts of the connection to one primary.
 const PRIMARY_RECONNECTS: usize = 1;
@@ -317,13 +322,13 @@ async fn search(shared: &Shared) {
     );
 }
 
-/// The wait after failed attempt `attempt`: exponential from the reconnect
-/// minimum to its maximum, the upper half of it random, so that many app
-/// instances do not ask the sentinels in step.
+/// The wait after failed attempt `attempt`: exponential from
+/// [`FOLLOW_MIN_DELAY`] to [`FOLLOW_MAX_DELAY`], the upper half of it
+/// random, so that many app instances do not ask the sentinels in step.
 fn backoff(attempt: u32) -> Duration {
-    let full = RECONNECT_MIN_DELAY
+    let full = FOLLOW_MIN_DELAY
         .saturating_mul(1_u32 << attempt.min(16))
-        .min(RECONNECT_MAX_DELAY);
+        .min(FOLLOW_MAX_DELAY);
     let half = full / 2;
     let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
     let random = getrandom::u64().unwrap_or(0) % span;
@@ -417,9 +422,9 @@ mod tests {
     fn backoff_grows_to_the_maximum_with_jitter() {
         for attempt in 0..20 {
             let wait = backoff(attempt);
-            let full = RECONNECT_MIN_DELAY
+            let full = FOLLOW_MIN_DELAY
                 .saturating_mul(1 << attempt.min(16))
-                .min(RECONNECT_MAX_DELAY);
+                .min(FOLLOW_MAX_DELAY);
             assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
         }
         let waits: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(5)).collect();
