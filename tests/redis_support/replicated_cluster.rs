@@ -163,6 +163,120 @@ impl ReplicatedCluster {
     }
 }
 
+impl ReplicatedCluster {
+    /// Moves every slot of primary `from` that holds a key to primary `to`,
+    /// step by step as `redis-cli --cluster reshard` does, pausing `pause`
+    /// after marking each slot and after moving its keys, so that requests
+    /// meet the slot half moved (ASK) and moved (MOVED). Returns how many
+    /// keys moved.
+    pub fn move_keyed_slots(&self, from: usize, to: usize, pause: Duration) -> usize {
+        let source = self.nodes[from].port;
+        let keys = cli(source, &["--scan"]).expect("scan");
+        let mut slots: Vec<u16> = keys
+            .lines()
+            .filter(|k| !k.is_empty())
+            .filter_map(|k| cli(source, &["cluster", "keyslot", k]))
+            .filter_map(|slot| slot.trim().parse().ok())
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let mut moved = 0;
+        for slot in slots {
+            self.mark_moving(slot, from, to);
+            std::thread::sleep(pause);
+            moved += self.migrate_keys(slot, from, to);
+            std::thread::sleep(pause);
+            self.assign(slot, to);
+        }
+        moved
+    }
+
+    /// Marks `slot` as IMPORTING on primary `to` and MIGRATING on `from`.
+    pub fn mark_moving(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        let importing = cli(
+            self.nodes[to].port,
+            &["cluster", "setslot", &slot, "importing", &from_id],
+        );
+        assert!(ok(importing), "IMPORTING failed");
+        let migrating = cli(
+            self.nodes[from].port,
+            &["cluster", "setslot", &slot, "migrating", &to_id],
+        );
+        assert!(ok(migrating), "MIGRATING failed");
+    }
+
+    /// MIGRATEs the keys of `slot` from primary `from` to `to`; returns
+    /// how many.
+    pub fn migrate_keys(&self, slot: u16, from: usize, to: usize) -> usize {
+        let (source, target) = (self.nodes[from].port, self.nodes[to].port.to_string());
+        let slot = slot.to_string();
+        let keys = cli(source, &["cluster", "getkeysinslot", &slot, "1000"]).expect("keys");
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        for key in &keys {
+            let out = cli(source, &["migrate", "127.0.0.1", &target, key, "0", "5000"]);
+            assert!(ok(out), "MIGRATE failed");
+        }
+        keys.len()
+    }
+
+    /// Gives `slot` to primary `to`, on every primary: `to` first, as the
+    /// cluster specification asks, so that no node sends a client to a
+    /// target that does not own the slot yet.
+    pub fn assign(&self, slot: u16, to: usize) {
+        let (slot, to_id) = (slot.to_string(), self.id(to));
+        let others = (0..3).filter(|&i| i != to);
+        for node in std::iter::once(to).chain(others) {
+            let port = self.nodes[node].port;
+            let _ = cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+    }
+
+    /// The primary (0 to 2) that serves `slot`.
+    pub fn owner(&self, slot: u16) -> usize {
+        (0..3)
+            .find(|&i| self.serves(i, slot))
+            .expect("a primary serves the slot")
+    }
+
+    /// The primary (0 to 2) that holds the most keys.
+    pub fn busiest_primary(&self) -> usize {
+        let size = |i: usize| {
+            cli(self.nodes[i].port, &["dbsize"])
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (0..3).max_by_key(|&i| size(i)).unwrap_or(0)
+    }
+
+    /// The slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        cli(self.nodes[0].port, &["cluster", "keyslot", key])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    fn serves(&self, node: usize, slot: u16) -> bool {
+        let id = self.id(node);
+        cli(self.nodes[node].port, &["cluster", "nodes"]).is_some_and(|out| {
+            out.lines()
+                .filter(|l| l.starts_with(&id))
+                .flat_map(|l| l.split_whitespace().skip(8))
+                .filter_map(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
+                })
+                .any(|(a, b)| (a..=b).contains(&slot))
+        })
+    }
+}
+
+/// Whether redis-cli printed a plain success.
+fn ok(out: Option<String>) -> bool {
+    out.is_some_and(|o| o.trim() == "OK" || o.trim() == "NOKEY")
+}
+
 impl Drop for ReplicatedCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {

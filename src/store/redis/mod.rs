@@ -118,6 +118,11 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const RECONNECT_ATTEMPTS: usize = 6;
 /// Retries of one cluster request (redirections, a node reconnecting).
 const CLUSTER_RETRIES: u32 = 3;
+/// How often the store sends a command again that a cluster node refused
+/// with MOVED or ASK after the cluster client's own retries.
+const REDIRECT_RETRIES: u32 = 5;
+/// The pause before the first of those, growing by as much each time.
+const REDIRECT_PAUSE: Duration = Duration::from_millis(5);
 
 /// A session store on Redis or Redis Cluster. Clones share the connection.
 ///
@@ -241,12 +246,32 @@ impl RedisStore {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
 
-    /// Runs one command (or script) under the command timeout.
-    async fn run<F>(&self, operation: Operation, command: F) -> Result<Value, StoreError>
+    /// Runs one command (or script), sent by `command` on a clone of the
+    /// connection, under the command timeout.
+    ///
+    /// A command a cluster node refused with MOVED or ASK did not run, so
+    /// it is sent again, up to [`REDIRECT_RETRIES`] times: the `redis`
+    /// crate follows an ASK with `ASKING` and the command as two separate
+    /// requests on a connection that other requests share, and one of
+    /// theirs can take the `ASKING` meant for it while a slot moves.
+    async fn run<F, Fut>(&self, operation: Operation, mut command: F) -> Result<Value, StoreError>
     where
-        F: Future<Output = Result<Value, RedisError>>,
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<Value, RedisError>>,
     {
-        match tokio::time::timeout(self.inner.command_timeout, command).await {
+        let attempts = async {
+            let mut redirected = 0;
+            loop {
+                match command(self.inner.connection.clone()).await {
+                    Err(error) if redirected < REDIRECT_RETRIES && is_redirect(&error) => {
+                        redirected += 1;
+                        tokio::time::sleep(REDIRECT_PAUSE * redirected).await;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.command_timeout, attempts).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(redis_error(operation, error)),
             Err(_) => Err(StoreError::new(
@@ -270,13 +295,23 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg.as_slice());
         }
-        let mut connection = self.inner.connection.clone();
+        let invocation = &invocation;
         let reply = self
-            .run(operation, invocation.invoke_async(&mut connection))
+            .run(operation, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
             .await?;
         self.acknowledge(operation, &self.key(key)).await?;
         Ok(reply)
     }
+}
+
+/// Whether a cluster node refused the command, sending it elsewhere.
+fn is_redirect(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    )
 }
 
 /// Maps a Redis error to a store error of the right kind.
@@ -330,10 +365,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let command = ::redis::cmd("HGETALL").arg(self.key(key)).to_owned();
+        let command = &::redis::cmd("HGETALL").arg(self.key(key)).to_owned();
         let reply = self
-            .run(Operation::Load, command.query_async(&mut connection))
+            .run(Operation::Load, |mut c| async move {
+                command.query_async(&mut c).await
+            })
             .await?;
         codec::decode(reply).map_err(|malformed| {
             StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
@@ -345,13 +381,14 @@ impl SessionStore for RedisStore {
         key: &StoreKey,
         names: &[&str],
     ) -> Result<Option<PartialRecord>, StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let command = ::redis::cmd("HMGET")
+        let command = &::redis::cmd("HMGET")
             .arg(self.key(key))
             .arg(codec::load_some_fields(names))
             .to_owned();
         let reply = self
-            .run(Operation::Load, command.query_async(&mut connection))
+            .run(Operation::Load, |mut c| async move {
+                command.query_async(&mut c).await
+            })
             .await?;
         let record = codec::decode_some(reply, names).map_err(|malformed| {
             StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
@@ -447,10 +484,11 @@ impl SessionStore for RedisStore {
 
     async fn health(&self) -> StoreHealth {
         StoreHealth::measure(BACKEND, async {
-            let mut connection = self.inner.connection.clone();
-            let command = ::redis::cmd("PING");
-            self.run(Operation::Health, command.query_async(&mut connection))
-                .await?;
+            let command = &::redis::cmd("PING");
+            self.run(Operation::Health, |mut c| async move {
+                command.query_async(&mut c).await
+            })
+            .await?;
             Ok(None)
         })
         .await
