@@ -6,7 +6,7 @@
 //! with `Retry-After`; no request may fail later than two seconds after
 //! the sentinels promote the replica; with replica acknowledgement on, no
 //! item the shop acknowledged may be lost. The figures are printed.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "testing"))]
 #![allow(clippy::unwrap_used)]
 
 mod redis_support;
