@@ -200,6 +200,31 @@ impl Sentinels {
         .expect("wait for the promotion")
     }
 
+    /// Waits (up to 30 s) until the promoted replica has a replica of its
+    /// own in sync, as writes that wait for one need; says when.
+    pub async fn wait_for_new_replica(self) -> (Self, Instant) {
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            loop {
+                let synced = self.replicas.iter().any(|r| {
+                    cli(r.port, &["info", "replication"]).is_some_and(|out| {
+                        out.contains("role:master") && out.contains("state=online")
+                    })
+                });
+                if synced {
+                    return (self, Instant::now());
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the new primary got no replica within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("wait for a replica")
+    }
+
     /// Waits until a replica calls itself primary, and says when it was
     /// first seen so (polled every 20 ms).
     pub fn wait_for_promotion(&self, limit: Duration) -> Instant {
