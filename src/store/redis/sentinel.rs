@@ -64,6 +64,13 @@ impl RedisStore {
     /// promoted replica without a restart. The sentinel URLs carry the
     /// sentinels' own password, if any; give the primary's with
     /// [`with_primary_credentials`](RedisStoreBuilder::with_primary_credentials).
+    /// The store uses the primary's database 0.
+    ///
+    /// The search runs when a command fails, so an idle app learns of a
+    /// failover from its next request, which fails as unavailable. Keep
+    /// [`with_replica_acknowledgement`](RedisStoreBuilder::with_replica_acknowledgement)
+    /// in mind: Redis replicates asynchronously, and without it the new
+    /// primary may lack the last writes the old one acknowledged.
     ///
     /// ```no_run
     /// use std::time::Duration;
