@@ -12,13 +12,12 @@ mod shop_support;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use shop_support::{Proc, shop_binary};
+use shop_support::{Proc, load, shop_binary};
 
 const TOKEN: &str = "rolling-deploy-token-0123456789";
 const CLIENTS: usize = 8;
@@ -221,74 +220,11 @@ impl Balancer {
     }
 }
 
-/// A logged-in shopper adding items until told to stop, recording every
-/// item the shop acknowledged (and counting it in `acked`) and every
-/// request that failed.
-async fn shopper(
-    base: String,
-    name: String,
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    acked: Arc<AtomicUsize>,
-) -> (reqwest::Client, Vec<String>) {
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let login = client
-        .post(format!("{base}/login"))
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(format!("user={name}"))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::SEE_OTHER, "login failed");
-    let mut added = Vec::new();
-    for n in 0..100_000 {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let item = format!("{name}-{n}");
-        let response = client
-            .post(format!("{base}/cart"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(format!("item={item}"))
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status() == StatusCode::SEE_OTHER => {
-                added.push(item);
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(r) => {
-                eprintln!("{name}: request {n} got {}", r.status());
-                failures.fetch_add(1, Ordering::SeqCst);
-            }
-            Err(e) => {
-                eprintln!("{name}: request {n} failed: {e}");
-                failures.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (client, added)
-}
-
 /// Waits until the shoppers have had `TRAFFIC` more items acknowledged:
-/// load flows at that point of the deploy, however slow the machine. The
-/// deadline is far past the fraction of a second it takes.
+/// load flows at that point of the deploy, however slow the machine.
 async fn traffic(acked: &AtomicUsize, when: &str) {
     const TRAFFIC: usize = CLIENTS * 10;
-    let target = acked.load(Ordering::SeqCst) + TRAFFIC;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.load(Ordering::SeqCst) < target {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {TRAFFIC} items added {when}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    load::traffic(acked, TRAFFIC, when).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,20 +237,7 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
     let balancer = Balancer::start(&instances.iter().collect::<Vec<_>>()).await;
     let base = balancer.url("");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let shoppers: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            tokio::spawn(shopper(
-                base.clone(),
-                format!("client{i}"),
-                stop.clone(),
-                failures.clone(),
-                acked.clone(),
-            ))
-        })
-        .collect();
+    let (shoppers, stop, acked) = load::start_shoppers(&base, CLIENTS);
     traffic(&acked, "before the deploy").await;
 
     let operator = reqwest::Client::new();
@@ -337,25 +260,22 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
     }
 
     traffic(&acked, "after the deploy").await;
-    stop.store(true, Ordering::SeqCst);
+    let shoppings = load::finish(shoppers, &stop).await;
     let mut total = 0;
-    for shopper in shoppers {
-        let (client, added) = shopper.await.expect("shopper");
-        let cart: Vec<String> = client
-            .get(format!("{base}/cart.json"))
-            .send()
-            .await
-            .expect("cart")
-            .json()
-            .await
-            .expect("json cart");
-        assert_eq!(cart, added, "a cart lost or reordered items");
-        total += added.len();
+    for shopping in &shoppings {
+        let cart = load::cart(&base, shopping).await;
+        assert_eq!(cart, shopping.added, "a cart lost or reordered items");
+        total += shopping.added.len();
     }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "client requests failed during the deploy"
+    let failures: Vec<_> = shoppings
+        .iter()
+        .flat_map(|s| s.outcomes.iter())
+        .filter(|o| !o.succeeded())
+        .map(|o| o.status)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "client requests failed during the deploy: {failures:?}"
     );
     assert!(
         total > CLIENTS * 20,

@@ -10,8 +10,7 @@ use crate::store::SessionStore;
 
 #[cfg(not(feature = "redis"))]
 pub(super) async fn redis(
-    _: (Option<&SecretUrl>, &[SecretUrl]),
-    _: Option<&str>,
+    _: &super::StoreProfile,
     _: RedisTlsFiles<'_>,
     _: Duration,
 ) -> Result<Arc<dyn SessionStore>, ProfileError> {
@@ -72,10 +71,13 @@ pub(super) fn check_scheme(
     }
 }
 
+/// How long a write waits for its replicas unless told otherwise.
+#[cfg(feature = "redis")]
+const DEFAULT_REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(100);
+
 #[cfg(feature = "redis")]
 pub(super) async fn redis(
-    (url, cluster_urls): (Option<&SecretUrl>, &[SecretUrl]),
-    prefix: Option<&str>,
+    profile: &super::StoreProfile,
     tls: RedisTlsFiles<'_>,
     timeout: Duration,
 ) -> Result<Arc<dyn SessionStore>, ProfileError> {
@@ -83,7 +85,47 @@ pub(super) async fn redis(
 
     const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
     const EXPECTED: &str = "a redis:// or rediss:// URL";
-    let (variable, builder) = if cluster_urls.is_empty() {
+    let super::StoreProfile::Redis {
+        url,
+        cluster_urls,
+        sentinels,
+        sentinel_primary,
+        replica_acks,
+        replica_ack_timeout_ms,
+        prefix,
+        ..
+    } = profile
+    else {
+        return Err(ProfileError::Missing {
+            variable: "SESSION_STORE",
+            profile: "redis",
+        });
+    };
+    let (variable, builder) = if !sentinels.is_empty() {
+        const VAR: &str = "SESSION_REDIS_SENTINELS";
+        for url in sentinels {
+            check_scheme(
+                VAR,
+                url,
+                &["redis"],
+                "a redis:// URL (TLS to sentinels is not supported yet)",
+            )?;
+        }
+        let Some(primary) = sentinel_primary else {
+            return Err(ProfileError::Missing {
+                variable: "SESSION_REDIS_SENTINEL_PRIMARY",
+                profile: "redis",
+            });
+        };
+        let urls = sentinels.iter().map(SecretUrl::expose);
+        (VAR, RedisStore::builder_for_sentinel(urls, primary))
+    } else if !cluster_urls.is_empty() {
+        for url in cluster_urls {
+            check_scheme("REDIS_CLUSTER_URLS", url, SCHEMES, EXPECTED)?;
+        }
+        let urls = cluster_urls.iter().map(SecretUrl::expose);
+        ("REDIS_CLUSTER_URLS", RedisStore::builder_for_cluster(urls))
+    } else {
         let Some(url) = url else {
             return Err(ProfileError::Missing {
                 variable: "REDIS_URL",
@@ -92,16 +134,15 @@ pub(super) async fn redis(
         };
         check_scheme("REDIS_URL", url, SCHEMES, EXPECTED)?;
         ("REDIS_URL", RedisStore::builder(url.expose()))
-    } else {
-        for url in cluster_urls {
-            check_scheme("REDIS_CLUSTER_URLS", url, SCHEMES, EXPECTED)?;
-        }
-        let urls = cluster_urls.iter().map(SecretUrl::expose);
-        ("REDIS_CLUSTER_URLS", RedisStore::builder_for_cluster(urls))
     };
     let mut builder = tls.apply(builder.with_connect_timeout(timeout));
     if let Some(prefix) = prefix {
         builder = builder.with_key_prefix(prefix);
+    }
+    if let Some(replicas) = replica_acks {
+        let wait =
+            replica_ack_timeout_ms.map_or(DEFAULT_REPLICA_ACK_TIMEOUT, Duration::from_millis);
+        builder = builder.with_replica_acknowledgement(*replicas, wait);
     }
     let store = builder.connect().await;
     let store = store.map_err(|e| failed(variable, "redis", timeout, e))?;

@@ -106,25 +106,58 @@ impl Profile {
                 .unwrap_or_else(default_max_bytes),
             },
             Some("redis") => {
+                let list = |name: &str| -> Vec<SecretUrl> {
+                    var(name)
+                        .map(|v| {
+                            v.split(',')
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(|s| SecretUrl(s.to_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
                 let url = var("REDIS_URL").map(SecretUrl);
-                let cluster_urls: Vec<SecretUrl> = var("REDIS_CLUSTER_URLS")
-                    .map(|v| {
-                        v.split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(|s| SecretUrl(s.to_owned()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if url.is_none() && cluster_urls.is_empty() {
+                let cluster_urls = list("REDIS_CLUSTER_URLS");
+                let sentinels = list("SESSION_REDIS_SENTINELS");
+                if url.is_none() && cluster_urls.is_empty() && sentinels.is_empty() {
                     return Err(ProfileError::Missing {
                         variable: "REDIS_URL",
+                        profile: "redis",
+                    });
+                }
+                let sentinel_primary = var("SESSION_REDIS_SENTINEL_PRIMARY");
+                if !sentinels.is_empty() && sentinel_primary.is_none() {
+                    return Err(ProfileError::Missing {
+                        variable: "SESSION_REDIS_SENTINEL_PRIMARY",
                         profile: "redis",
                     });
                 }
                 StoreProfile::Redis {
                     url,
                     cluster_urls,
+                    sentinels,
+                    sentinel_primary,
+                    replica_acks: above_zero(
+                        "SESSION_REDIS_REPLICA_ACKS",
+                        var("SESSION_REDIS_REPLICA_ACKS"),
+                        "a number of replicas above 0",
+                    )?
+                    .map(|n| {
+                        u32::try_from(n).map_err(|_| {
+                            invalid(
+                                "SESSION_REDIS_REPLICA_ACKS",
+                                &n.to_string(),
+                                "a number of replicas above 0",
+                            )
+                        })
+                    })
+                    .transpose()?,
+                    replica_ack_timeout_ms: above_zero(
+                        "SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS",
+                        var("SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS"),
+                        "a number of milliseconds above 0",
+                    )?,
                     prefix: var("SESSION_REDIS_PREFIX"),
                     tls_ca_file: var("SESSION_REDIS_TLS_CA_FILE").map(PathBuf::from),
                     tls_client_cert: var("SESSION_REDIS_TLS_CLIENT_CERT").map(PathBuf::from),

@@ -27,6 +27,10 @@
 //! | `SESSION_MEMORY_MAX_BYTES` | bytes the memory store's sessions may take | 67108864 (64 MiB) |
 //! | `REDIS_URL` | single-node Redis, `redis://host:port/db` (`rediss://` for TLS, feature `tls`) | required for `redis` unless `REDIS_CLUSTER_URLS` |
 //! | `REDIS_CLUSTER_URLS` | comma-separated Redis Cluster nodes | |
+//! | `SESSION_REDIS_SENTINELS` | comma-separated Redis Sentinels, `redis://host:26379` | |
+//! | `SESSION_REDIS_SENTINEL_PRIMARY` | the name the sentinels know the primary by | required with `SESSION_REDIS_SENTINELS` |
+//! | `SESSION_REDIS_REPLICA_ACKS` | replicas that must acknowledge each write (`WAIT`) | none |
+//! | `SESSION_REDIS_REPLICA_ACK_TIMEOUT_MS` | how long a write waits for them | 100 |
 //! | `SESSION_REDIS_PREFIX` | key prefix | the store's default |
 //! | `SESSION_REDIS_TLS_CA_FILE` | CA file (PEM) for `rediss://` URLs, instead of the platform's roots | the platform's roots |
 //! | `SESSION_REDIS_TLS_CLIENT_CERT` | client certificate (PEM) for mutual TLS, with the next | none |
@@ -168,12 +172,10 @@ impl Profile {
                 (Arc::new(store) as _, None)
             }
             StoreProfile::Redis {
-                url,
-                cluster_urls,
-                prefix,
                 tls_ca_file,
                 tls_client_cert,
                 tls_client_key,
+                ..
             } => {
                 let tls = tls::RedisTlsFiles {
                     ca_file: tls_ca_file.as_ref(),
@@ -181,11 +183,7 @@ impl Profile {
                     client_key: tls_client_key.as_ref(),
                 };
                 tls.check()?;
-                let urls = (url.as_ref(), cluster_urls.as_slice());
-                (
-                    connect::redis(urls, prefix.as_deref(), tls, timeout).await?,
-                    None,
-                )
+                (connect::redis(&self.store, tls, timeout).await?, None)
             }
             StoreProfile::Postgres {
                 url,

@@ -50,7 +50,8 @@ pub enum StoreProfile {
         #[serde(default = "default_max_bytes")]
         max_bytes: u64,
     },
-    /// Redis, single node or cluster (feature `redis`).
+    /// Redis: a single node, a cluster, or the primary Redis Sentinels
+    /// name (feature `redis`).
     Redis {
         /// A single node.
         #[serde(default)]
@@ -58,6 +59,19 @@ pub enum StoreProfile {
         /// The nodes of a Redis Cluster.
         #[serde(default)]
         cluster_urls: Vec<SecretUrl>,
+        /// The Redis Sentinels that name the primary.
+        #[serde(default)]
+        sentinels: Vec<SecretUrl>,
+        /// The name the sentinels know the primary by.
+        #[serde(default)]
+        sentinel_primary: Option<String>,
+        /// How many replicas must acknowledge each write (`WAIT`); none
+        /// when unset.
+        #[serde(default)]
+        replica_acks: Option<u32>,
+        /// How long a write waits for them, in milliseconds (default 100).
+        #[serde(default)]
+        replica_ack_timeout_ms: Option<u64>,
         /// The key prefix.
         #[serde(default)]
         prefix: Option<String>,

@@ -7,6 +7,8 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod contract;
+pub mod replicated_cluster;
+pub mod sentinel;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -22,6 +24,18 @@ use tower_httpsession::store::testing::Guarded;
 /// The shared Redis the tests use, read at run time.
 pub fn local_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// `error` and its sources, joined by `: ` as a log line shows them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A key prefix no other test (or test run) uses.
@@ -207,6 +221,23 @@ impl Drop for RedisServer {
     }
 }
 
+/// Joins the cluster-enabled servers on `ports` into a cluster of
+/// primaries that share the slots.
+fn create_cluster(ports: &[u16]) {
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(status.success(), "cluster create failed");
+}
+
 /// A Redis Cluster of three primaries on free loopback ports.
 pub struct Cluster {
     pub ports: Vec<u16>,
@@ -227,22 +258,7 @@ impl Cluster {
         for node in 0..3 {
             cluster.resume_node(node);
         }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let status = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli --cluster create");
-        assert!(status.success(), "cluster create failed");
+        create_cluster(&cluster.ports);
         cluster.wait_until_ok();
         cluster
     }

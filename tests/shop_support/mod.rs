@@ -26,3 +26,5 @@ pub fn shop_binary() -> PathBuf {
     );
     path
 }
+
+pub mod load;

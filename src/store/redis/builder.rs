@@ -9,6 +9,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::{Client, IntoConnectionInfo, RedisError};
 
+use super::replicas::ReplicaAcks;
+use super::sentinel::{SentinelConnection, Target};
 use super::{
     BACKEND, CLUSTER_RETRIES, Connection, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEY_PREFIX, Inner, MAX_PREFIX_LEN, RECONNECT_ATTEMPTS, RECONNECT_MAX_DELAY,
@@ -17,8 +19,10 @@ use super::{
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
 /// Settings for a [`RedisStore`] on a single node
-/// ([`RedisStore::builder`]) or a cluster
-/// ([`RedisStore::builder_for_cluster`]), then the connection.
+/// ([`RedisStore::builder`]), a cluster
+/// ([`RedisStore::builder_for_cluster`]) or the primary that Redis
+/// Sentinels name ([`RedisStore::builder_for_sentinel`]), then the
+/// connection.
 ///
 /// Every setter documents its default. The settings and the URLs are
 /// checked by [`connect`](Self::connect) and
@@ -44,19 +48,21 @@ use crate::store::{Operation, StoreError, StoreErrorKind};
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    nodes: Nodes,
+    pub(super) nodes: Nodes,
     key_prefix: String,
     command_timeout: Duration,
     pub(super) connect_timeout: Duration,
     #[cfg(feature = "tls")]
     pub(super) tls: super::tls::TlsSettings,
+    pub(super) replica_acks: Option<ReplicaAcks>,
 }
 
 /// Where the store connects.
 #[derive(Clone)]
-enum Nodes {
+pub(super) enum Nodes {
     Single(String),
     Cluster(Vec<String>),
+    Sentinel(Target),
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -64,13 +70,15 @@ impl fmt::Debug for RedisStoreBuilder {
         let topology = match &self.nodes {
             Nodes::Single(_) => "single node",
             Nodes::Cluster(_) => "cluster",
+            Nodes::Sentinel(_) => "sentinel",
         };
         let mut f = f.debug_struct("RedisStoreBuilder");
         f.field("topology", &topology)
             .field("urls", &"<redacted>")
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout);
+            .field("connect_timeout", &self.connect_timeout)
+            .field("replica_acks", &self.replica_acks);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls);
         f.finish()
@@ -78,7 +86,7 @@ impl fmt::Debug for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    fn new(nodes: Nodes) -> Self {
+    pub(super) fn new(nodes: Nodes) -> Self {
         Self {
             nodes,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
@@ -86,6 +94,7 @@ impl RedisStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: super::tls::TlsSettings::default(),
+            replica_acks: None,
         }
     }
 
@@ -94,6 +103,7 @@ impl RedisStoreBuilder {
         match &self.nodes {
             Nodes::Single(url) => std::slice::from_ref(url).iter(),
             Nodes::Cluster(urls) => urls.iter(),
+            Nodes::Sentinel(target) => target.urls.iter(),
         }
         .map(String::as_str)
     }
@@ -142,6 +152,28 @@ impl RedisStoreBuilder {
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(config_error("timeouts must be longer than zero"));
         }
+        if let Some(acks) = self.replica_acks {
+            acks.validate(self.command_timeout)?;
+        }
+        if matches!(self.nodes, Nodes::Sentinel(_))
+            && self.urls().any(|url| url.starts_with("rediss://"))
+        {
+            return Err(StoreError::new(
+                BACKEND,
+                Operation::Connect,
+                StoreErrorKind::Config,
+                "TLS to Redis Sentinel is not supported yet: use redis:// sentinel URLs",
+            ));
+        }
+        #[cfg(feature = "tls")]
+        if matches!(self.nodes, Nodes::Sentinel(_)) && self.tls.is_set() {
+            return Err(StoreError::new(
+                BACKEND,
+                Operation::Connect,
+                StoreErrorKind::Config,
+                "TLS files are not supported with Redis Sentinel yet",
+            ));
+        }
         self.check_tls(self.urls())
     }
 
@@ -167,6 +199,7 @@ impl RedisStoreBuilder {
                 nodes,
                 key_prefix: self.key_prefix,
                 command_timeout: self.command_timeout,
+                replica_acks: self.replica_acks,
             }),
         }
     }
@@ -192,9 +225,11 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreErrorKind::Config`] for a malformed URL, a cluster without a
-    /// URL, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis does
-    /// not answer within the connect timeout. Over TLS (feature `tls`),
+    /// [`StoreErrorKind::Config`] for a malformed URL, a cluster or
+    /// Sentinel without a URL, a primary name no sentinel knows, a refused
+    /// password, or a bad setting; [`StoreErrorKind::Unavailable`] if Redis
+    /// (or no sentinel, or the primary they name) does not answer within the
+    /// connect timeout. Over TLS (feature `tls`),
     /// [`StoreErrorKind::Config`] caused by a
     /// [`TlsError`](crate::store::tls::TlsError) for a TLS file that cannot
     /// be read, a server certificate that does not verify, a client
@@ -220,6 +255,16 @@ impl RedisStoreBuilder {
                     .await?;
                 Ok(self.store(Connection::Cluster(connection), nodes))
             }
+            Nodes::Sentinel(target) => {
+                let (connection, nodes) = SentinelConnection::connect(
+                    target,
+                    self.manager_config(),
+                    self.command_timeout,
+                    self.connect_timeout,
+                )
+                .await?;
+                Ok(self.store(Connection::Sentinel(connection), nodes))
+            }
         }
     }
 
@@ -239,7 +284,7 @@ impl RedisStoreBuilder {
         self.validate()?;
         let Nodes::Single(url) = &self.nodes else {
             return Err(config_error(
-                "a Redis Cluster learns its nodes when it connects: use connect",
+                "a Redis Cluster or Sentinel names its nodes when it connects: use connect",
             ));
         };
         let (client, nodes) = self.single_client(url)?;

@@ -34,8 +34,16 @@
 //! cluster connection rediscovers its nodes, so when Redis is back the next
 //! requests succeed without restarting the app.
 //!
-//! Sentinel is not supported yet; point the store at the current primary or
-//! at a cluster.
+//! # Sentinel and failover
+//!
+//! [`RedisStore::builder_for_sentinel`] asks Redis Sentinels for the
+//! primary and follows a failover without a restart (see
+//! [`builder_for_sentinel`](RedisStore::builder_for_sentinel)); requests
+//! during the failover fail as unavailable. Redis replicates
+//! asynchronously, so a write the dead primary acknowledged may be missing
+//! on the promoted replica;
+//! [`with_replica_acknowledgement`](RedisStoreBuilder::with_replica_acknowledgement)
+//! waits for replicas after each write, on any topology.
 //!
 //! # TLS
 //!
@@ -80,16 +88,17 @@
 
 mod builder;
 mod codec;
+mod connection;
+mod replicas;
 mod scripts;
+mod sentinel;
 mod tls;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager};
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerErrorKind, Value};
+use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 
 use super::{
@@ -98,6 +107,7 @@ use super::{
 };
 
 pub use self::builder::RedisStoreBuilder;
+use self::connection::Connection;
 
 const BACKEND: &str = "redis";
 
@@ -119,6 +129,11 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const RECONNECT_ATTEMPTS: usize = 6;
 /// Retries of one cluster request (redirections, a node reconnecting).
 const CLUSTER_RETRIES: u32 = 3;
+/// How often the store sends a command again that a cluster node refused
+/// with MOVED or ASK after the cluster client's own retries.
+const REDIRECT_RETRIES: u32 = 5;
+/// The pause before the first of those, growing by as much each time.
+const REDIRECT_PAUSE: Duration = Duration::from_millis(5);
 
 /// A session store on Redis or Redis Cluster. Clones share the connection.
 ///
@@ -139,55 +154,17 @@ struct Inner {
     nodes: Vec<String>,
     key_prefix: String,
     command_timeout: Duration,
+    replica_acks: Option<replicas::ReplicaAcks>,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let topology = match self.inner.connection {
-            Connection::Single(_) => "single node",
-            Connection::Cluster(_) => "cluster",
-        };
         f.debug_struct("RedisStore")
-            .field("topology", &topology)
+            .field("topology", &self.inner.connection.topology())
             .field("nodes", &self.inner.nodes)
             .field("key_prefix", &self.inner.key_prefix)
             .field("command_timeout", &self.inner.command_timeout)
             .finish()
-    }
-}
-
-/// Either kind of connection, behind one command interface.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
     }
 }
 
@@ -202,6 +179,22 @@ enum Problem {
     UnexpectedReply,
     #[error("{0}")]
     Config(&'static str),
+    #[error("Redis refused the connection's settings: check the password and user")]
+    Refused(#[source] RedisError),
+    #[error("no sentinel answered: check the sentinel URLs and that the sentinels run")]
+    NoSentinel(#[source] RedisError),
+    #[error("the sentinels name no reachable primary: wait for the failover, or check the primary")]
+    PrimaryDown(#[source] RedisError),
+    #[error("no sentinel knows a primary named {0:?}: check the name against `SENTINEL MASTERS`")]
+    UnknownPrimary(String),
+    #[error(
+        "{acked} of {wanted} replicas acknowledged the write within {timeout:?}; the primary has it"
+    )]
+    TooFewReplicas {
+        acked: i64,
+        wanted: u32,
+        timeout: Duration,
+    },
 }
 
 impl RedisStore {
@@ -266,12 +259,32 @@ impl RedisStore {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
 
-    /// Runs one command (or script) under the command timeout.
-    async fn run<F>(&self, operation: Operation, command: F) -> Result<Value, StoreError>
+    /// Runs one command (or script), sent by `command` on a clone of the
+    /// connection, under the command timeout.
+    ///
+    /// A command a cluster node refused with MOVED or ASK did not run, so
+    /// it is sent again, up to [`REDIRECT_RETRIES`] times: the `redis`
+    /// crate follows an ASK with `ASKING` and the command as two separate
+    /// requests on a connection that other requests share, and one of
+    /// theirs can take the `ASKING` meant for it while a slot moves.
+    async fn run<F, Fut>(&self, operation: Operation, mut command: F) -> Result<Value, StoreError>
     where
-        F: Future<Output = Result<Value, RedisError>>,
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<Value, RedisError>>,
     {
-        match tokio::time::timeout(self.inner.command_timeout, command).await {
+        let attempts = async {
+            let mut redirected = 0;
+            loop {
+                match command(self.inner.connection.clone()).await {
+                    Err(error) if redirected < REDIRECT_RETRIES && is_redirect(&error) => {
+                        redirected += 1;
+                        tokio::time::sleep(REDIRECT_PAUSE * redirected).await;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.command_timeout, attempts).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(redis_error(operation, error)),
             Err(_) => Err(StoreError::new(
@@ -295,10 +308,23 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg.as_slice());
         }
-        let mut connection = self.inner.connection.clone();
-        self.run(operation, invocation.invoke_async(&mut connection))
-            .await
+        let invocation = &invocation;
+        let reply = self
+            .run(operation, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
+            .await?;
+        self.acknowledge(operation, &self.key(key)).await?;
+        Ok(reply)
     }
+}
+
+/// Whether a cluster node refused the command, sending it elsewhere.
+fn is_redirect(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    )
 }
 
 /// Maps a Redis error to a store error of the right kind.
@@ -352,10 +378,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let command = ::redis::cmd("HGETALL").arg(self.key(key)).to_owned();
+        let command = &::redis::cmd("HGETALL").arg(self.key(key)).to_owned();
         let reply = self
-            .run(Operation::Load, command.query_async(&mut connection))
+            .run(Operation::Load, |mut c| async move {
+                command.query_async(&mut c).await
+            })
             .await?;
         codec::decode(reply).map_err(|malformed| {
             StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
@@ -367,13 +394,14 @@ impl SessionStore for RedisStore {
         key: &StoreKey,
         names: &[&str],
     ) -> Result<Option<PartialRecord>, StoreError> {
-        let mut connection = self.inner.connection.clone();
-        let command = ::redis::cmd("HMGET")
+        let command = &::redis::cmd("HMGET")
             .arg(self.key(key))
             .arg(codec::load_some_fields(names))
             .to_owned();
         let reply = self
-            .run(Operation::Load, command.query_async(&mut connection))
+            .run(Operation::Load, |mut c| async move {
+                command.query_async(&mut c).await
+            })
             .await?;
         let record = codec::decode_some(reply, names).map_err(|malformed| {
             StoreError::new(BACKEND, Operation::Load, StoreErrorKind::Corrupt, malformed)
@@ -474,10 +502,11 @@ impl SessionStore for RedisStore {
 
     async fn health(&self) -> StoreHealth {
         StoreHealth::measure(BACKEND, async {
-            let mut connection = self.inner.connection.clone();
-            let command = ::redis::cmd("PING");
-            self.run(Operation::Health, command.query_async(&mut connection))
-                .await?;
+            let command = &::redis::cmd("PING");
+            self.run(Operation::Health, |mut c| async move {
+                command.query_async(&mut c).await
+            })
+            .await?;
             Ok(None)
         })
         .await

@@ -51,7 +51,7 @@ mod on {
     }
 
     impl TlsSettings {
-        pub(super) fn is_set(&self) -> bool {
+        pub(in crate::store::redis) fn is_set(&self) -> bool {
             self.ca_file.is_some() || self.identity.is_some()
         }
 
