@@ -70,6 +70,9 @@
 
 mod builder;
 mod codec;
+mod index_scripts;
+mod members;
+mod principals;
 mod scripts;
 
 use std::fmt;
@@ -82,8 +85,9 @@ use ::redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Script, ServerE
 use async_trait::async_trait;
 
 use super::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, SessionStore,
-    StoreError, StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Principal, PrincipalSession, Record,
+    Revocation, SessionLimit, SessionStore, StoreError, StoreErrorKind, StoreHealth, StoreKey,
+    Swap, VerifierHash,
 };
 
 pub use self::builder::RedisStoreBuilder;
@@ -253,10 +257,11 @@ impl RedisStore {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
 
-    /// Runs one command (or script) under the command timeout.
-    async fn run<F>(&self, operation: Operation, command: F) -> Result<Value, StoreError>
+    /// Runs one command (or script, or pipeline) under the command
+    /// timeout.
+    async fn run<T, F>(&self, operation: Operation, command: F) -> Result<T, StoreError>
     where
-        F: Future<Output = Result<Value, RedisError>>,
+        F: Future<Output = Result<T, RedisError>>,
     {
         match tokio::time::timeout(self.inner.command_timeout, command).await {
             Ok(Ok(value)) => Ok(value),
@@ -277,8 +282,22 @@ impl RedisStore {
         key: &StoreKey,
         args: &[Vec<u8>],
     ) -> Result<Value, StoreError> {
+        self.invoke_keys(operation, script, &[self.key(key)], args)
+            .await
+    }
+
+    /// Runs `script` on `keys` (all in one slot) with `args`.
+    async fn invoke_keys(
+        &self,
+        operation: Operation,
+        script: &Script,
+        keys: &[String],
+        args: &[Vec<u8>],
+    ) -> Result<Value, StoreError> {
         let mut invocation = script.prepare_invoke();
-        invocation.key(self.key(key));
+        for key in keys {
+            invocation.key(key);
+        }
         for arg in args {
             invocation.arg(arg.as_slice());
         }
@@ -375,8 +394,11 @@ impl SessionStore for RedisStore {
         &self,
         key: &StoreKey,
         record: &Record,
-        _limit: Option<&SessionLimit>,
+        limit: Option<&SessionLimit>,
     ) -> Result<Created, StoreError> {
+        if let Some(principal) = &record.principal {
+            return self.create_bound(key, record, principal, limit).await;
+        }
         let args = codec::create_args(record);
         match self
             .invoke(Operation::Create, &scripts::CREATE, key, &args)
@@ -389,6 +411,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        if let Some(binding) = changes.binding() {
+            return self
+                .apply_bound(key, changes, &binding.principal, binding.limit.as_ref())
+                .await;
+        }
         let args = codec::apply_args(changes);
         match self
             .invoke(Operation::Apply, &scripts::APPLY, key, &args)
@@ -455,6 +482,7 @@ impl SessionStore for RedisStore {
             .await?
         {
             Value::Int(_) => Ok(()),
+            Value::BulkString(principal) => self.forget(&principal, key).await,
             _ => Err(unexpected(Operation::Delete)),
         }
     }
@@ -463,11 +491,30 @@ impl SessionStore for RedisStore {
         StoreHealth::measure(BACKEND, async {
             let mut connection = self.inner.connection.clone();
             let command = ::redis::cmd("PING");
-            self.run(Operation::Health, command.query_async(&mut connection))
+            self.run::<Value, _>(Operation::Health, command.query_async(&mut connection))
                 .await?;
             Ok(None)
         })
         .await
+    }
+
+    fn supports_principals(&self) -> bool {
+        true
+    }
+
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        self.list(principal).await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        self.revoke_sessions(principal, which).await
     }
 }
 #[cfg(test)]
