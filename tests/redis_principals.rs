@@ -12,12 +12,11 @@
 
 mod redis_support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis_support::RedisServer;
+use redis_support::{RedisServer, command_calls, delta};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_httpsession::store::redis::RedisStore;
@@ -63,31 +62,6 @@ async fn counting_proxy(listen: u16, upstream: u16) -> Arc<AtomicU64> {
         }
     });
     trips
-}
-
-/// Calls per command, less the INFO calls the test itself makes.
-fn command_calls(server: &RedisServer) -> BTreeMap<String, u64> {
-    server
-        .info("commandstats")
-        .into_iter()
-        .filter_map(|(name, value)| {
-            let name = name.strip_prefix("cmdstat_")?.to_owned();
-            let calls = value
-                .split(',')
-                .find_map(|part| part.strip_prefix("calls="))?
-                .parse()
-                .ok()?;
-            (name != "info").then_some((name, calls))
-        })
-        .collect()
-}
-
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
-        .filter(|(_, calls)| *calls > 0)
-        .collect()
 }
 
 fn principal(name: &str) -> Principal {

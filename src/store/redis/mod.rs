@@ -67,6 +67,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![doc = include_str!("principal_index.md")]
 
 mod builder;
 mod codec;
@@ -257,8 +258,7 @@ impl RedisStore {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
 
-    /// Runs one command (or script, or pipeline) under the command
-    /// timeout.
+    /// Runs one command, script or pipeline under the command timeout.
     async fn run<T, F>(&self, operation: Operation, command: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, RedisError>>,

@@ -1,54 +1,6 @@
 //! The principal index on Redis: which sessions each principal holds.
-//!
-//! # Layout
-//!
-//! A bound session's hash holds the principal's name in `m:principal` (and
-//! its label, bound or not, in `m:label`). Each principal has an index, a
-//! sorted set under `<prefix>principal:{<digest>}` where `<digest>` is
-//! [`Principal::digest_hex`] (so no key name shows a user name): its
-//! members are store keys, scored by the time they were bound (Unix ms).
-//! Next to it, in the same slot, `<prefix>principal:{<digest>}:mark` holds
-//! the index's size after it was last pruned. A session and its index sit
-//! in different slots, so on a cluster no script can write both.
-//!
-//! # The order of writes
-//!
-//! A binding ([`create`](crate::store::SessionStore::create) of a bound
-//! record, [`apply`](crate::store::SessionStore::apply) of a change set with
-//! a binding) enters the key in the index first, checking the limit in the
-//! same script, and writes the session second: two round trips. A crash
-//! between the two leaves an index entry without its session, which
-//! readers skip and drop; never a live session missing from its index.
-//!
-//! Past an evicting limit, the binding then reads the other members'
-//! metadata, and one script on the index picks the least recently used
-//! (by stored last access, then creation time) and takes them out; each is
-//! then deleted, if still bound to the principal, by a script in its own
-//! slot. An entry whose session does not exist (or is bound elsewhere) is
-//! evicted first: it ended, or its binding is still on its way, in which
-//! case the deleting script leaves a **tombstone**
-//! (`<prefix>{<store key>}:evicted`, in the session's slot, for
-//! [`TOMBSTONE_TTL`]) and the pending write, which checks for it, writes
-//! nothing and answers [`Created::Evicted`] ([`Applied::Gone`] for an
-//! apply). Under a refusing limit, a full index has its other members
-//! checked the same way (a member not bound is tombstoned, then dropped)
-//! and the admission is retried in one script. So however many logins race,
-//! the limit holds: an entry leaves the index only once its session is
-//! gone for good, and a binding is admitted only by the index's script.
-//!
-//! # Staying small
-//!
-//! [`delete`](crate::store::SessionStore::delete) of a bound session drops
-//! its entry; an eviction or a revocation drops what it deleted. A binding
-//! without a limit that finds the index grown past twice its size after the
-//! last prune (plus [`index_scripts::PRUNE_SLACK`]) checks the members and
-//! drops those that ended; a limited index never holds more than its limit
-//! (plus the failed bindings since the last one). A listing drops the
-//! entries it finds ended whose binding is older than [`GRACE`] (a younger
-//! one may be a binding on its way). An index left empty is deleted. The
-//! index of a principal who never comes back keeps the entries of its ended
-//! sessions, at most twice its live size plus the slack, until the
-//! principal's next binding or listing.
+//! The layout, the order of writes, tombstones and pruning are described
+//! in the [store's module docs](super).
 
 use std::collections::HashSet;
 use std::time::Duration;
