@@ -247,3 +247,51 @@ pub(super) fn listed(key: StoreKey, m: Meta) -> Option<PrincipalSession> {
         label,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn scores_read_flat_and_in_pairs() {
+        let flat = Value::Array(vec![
+            bulk("k1"),
+            bulk("1700000000001"),
+            bulk("k2"),
+            bulk("2.5"),
+        ]);
+        assert_eq!(
+            scored(flat),
+            Some(vec![
+                ("k1".to_owned(), 1_700_000_000_001),
+                ("k2".to_owned(), 2)
+            ])
+        );
+        let pairs = Value::Array(vec![Value::Array(vec![bulk("k1"), Value::Double(7.0)])]);
+        assert_eq!(scored(pairs), Some(vec![("k1".to_owned(), 7)]));
+        assert_eq!(scored(Value::Array(vec![bulk("k1")])), None);
+        assert_eq!(scored(Value::Int(1)), None);
+    }
+
+    #[test]
+    fn a_missing_session_reads_as_none_and_a_live_one_in_full() {
+        let missing = Value::Array(vec![Value::Nil; 5]);
+        assert!(meta(missing, Operation::ListPrincipal).unwrap().is_none());
+        let live = Value::Array(vec![
+            bulk("alice"),
+            bulk("1"),
+            bulk("2"),
+            bulk("3"),
+            Value::Nil,
+        ]);
+        let m = meta(live, Operation::ListPrincipal).unwrap().unwrap();
+        assert_eq!(m.principal.as_deref(), Some(&b"alice"[..]));
+        assert_eq!((m.created, m.accessed, m.expires), (1, 2, 3));
+        assert!(m.label.is_none());
+        assert!(meta(Value::Int(1), Operation::ListPrincipal).is_err());
+    }
+}
