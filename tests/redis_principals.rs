@@ -204,14 +204,7 @@ async fn login_expire_cycles(
         let created = store.create(&key, &rec, limit).await.unwrap();
         assert_eq!(created, Created::Stored);
     }
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let index = format!("{}principal:{{{}}}", store.key_prefix(), who.digest_hex());
-    redis::cmd("ZCARD")
-        .arg(&index)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    index_size(server, store, who).await
 }
 
 #[tokio::test]
@@ -264,4 +257,59 @@ async fn revoking_a_thousand_sessions_is_quick() {
         assert!(store.load(key).await.unwrap().is_none());
     }
     assert!(store.principal_sessions(&carol).await.unwrap().is_empty());
+}
+
+async fn index_size(server: &RedisServer, store: &RedisStore, who: &Principal) -> usize {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let index = format!("{}principal:{{{}}}", store.key_prefix(), who.digest_hex());
+    redis::cmd("ZCARD")
+        .arg(&index)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn logout_and_rebinding_take_the_session_out_of_the_index() {
+    let server = RedisServer::start_on(16_715);
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let dave = principal("dave@example.com");
+    let erin = principal("erin@example.com");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (id, key) = fresh_key();
+        let rec = record(&id, Duration::from_secs(600), &[]).with_principal(Some(dave.clone()));
+        assert_eq!(
+            store.create(&key, &rec, None).await.unwrap(),
+            Created::Stored
+        );
+        sessions.push((id, key));
+    }
+    assert_eq!(index_size(&server, &store, &dave).await, 3);
+    let (id, key) = &sessions[0];
+    store.delete(key, id).await.unwrap();
+    assert_eq!(index_size(&server, &store, &dave).await, 2, "logout");
+    let (id, key) = &sessions[1];
+    let moved = ChangeSet::builder()
+        .with_binding(Binding::new(erin.clone(), None))
+        .with_required_verifier(*id)
+        .build();
+    assert_eq!(store.apply(key, &moved).await.unwrap(), Applied::Written);
+    assert_eq!(index_size(&server, &store, &dave).await, 1, "rebinding");
+    assert_eq!(index_size(&server, &store, &erin).await, 1);
+    let (id, key) = &sessions[2];
+    store.delete(key, id).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!(
+            "{}principal:{{{}}}*",
+            store.key_prefix(),
+            dave.digest_hex()
+        ))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "an empty index is deleted: {left:?}");
 }
