@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
-use redis_support::{RedisServer, contract};
+use redis_support::{RedisServer, command_calls, contract, delta};
 use tower::ServiceExt;
 use tower_httpsession::store::SessionStore;
 use tower_httpsession::store::redis::RedisStore;
@@ -72,31 +72,6 @@ async fn send(app: &Router, path: &str, cookie: Option<&str>) -> http::Response<
 
 fn stat(server: &RedisServer, name: &str) -> u64 {
     server.info("stats")[name].parse().unwrap()
-}
-
-/// Calls per command, less the INFO calls the test itself makes.
-fn command_calls(server: &RedisServer) -> BTreeMap<String, u64> {
-    server
-        .info("commandstats")
-        .into_iter()
-        .filter_map(|(name, value)| {
-            let name = name.strip_prefix("cmdstat_")?.to_owned();
-            let calls = value
-                .split(',')
-                .find_map(|part| part.strip_prefix("calls="))?
-                .parse()
-                .ok()?;
-            (name != "info").then_some((name, calls))
-        })
-        .collect()
-}
-
-fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
-        .filter(|(_, calls)| *calls > 0)
-        .collect()
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ async fn make_store() -> RedisStore {
 }
 
 tower_httpsession::store_suite!(make_store);
+tower_httpsession::principal_suite!(make_store);
 
 #[tokio::test]
 async fn attribute_names_cannot_touch_metadata() {

@@ -371,3 +371,32 @@ impl Drop for PrefixCleanup {
         }
     }
 }
+
+/// Calls per command, less the INFO calls the test itself makes.
+pub fn command_calls(server: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    server
+        .info("commandstats")
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let name = name.strip_prefix("cmdstat_")?.to_owned();
+            let calls = value
+                .split(',')
+                .find_map(|part| part.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            (name != "info").then_some((name, calls))
+        })
+        .collect()
+}
+
+/// The calls per command between two readings of [`command_calls`].
+pub fn delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect()
+}

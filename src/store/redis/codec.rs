@@ -11,6 +11,8 @@
 //! | `m:accessed`     | last access time, Unix ms               |
 //! | `m:max_inactive` | idle timeout, ms                        |
 //! | `m:expires`      | expiry, Unix ms (also the key's TTL)    |
+//! | `m:principal`    | the principal's name, if bound          |
+//! | `m:label`        | the session's label, if any             |
 //! | `a:<name>`       | the attribute's serde_json text         |
 
 use std::collections::HashMap;
@@ -20,7 +22,8 @@ use ::redis::Value;
 use time::OffsetDateTime;
 
 use crate::store::{
-    ChangeSet, Record, VerifierHash, duration_millis, from_unix_millis, unix_millis,
+    ChangeSet, Label, Principal, Record, VerifierHash, duration_millis, from_unix_millis,
+    unix_millis,
 };
 
 pub(super) const VERIFIER: &[u8] = b"m:verifier";
@@ -28,10 +31,15 @@ pub(super) const CREATED: &[u8] = b"m:created";
 pub(super) const ACCESSED: &[u8] = b"m:accessed";
 pub(super) const MAX_INACTIVE: &[u8] = b"m:max_inactive";
 pub(super) const EXPIRES: &[u8] = b"m:expires";
+pub(super) const PRINCIPAL: &[u8] = b"m:principal";
+pub(super) const LABEL: &[u8] = b"m:label";
 pub(super) const ATTRIBUTE: &[u8] = b"a:";
 const METADATA: &[u8] = b"m:";
 /// Every metadata field, in the order [`record`] takes their values.
 pub(super) const METADATA_FIELDS: [&[u8]; 5] = [VERIFIER, CREATED, ACCESSED, MAX_INACTIVE, EXPIRES];
+/// The metadata fields a session holds only when set, in the order
+/// [`record`] takes their values.
+const OPTIONAL_FIELDS: [&[u8]; 2] = [PRINCIPAL, LABEL];
 
 /// Why a stored hash is not a record. Names a field, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +77,14 @@ pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
     ] {
         args.push(field.to_vec());
         args.push(value);
+    }
+    if let Some(principal) = &record.principal {
+        args.push(PRINCIPAL.to_vec());
+        args.push(principal.as_str().as_bytes().to_vec());
+    }
+    if let Some(label) = &record.label {
+        args.push(LABEL.to_vec());
+        args.push(label.as_str().as_bytes().to_vec());
     }
     for (name, json) in &record.attributes {
         args.push(attribute_field(name));
@@ -122,6 +138,14 @@ pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
         args.push(VERIFIER.to_vec());
         args.push(hash.as_bytes().to_vec());
     }
+    if let Some(binding) = changes.binding() {
+        args.push(PRINCIPAL.to_vec());
+        args.push(binding.principal.as_str().as_bytes().to_vec());
+    }
+    if let Some(label) = changes.label() {
+        args.push(LABEL.to_vec());
+        args.push(label.as_str().as_bytes().to_vec());
+    }
     args[5] = (args.len() - 6).to_string().into_bytes();
     args.extend(changes.attributes_removed().map(attribute_field));
     args
@@ -154,6 +178,8 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
     let mut accessed = None;
     let mut max_inactive = None;
     let mut expires = None;
+    let mut principal = None;
+    let mut label = None;
     let mut attributes = HashMap::with_capacity(pairs.len().saturating_sub(5));
     for (field, value) in pairs {
         let (Value::BulkString(field), Value::BulkString(value)) = (field, value) else {
@@ -173,6 +199,8 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
             ACCESSED => &mut accessed,
             MAX_INACTIVE => &mut max_inactive,
             EXPIRES => &mut expires,
+            PRINCIPAL => &mut principal,
+            LABEL => &mut label,
             other if other.starts_with(METADATA) => {
                 return Err(Malformed("unknown metadata field"));
             }
@@ -183,17 +211,19 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
 
     record(
         [verifier, created, accessed, max_inactive, expires],
+        [principal, label],
         attributes,
     )
     .map(Some)
 }
 
 /// The fields `HMGET` asks for to load the metadata and the attributes in
-/// `names`: the metadata fields in [`record`]'s order, then one `a:` field
-/// per name. The `a:` prefix keeps a name such as `m:verifier` an attribute.
+/// `names`: the metadata fields in [`record`]'s order (the optional ones
+/// last), then one `a:` field per name. The `a:` prefix keeps a name such as `m:verifier` an attribute.
 pub(super) fn load_some_fields(names: &[&str]) -> Vec<Vec<u8>> {
-    let mut fields = Vec::with_capacity(METADATA_FIELDS.len() + names.len());
+    let mut fields = Vec::with_capacity(METADATA_FIELDS.len() + 2 + names.len());
     fields.extend(METADATA_FIELDS.iter().map(|field| field.to_vec()));
+    fields.extend(OPTIONAL_FIELDS.iter().map(|field| field.to_vec()));
     fields.extend(names.iter().map(|name| attribute_field(name)));
     fields
 }
@@ -211,12 +241,13 @@ pub(super) fn decode_some(reply: Value, names: &[&str]) -> Result<Option<Record>
     let Value::Array(items) = reply else {
         return Err(Malformed("not a list of values"));
     };
-    if items.len() != METADATA_FIELDS.len() + names.len() {
+    if items.len() != METADATA_FIELDS.len() + OPTIONAL_FIELDS.len() + names.len() {
         return Err(Malformed("wrong number of values"));
     }
     let mut items = items.into_iter();
     let mut metadata: [Option<Vec<u8>>; 5] = Default::default();
-    for slot in &mut metadata {
+    let mut optional: [Option<Vec<u8>>; 2] = Default::default();
+    for slot in metadata.iter_mut().chain(optional.iter_mut()) {
         *slot = match items.next() {
             Some(Value::BulkString(value)) => Some(value),
             Some(Value::Nil) | None => None,
@@ -238,14 +269,27 @@ pub(super) fn decode_some(reply: Value, names: &[&str]) -> Result<Option<Record>
             _ => return Err(Malformed("an attribute value is not a string")),
         }
     }
-    record(metadata, attributes).map(Some)
+    record(metadata, optional, attributes).map(Some)
 }
 
 /// Builds a record from the metadata values, in [`METADATA_FIELDS`] order.
 fn record(
     [verifier, created, accessed, max_inactive, expires]: [Option<Vec<u8>>; 5],
+    [principal, label]: [Option<Vec<u8>>; 2],
     attributes: HashMap<String, String>,
 ) -> Result<Record, Malformed> {
+    let principal = principal
+        .map(|bytes| Principal::from_bytes(&bytes))
+        .transpose()
+        .map_err(|_| Malformed("m:principal is not a principal name"))?;
+    let label = label
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .ok()
+                .and_then(|text| Label::new(text).ok())
+        })
+        .map(|label| label.ok_or(Malformed("m:label is not a label")))
+        .transpose()?;
     let verifier = verifier.ok_or(Malformed("missing m:verifier"))?;
     let verifier =
         VerifierHash::from_slice(&verifier).ok_or(Malformed("m:verifier is not 32 bytes"))?;
@@ -260,8 +304,8 @@ fn record(
         max_inactive,
         expires_at: parse_time(expires, "m:expires")?,
         attributes,
-        principal: None,
-        label: None,
+        principal,
+        label,
     })
 }
 
@@ -278,220 +322,5 @@ fn parse_time(bytes: Option<Vec<u8>>, field: &'static str) -> Result<OffsetDateT
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Touch, now};
-
-    fn record() -> Record {
-        let t = now();
-        Record {
-            verifier: crate::store::VerifierHash::random().unwrap(),
-            created: t,
-            last_accessed: t,
-            max_inactive: Duration::from_secs(1800),
-            expires_at: t + Duration::from_secs(1800),
-            attributes: [("m:created", "\"shadow\""), ("user", "\"alice\"")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            principal: None,
-            label: None,
-        }
-    }
-
-    fn as_reply(args: &[Vec<u8>]) -> Value {
-        Value::Array(
-            args[1..]
-                .iter()
-                .map(|a| Value::BulkString(a.clone()))
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn a_record_round_trips_and_names_cannot_collide_with_metadata() {
-        let record = record();
-        let decoded = decode(as_reply(&create_args(&record))).unwrap().unwrap();
-        assert_eq!(decoded, record);
-    }
-
-    #[test]
-    fn an_empty_hash_is_no_record() {
-        assert_eq!(decode(Value::Array(Vec::new())).unwrap(), None);
-        assert_eq!(decode(Value::Map(Vec::new())).unwrap(), None);
-    }
-
-    #[test]
-    fn malformed_hashes_are_errors_not_panics() {
-        let good = create_args(&record());
-        let mut cases: Vec<Value> = vec![
-            Value::Int(3),
-            Value::Array(vec![Value::BulkString(b"a:x".to_vec())]),
-            Value::Array(vec![Value::Int(1), Value::Int(2)]),
-        ];
-        // Each metadata field missing, or holding junk.
-        for i in (1..good.len()).step_by(2).take(5) {
-            let mut missing = good.clone();
-            missing.drain(i..i + 2);
-            cases.push(as_reply(&missing));
-            let mut junk = good.clone();
-            junk[i + 1] = b"\xff-x".to_vec();
-            cases.push(as_reply(&junk));
-        }
-        let mut unknown = good.clone();
-        unknown.extend([b"m:other".to_vec(), b"1".to_vec()]);
-        cases.push(as_reply(&unknown));
-        let mut outside = good.clone();
-        outside.extend([b"plain".to_vec(), b"1".to_vec()]);
-        cases.push(as_reply(&outside));
-        let mut bad_utf8 = good;
-        bad_utf8.extend([b"a:x".to_vec(), b"\xff".to_vec()]);
-        cases.push(as_reply(&bad_utf8));
-        for case in cases {
-            assert!(decode(case.clone()).is_err(), "{case:?}");
-        }
-    }
-
-    /// The `HMGET` reply a hash made by `create_args(record)` gives for
-    /// `load_some_fields(names)`.
-    fn hmget_reply(record: &Record, names: &[&str]) -> Value {
-        let args = create_args(record);
-        let stored: HashMap<&[u8], &[u8]> = args[1..]
-            .chunks(2)
-            .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
-            .collect();
-        Value::Array(
-            load_some_fields(names)
-                .iter()
-                .map(|field| match stored.get(field.as_slice()) {
-                    Some(value) => Value::BulkString(value.to_vec()),
-                    None => Value::Nil,
-                })
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn load_some_asks_for_the_metadata_then_the_named_attributes() {
-        assert_eq!(
-            load_some_fields(&["user", "m:created"]),
-            [
-                b"m:verifier".to_vec(),
-                b"m:created".to_vec(),
-                b"m:accessed".to_vec(),
-                b"m:max_inactive".to_vec(),
-                b"m:expires".to_vec(),
-                b"a:user".to_vec(),
-                b"a:m:created".to_vec(),
-            ]
-        );
-    }
-
-    #[test]
-    fn decode_some_gives_the_metadata_and_the_named_attributes() {
-        let record = record();
-        let names = ["m:created", "absent"];
-        let decoded = decode_some(hmget_reply(&record, &names), &names)
-            .unwrap()
-            .unwrap();
-        let mut expected = record.clone();
-        expected.attributes.remove("user");
-        assert_eq!(decoded, expected);
-        assert_eq!(decoded.attributes["m:created"], "\"shadow\"");
-
-        let decoded = decode_some(hmget_reply(&record, &[]), &[])
-            .unwrap()
-            .unwrap();
-        assert!(decoded.attributes.is_empty());
-        assert_eq!(decoded.verifier, record.verifier);
-    }
-
-    #[test]
-    fn decode_some_of_no_metadata_is_no_record() {
-        let reply = Value::Array(vec![Value::Nil; 6]);
-        assert_eq!(decode_some(reply, &["a"]).unwrap(), None);
-    }
-
-    #[test]
-    fn decode_some_rejects_malformed_replies() {
-        let good = record();
-        let names = ["user"];
-        let Value::Array(items) = hmget_reply(&good, &names) else {
-            unreachable!()
-        };
-        let mut cases = vec![
-            Value::Nil,
-            Value::Int(3),
-            Value::Array(items[..5].to_vec()),
-            Value::Array([items.clone(), vec![Value::Nil]].concat()),
-        ];
-        for i in 0..5 {
-            let mut missing = items.clone();
-            missing[i] = Value::Nil;
-            cases.push(Value::Array(missing));
-            let mut junk = items.clone();
-            junk[i] = Value::BulkString(b"\xff-x".to_vec());
-            cases.push(Value::Array(junk));
-            let mut wrong_type = items.clone();
-            wrong_type[i] = Value::Int(1);
-            cases.push(Value::Array(wrong_type));
-        }
-        let mut bad_utf8 = items.clone();
-        bad_utf8[5] = Value::BulkString(b"\xff".to_vec());
-        cases.push(Value::Array(bad_utf8));
-        let mut wrong_type = items;
-        wrong_type[5] = Value::Int(1);
-        cases.push(Value::Array(wrong_type));
-        for case in cases {
-            assert!(decode_some(case.clone(), &names).is_err(), "{case:?}");
-        }
-    }
-
-    #[test]
-    fn apply_sends_only_the_delta() {
-        let mut changes = ChangeSet::new();
-        changes.set_attribute("n", "5");
-        changes.remove_attribute("gone");
-        let t = now();
-        changes.set_touch(Some(Touch {
-            last_accessed: t,
-            absolute_timeout: Some(std::time::Duration::from_secs(7)),
-            interval: None,
-        }));
-        let hash = crate::store::VerifierHash::random().unwrap();
-        changes.require_verifier(Some(hash));
-        changes.limit_attributes(Some(64));
-        let args = apply_args(&changes);
-        let ms = unix_millis(t).to_string().into_bytes();
-        assert_eq!(args[0], hash.as_bytes());
-        assert_eq!(args[1], ms);
-        assert_eq!(args[2], b"7000");
-        assert_eq!(args[3], b"");
-        assert_eq!(args[4], b"64");
-        assert_eq!(args[5], b"2");
-        assert_eq!(args[6], b"a:n");
-        assert_eq!(args[7], b"5");
-        assert_eq!(args[8], b"a:gone");
-        assert_eq!(args.len(), 9);
-    }
-
-    #[test]
-    fn apply_without_touch_keeps_the_expiry() {
-        let mut changes = ChangeSet::new();
-        changes.remove_attribute("x");
-        let args = apply_args(&changes);
-        let empty = Vec::new();
-        assert_eq!(
-            args,
-            [
-                empty.clone(),
-                empty.clone(),
-                empty.clone(),
-                empty.clone(),
-                empty,
-                b"0".to_vec(),
-                b"a:x".to_vec()
-            ]
-        );
-    }
-}
+#[path = "codec_tests.rs"]
+mod tests;

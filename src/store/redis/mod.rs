@@ -85,10 +85,15 @@
 //! # Ok(())
 //! # }
 //! ```
+#![doc = include_str!("principal_index.md")]
 
 mod builder;
 mod codec;
+mod command;
 mod connection;
+mod index_scripts;
+mod members;
+mod principals;
 mod replicas;
 mod scripts;
 mod sentinel;
@@ -98,12 +103,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 use async_trait::async_trait;
 
 use super::{
-    Applied, ChangeSet, Created, Operation, PartialRecord, Record, SessionLimit, SessionStore,
-    StoreError, StoreErrorKind, StoreHealth, StoreKey, Swap, VerifierHash,
+    Applied, ChangeSet, Created, Operation, PartialRecord, Principal, PrincipalSession, Record,
+    Revocation, SessionLimit, SessionStore, StoreError, StoreErrorKind, StoreHealth, StoreKey,
+    Swap, VerifierHash,
 };
 
 pub use self::builder::RedisStoreBuilder;
@@ -258,73 +264,6 @@ impl RedisStore {
     fn key(&self, key: &StoreKey) -> String {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
-
-    /// Runs one command (or script), sent by `command` on a clone of the
-    /// connection, under the command timeout.
-    ///
-    /// A command a cluster node refused with MOVED or ASK did not run, so
-    /// it is sent again, up to [`REDIRECT_RETRIES`] times: the `redis`
-    /// crate follows an ASK with `ASKING` and the command as two separate
-    /// requests on a connection that other requests share, and one of
-    /// theirs can take the `ASKING` meant for it while a slot moves.
-    async fn run<F, Fut>(&self, operation: Operation, mut command: F) -> Result<Value, StoreError>
-    where
-        F: FnMut(Connection) -> Fut,
-        Fut: Future<Output = Result<Value, RedisError>>,
-    {
-        let attempts = async {
-            let mut redirected = 0;
-            loop {
-                match command(self.inner.connection.clone()).await {
-                    Err(error) if redirected < REDIRECT_RETRIES && is_redirect(&error) => {
-                        redirected += 1;
-                        tokio::time::sleep(REDIRECT_PAUSE * redirected).await;
-                    }
-                    outcome => return outcome,
-                }
-            }
-        };
-        match tokio::time::timeout(self.inner.command_timeout, attempts).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(redis_error(operation, error)),
-            Err(_) => Err(StoreError::new(
-                BACKEND,
-                operation,
-                StoreErrorKind::Unavailable,
-                Problem::NoAnswer(self.inner.command_timeout),
-            )),
-        }
-    }
-
-    async fn invoke(
-        &self,
-        operation: Operation,
-        script: &Script,
-        key: &StoreKey,
-        args: &[Vec<u8>],
-    ) -> Result<Value, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(self.key(key));
-        for arg in args {
-            invocation.arg(arg.as_slice());
-        }
-        let invocation = &invocation;
-        let reply = self
-            .run(operation, |mut c| async move {
-                invocation.invoke_async(&mut c).await
-            })
-            .await?;
-        self.acknowledge(operation, &self.key(key)).await?;
-        Ok(reply)
-    }
-}
-
-/// Whether a cluster node refused the command, sending it elsewhere.
-fn is_redirect(error: &RedisError) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
-    )
 }
 
 /// Maps a Redis error to a store error of the right kind.
@@ -416,8 +355,11 @@ impl SessionStore for RedisStore {
         &self,
         key: &StoreKey,
         record: &Record,
-        _limit: Option<&SessionLimit>,
+        limit: Option<&SessionLimit>,
     ) -> Result<Created, StoreError> {
+        if let Some(principal) = &record.principal {
+            return self.create_bound(key, record, principal, limit).await;
+        }
         let args = codec::create_args(record);
         match self
             .invoke(Operation::Create, &scripts::CREATE, key, &args)
@@ -430,6 +372,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
+        if let Some(binding) = changes.binding() {
+            return self
+                .apply_bound(key, changes, &binding.principal, binding.limit.as_ref())
+                .await;
+        }
         let args = codec::apply_args(changes);
         match self
             .invoke(Operation::Apply, &scripts::APPLY, key, &args)
@@ -496,6 +443,7 @@ impl SessionStore for RedisStore {
             .await?
         {
             Value::Int(_) => Ok(()),
+            Value::BulkString(principal) => self.forget(&principal, key).await,
             _ => Err(unexpected(Operation::Delete)),
         }
     }
@@ -503,13 +451,32 @@ impl SessionStore for RedisStore {
     async fn health(&self) -> StoreHealth {
         StoreHealth::measure(BACKEND, async {
             let command = &::redis::cmd("PING");
-            self.run(Operation::Health, |mut c| async move {
+            self.run::<Value, _, _>(Operation::Health, |mut c| async move {
                 command.query_async(&mut c).await
             })
             .await?;
             Ok(None)
         })
         .await
+    }
+
+    fn supports_principals(&self) -> bool {
+        true
+    }
+
+    async fn principal_sessions(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<PrincipalSession>, StoreError> {
+        self.list(principal).await
+    }
+
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        which: Revocation<'_>,
+    ) -> Result<u64, StoreError> {
+        self.revoke_sessions(principal, which).await
     }
 }
 #[cfg(test)]

@@ -19,9 +19,24 @@ use super::codec;
 /// - `ARGV[2..]`: field, value, field, value, ...
 ///
 /// Answers 1 when stored, 0 when the key was taken.
-pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(&create_script("")));
+
+/// [`CREATE`] for a session bound to a principal (the fields include
+/// `m:principal`), which writes nothing if the principal's index evicted
+/// the key before it was stored.
+///
+/// - `KEYS[2]`: the key's tombstone (see [`super::principals`]).
+///
+/// Answers as [`CREATE`], or 2 when the key was evicted.
+pub(super) static CREATE_BOUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&create_script(
+        "if redis.call('EXISTS', KEYS[2]) == 1 then\n  return 2\nend",
+    ))
+});
+
+fn create_script(preamble: &str) -> String {
+    format!(
+        r"{preamble}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
@@ -30,9 +45,9 @@ for i = 2, #ARGV, 200 do
 end
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
-",
+"
     )
-});
+}
 
 /// Applies a change set to a live session; writes nothing to a missing one,
 /// to one whose verifier hash is not the required one, or when the change
@@ -63,11 +78,33 @@ return 1
 ///
 /// Answers 1 when written, 2 when over the limit, 0 when gone, 3 when the
 /// stored verifier hash is not the required one.
-pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        r"
+pub(super) static APPLY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&apply_script("", "#ARGV", "1")));
+
+/// [`APPLY`] for a change set that binds the session to a principal (the
+/// fields set include `m:principal`), which writes nothing if the
+/// principal's index evicted the key meanwhile.
+///
+/// - `KEYS[2]`: the key's tombstone (see [`super::principals`]).
+/// - the last `ARGV`: the tombstone's value that names this principal.
+///
+/// Answers as [`APPLY`], except that "written" is `{1}`, or
+/// `{1, previous}` when the session was bound to a principal before.
+pub(super) static APPLY_BOUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&apply_script(
+        "if redis.call('GET', KEYS[2]) == ARGV[#ARGV] then\n  return 0\nend",
+        "#ARGV - 1",
+        "{1, meta[5]}",
+    ))
+});
+
+/// The apply script: `preamble` runs first, the delete list ends at
+/// argument `argc`, and `written` is the answer when written.
+fn apply_script(preamble: &str, argc: &str, written: &str) -> String {
+    format!(
+        r"{preamble}
 local key = KEYS[1]
-local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}')
+local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}')
 if not meta[1] then
   return 0
 end
@@ -87,6 +124,8 @@ end
 if ARGV[5] ~= '' then
   local limit = tonumber(ARGV[5])
   local stored = redis.call('HLEN', key) - {metadata_count}
+  if meta[5] then stored = stored - 1 end
+  if meta[6] then stored = stored - 1 end
   if stored + names > limit then
     local added = 0
     for i = 7, last, 2 do
@@ -96,7 +135,7 @@ if ARGV[5] ~= '' then
     end
     if added > 0 then
       local count = stored + added
-      for i = last + 1, #ARGV do
+      for i = last + 1, {argc} do
         count = count - redis.call('HEXISTS', key, ARGV[i])
       end
       if count > limit then
@@ -108,8 +147,8 @@ end
 for i = 7, last, 200 do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
 end
-for i = last + 1, #ARGV, 200 do
-  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, #ARGV)))
+for i = last + 1, {argc}, 200 do
+  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, {argc})))
 end
 if ARGV[2] ~= '' then
   local access = tonumber(ARGV[2])
@@ -127,22 +166,24 @@ if ARGV[2] ~= '' then
     redis.call('PEXPIREAT', key, at)
   end
 end
-return 1
+return {written}
 ",
         verifier = field(codec::VERIFIER),
         created = field(codec::CREATED),
         max_inactive = field(codec::MAX_INACTIVE),
         accessed = field(codec::ACCESSED),
         expires = field(codec::EXPIRES),
+        principal = field(codec::PRINCIPAL),
+        label = field(codec::LABEL),
         attribute = field(codec::ATTRIBUTE),
         prefix_len = codec::ATTRIBUTE.len(),
         metadata_count = codec::METADATA_FIELDS.len(),
         touch_divisor = crate::store::policy::TOUCH_DIVISOR,
-    ))
-});
+    )
+}
 
 /// A field name as Lua string text (the names are plain ASCII).
-fn field(name: &[u8]) -> &str {
+pub(super) fn field(name: &[u8]) -> &str {
     std::str::from_utf8(name).unwrap_or_default()
 }
 
@@ -196,16 +237,24 @@ return {{1}}
 /// - `KEYS[1]`: the session's hash.
 /// - `ARGV[1]`: the verifier hash the stored one must equal.
 ///
-/// Answers 1 when deleted, 0 otherwise.
+/// Answers the principal's name when it deleted a bound session (so that
+/// the caller takes it out of the principal's index), 1 when it deleted an
+/// unbound one, 0 otherwise.
 pub(super) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
-if redis.call('HGET', KEYS[1], '{verifier}') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local found = redis.call('HMGET', KEYS[1], '{verifier}', '{principal}')
+if found[1] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if found[2] then
+    return found[2]
+  end
+  return 1
 end
 return 0
 ",
         verifier = field(codec::VERIFIER),
+        principal = field(codec::PRINCIPAL),
     ))
 });
 
