@@ -511,6 +511,35 @@ async fn memory() {
     every_check(Arc::new(MemoryStore::default())).await;
 }
 
+#[cfg(all(feature = "redis", feature = "testing"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis() {
+    let store = redis_support::clean_store("principals").await;
+    every_check(Arc::new(store)).await;
+}
+
+#[cfg(all(feature = "redis", feature = "testing"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(redis_support::Cluster::shared)
+        .await
+        .unwrap();
+    let store = tower_httpsession::store::redis::RedisStore::builder_for_cluster(cluster.urls())
+        .with_key_prefix(redis_support::unique_prefix("principals"))
+        .with_command_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    every_check(Arc::new(store)).await;
+}
+
+#[cfg(all(feature = "postgres", feature = "testing"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let store = postgres_support::suite_store().await;
+    every_check(Arc::new(store)).await;
+}
+
 /// 10,000 logins of one user whose sessions expire leave the memory
 /// store's index no bigger than the limit, or, without a limit, than the
 /// live sessions: nothing grows with the number of logins.
