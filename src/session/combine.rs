@@ -63,9 +63,38 @@ pub(crate) enum ToMember {
     Lead,
 }
 
-/// A member's end of its channel.
-pub(crate) type Inbox = mpsc::UnboundedReceiver<ToMember>;
 type Outbox = mpsc::UnboundedSender<ToMember>;
+
+/// A member's end of its channel. A member dropped (its request cancelled)
+/// after the lead was handed to it, but before it took it, passes the lead
+/// on: otherwise the slot would have a leader nobody runs, and every
+/// request queued behind it would wait for ever.
+pub(crate) struct Inbox<'a> {
+    rx: mpsc::UnboundedReceiver<ToMember>,
+    combiner: &'a Combiner,
+    id: SlotId,
+}
+
+impl Inbox<'_> {
+    /// The leader's next message; `None` if the leader went away.
+    pub(crate) async fn recv(&mut self) -> Option<ToMember> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Inbox<'_> {
+    fn drop(&mut self) {
+        // Nothing can arrive after this: the slot no longer holds the
+        // sender once the lead was handed over, and a leader's batch
+        // drops its senders when it finishes.
+        self.rx.close();
+        while let Ok(message) = self.rx.try_recv() {
+            if let ToMember::Lead = message {
+                drop(self.combiner.leader(&self.id));
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 struct Slot {
@@ -91,7 +120,7 @@ pub(crate) enum Role<'a> {
     /// It leads: it reads, takes the batch in, and writes.
     Lead(Leader<'a>),
     /// It waits for its leader's messages.
-    Member(Inbox),
+    Member(Inbox<'a>),
 }
 
 impl Combiner {
@@ -102,7 +131,11 @@ impl Combiner {
             Some(slot) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 slot.queue.push_back(tx);
-                Role::Member(rx)
+                Role::Member(Inbox {
+                    rx,
+                    combiner: self,
+                    id: id.clone(),
+                })
             }
             None => {
                 slots.insert(id.clone(), Slot::default());
@@ -280,6 +313,33 @@ mod tests {
         assert_eq!(combiner.in_use(), 1, "the slot now has the new leader");
         drop(combiner.leader(&id));
         assert_eq!(combiner.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_member_dropped_with_the_lead_in_its_inbox_passes_it_on() {
+        let combiner = Combiner::default();
+        let id = id();
+        let Role::Lead(leader) = combiner.join(&id) else {
+            panic!("lead");
+        };
+        let Role::Member(cancelled) = combiner.join(&id) else {
+            panic!("queue");
+        };
+        let Role::Member(mut next) = combiner.join(&id) else {
+            panic!("queue");
+        };
+        // The lead goes to the first member, whose request is cancelled
+        // before it takes it.
+        drop(leader);
+        drop(cancelled);
+        let handed = tokio::time::timeout(std::time::Duration::from_secs(1), next.recv()).await;
+        assert!(
+            matches!(handed, Ok(Some(ToMember::Lead))),
+            "the lead reached the next member"
+        );
+        drop(combiner.leader(&id));
+        drop(next);
+        assert_eq!(combiner.in_use(), 0, "the slot is freed");
     }
 
     #[tokio::test]
