@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use shop_support::{Proc, shop_binary};
+use shop_support::{Proc, shop_command};
 
 const TOKEN: &str = "rolling-deploy-token-0123456789";
 const CLIENTS: usize = 8;
@@ -42,7 +42,7 @@ struct Instance {
 
 impl Instance {
     fn spawn(port: u16, prefix: &str) -> Proc {
-        let child = Command::new(shop_binary())
+        let child = shop_command()
             .env("PORT", port.to_string())
             .env("SESSION_STORE", "redis")
             .env("REDIS_URL", redis_url())

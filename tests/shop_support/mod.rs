@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command};
 
 /// A child process killed when dropped, so a failing test leaves nothing.
 pub struct Proc(pub Child);
@@ -25,4 +25,12 @@ pub fn shop_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The shop as one plain instance (`SHOP_INSTANCES=1`): without it the shop
+/// starts its demo balancer and instances of its own.
+pub fn shop_command() -> Command {
+    let mut command = Command::new(shop_binary());
+    command.env("SHOP_INSTANCES", "1");
+    command
 }
