@@ -14,17 +14,10 @@ impl Drop for Proc {
     }
 }
 
-/// The shop example, built by `cargo test` next to this test binary.
+/// The shop example, built by `cargo test` as this package's binary (it
+/// needs the package's default features, `health` and `profile`).
 pub fn shop_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join("shop");
-    assert!(
-        path.exists(),
-        "{} is missing: run through cargo test",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_BIN_EXE_shop"))
 }
 
 /// The shop as one plain instance (`SHOP_INSTANCES=1`): without it the shop
