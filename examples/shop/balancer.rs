@@ -1,6 +1,6 @@
 //! A small round-robin balancer for the demo: it polls each instance's
-//! readiness endpoint and sends every request to the next instance that
-//! answered 200, as HAProxy or a cloud balancer would.
+//! readiness endpoint and sends each page to the next instance that
+//! answered 200, as HAProxy or a cloud balancer would send each request.
 //!
 //! `GET /balancer/instances` lists the instances and whether each is in
 //! rotation; `/instances/{name}/…` reaches one instance directly (the
@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
@@ -129,7 +129,25 @@ async fn forward(State(balancer): State<Arc<Balancer>>, request: Request) -> Res
         (named, format!("/{tail}"))
     } else {
         let ready: Vec<&Arc<Backend>> = balancer.backends.iter().filter(|b| b.is_ready()).collect();
-        let start = balancer.next.fetch_add(1, Ordering::Relaxed);
+        // Round robin by page: a page view (a GET that accepts HTML) goes
+        // to the next instance, anything else (a form's POST, a script's
+        // fetch) to the instance of the last page. Per request, each form's
+        // POST and the page its redirect loads would take turns, and every
+        // page would come from the same instance.
+        let page = parts.method == Method::GET
+            && parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+        let start = if page {
+            balancer
+                .next
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1)
+        } else {
+            balancer.next.load(Ordering::Relaxed)
+        };
         let n = ready.len().max(1);
         let turn = (0..ready.len()).map(|i| ready[(start + i) % n]).collect();
         (turn, path)

@@ -13,7 +13,6 @@
   token.value = sessionStorage.getItem("shop-health-token") || "";
   token.addEventListener("input", () => sessionStorage.setItem("shop-health-token", token.value.trim()));
   document.getElementById("reload").addEventListener("click", () => location.reload());
-  if (phase.textContent !== "RUNNING") phase.classList.add("down");
 
   // Every instance, from the balancer; without one, this instance alone.
   async function instances() {
@@ -44,7 +43,11 @@
       const tr = document.createElement("tr");
       tr.dataset.name = instance.name;
       tr.dataset.ready = instance.ready;
-      if (instance.name === self) tr.className = "this";
+      if (instance.name === self) {
+        tr.className = "this";
+        phase.textContent = instance.ready ? "in rotation" : "out of rotation";
+        phase.className = instance.ready ? "badge" : "badge down";
+      }
       tr.append(cell(instance.name));
       const state = document.createElement("td");
       const badge = document.createElement("span");

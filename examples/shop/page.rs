@@ -94,6 +94,11 @@ async fn page(
         "<h2>Cart</h2><p class=\"muted\">Log in to fill a cart.</p>".to_owned()
     };
     let phase = instance.health.traffic_state().phase();
+    let (phase, phase_class) = if phase.is_ready() {
+        ("in rotation".to_owned(), "badge")
+    } else {
+        (format!("out of rotation ({phase})"), "badge down")
+    };
     Ok(Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -105,7 +110,7 @@ async fn page(
   <h1>Shop</h1>
   <p>answered by <b id="instance">{name}</b> on port <span id="port">{port}</span>,
      sessions in <b id="store">{store}</b>;
-     this instance is <b id="phase" class="phase">{phase}</b></p>
+     this instance is <b id="phase" class="{phase_class}">{phase}</b></p>
 </header>
 <main>
 <section id="you"><h2>You</h2>
@@ -115,7 +120,7 @@ async fn page(
 {cart_html}
 </section>
 <section id="instances"><h2>Instances</h2>
-<p class="muted">The balancer sends each request to the next instance whose
+<p class="muted">The balancer sends each page to the next instance whose
 <code>/actuator/health/readiness</code> answers 200. Take one out of
 rotation and the pages come only from the others; the cart stays, since the
 instances share the store.</p>
