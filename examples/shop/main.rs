@@ -125,18 +125,6 @@ async fn run(mut settings: Settings, profile: Profile) -> Result<(), StartError>
         .map(|i| Arc::new(Backend::new(format!("shop-{i}"), settings.port + i)))
         .collect();
     let listener = bind(settings.port).await?;
-    let token = settings.token.as_deref().unwrap_or_default();
-    println!(
-        "\nshop: http://127.0.0.1:{port}/ balances over {names}\n\
-         shop: health token for the page's rotation buttons (and curl -H 'Authorization: Bearer …'):\n\
-         \n    {token}\n",
-        port = settings.port,
-        names = backends
-            .iter()
-            .map(|b| format!("{} (port {})", b.name, b.port))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
     let balancer = balancer::router(backends.clone());
     let _children = if profile.store.name() == "memory" {
         // One store for every instance: the tasks share it as processes
@@ -155,8 +143,24 @@ async fn run(mut settings: Settings, profile: Profile) -> Result<(), StartError>
         }
         Vec::new()
     } else {
+        // Connected once here first, so that a store that cannot be used
+        // stops the shop with its one line before any instance starts
+        // (and PostgreSQL's schema is migrated once).
+        drop(connect(&profile).await?);
         spawn_children(&settings, &backends)?
     };
+    let token = settings.token.as_deref().unwrap_or_default();
+    println!(
+        "\nshop: http://127.0.0.1:{port}/ balances over {names}\n\
+         shop: health token for the page's rotation buttons (and curl -H 'Authorization: Bearer …'):\n\
+         \n    {token}\n",
+        port = settings.port,
+        names = backends
+            .iter()
+            .map(|b| format!("{} (port {})", b.name, b.port))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     tracing::info!("balancer on http://127.0.0.1:{}", settings.port);
     axum::serve(listener, balancer)
         .with_graceful_shutdown(tower_httpsession::health::terminate_signal())

@@ -94,11 +94,23 @@ fn start_shop(vars: &[(&str, &str)]) -> (String, Option<i32>) {
     for (name, value) in vars {
         command.env(name, value);
     }
-    let output = command.output().expect("run the shop");
-    (
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-        output.status.code(),
-    )
+    let mut child = command.spawn().expect("run the shop");
+    // A shop that starts instead of stopping is killed, and fails the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+        .expect("read");
+    (stderr, status.code())
 }
 
 #[test]
@@ -187,5 +199,27 @@ fn the_shop_says_in_one_line_that_the_database_is_missing() {
          schema or prefix it is given\n"
     );
     assert!(!stderr.contains("pw-not-shown"));
+    assert_eq!(code, Some(1));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn the_demo_stops_in_one_line_before_its_instances_start_when_the_store_is_out() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("redis://127.0.0.1:{port}");
+    let (stderr, code) = start_shop(&[
+        ("SHOP_INSTANCES", "2"),
+        ("SESSION_STORE", "redis"),
+        ("REDIS_URL", &url),
+        ("SESSION_CONNECT_TIMEOUT_SECS", "1"),
+    ]);
+    assert_eq!(
+        stderr,
+        "shop: REDIS_URL: the redis store could not be reached within 1s; check that it runs \
+         at the host and port the URL names, or raise SESSION_CONNECT_TIMEOUT_SECS\n"
+    );
     assert_eq!(code, Some(1));
 }
