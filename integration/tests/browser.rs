@@ -17,11 +17,13 @@ mod shop_support;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt as _;
 use serde_json::json;
 use shop_support::{Proc, shop_command};
 
@@ -33,11 +35,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A folder removed with what it holds when dropped.
-struct ScratchDir(PathBuf);
+/// Chromium's profile folder. Dropped, it stops every Chromium process
+/// started with it (ChromeDriver, killed, leaves them running) and removes
+/// it.
+struct Profile(PathBuf);
 
-impl Drop for ScratchDir {
+impl Drop for Profile {
     fn drop(&mut self) {
+        // The folder's name is this test run's own, so this matches only
+        // the processes this test started.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.0.display()))
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -152,7 +164,7 @@ async fn screenshot(browser: &Client, dir: &std::path::Path, name: &str) {
 async fn the_demo_scales_out_in_a_real_browser() {
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
     std::fs::create_dir_all(&shots).expect("screenshot folder");
-    let profile = ScratchDir(std::env::temp_dir().join(format!(
+    let profile = Profile(std::env::temp_dir().join(format!(
         "httpsession-chromium-{}-{}",
         std::process::id(),
         free_port()
@@ -180,9 +192,15 @@ async fn the_demo_scales_out_in_a_real_browser() {
         .connect(&driver)
         .await
         .expect("a Chromium session");
-    let outcome = drive(&browser, &base, &token, &shots).await;
+    // The browser is closed whatever happens, a failed assertion included.
+    let outcome = AssertUnwindSafe(drive(&browser, &base, &token, &shots))
+        .catch_unwind()
+        .await;
     let _ = browser.close().await;
-    outcome.expect("the demo works in the browser");
+    match outcome {
+        Ok(result) => result.expect("the demo works in the browser"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// The scenario; an error closes the browser before the test fails.
