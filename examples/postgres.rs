@@ -10,6 +10,9 @@
 //! DATABASE_URL=postgres://app@db/app cargo run --example postgres --features postgres
 //! ```
 
+#[path = "start/mod.rs"]
+mod start;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -32,7 +35,12 @@ async fn visit(session: Session) -> Result<String, SessionError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    start::exit("postgres", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let port = start::port(3000)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -41,10 +49,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let profile = Profile::from_env_or(DEFAULTS)?;
     let sessions = profile.connect().await?;
     let app = Router::new().route("/", get(visit)).layer(sessions.layer());
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("listening on http://{addr}");

@@ -14,6 +14,9 @@
 //! HTTP; keep the default in production. Stop Redis while it runs: requests
 //! get 503 with `Retry-After`, and work again once Redis is back.
 
+#[path = "start/mod.rs"]
+mod start;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -36,16 +39,17 @@ async fn visit(session: Session) -> Result<String, SessionError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    start::exit("redis", run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let port = start::port(3000)?;
     let profile = Profile::from_env_or(DEFAULTS)?;
     // Without the redis feature this fails at start, saying so.
     let sessions = profile.connect().await?;
     println!("sessions in {:?}", sessions.store());
     let app = Router::new().route("/", get(visit)).layer(sessions.layer());
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

@@ -10,7 +10,7 @@
 //! as `ConnectInfo<SocketAddr>` as `into_make_service_with_connect_info`
 //! does, for the health ACL.
 //!
-//! `examples/shop.rs` uses it; `tests/serve_limits.rs` includes this file
+//! `examples/shop/main.rs` uses it; `integration/tests/serve_limits.rs` includes this file
 //! and checks the limits over real sockets.
 
 use std::convert::Infallible;

@@ -1,7 +1,7 @@
 //! What each fuzz target does with its input, shared with the crate's tests.
 //!
 //! The fuzz targets in `fuzz_targets/` call these functions, and
-//! `tests/security_fuzz_seeds.rs` includes this file and calls the same
+//! `integration/tests/security_fuzz_seeds.rs` includes this file and calls the same
 //! functions on every checked-in seed under `fuzz/seeds/<target>/`, so the
 //! seeds run in every `cargo test` even where libFuzzer cannot be built.
 //!

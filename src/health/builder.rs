@@ -229,6 +229,7 @@ impl HealthBuilder {
                 state: self.state,
                 timeout: self.timeout,
                 warned_no_connect_info: AtomicBool::new(false),
+                put_without_connect_info_logged: AtomicBool::new(false),
             }),
             drain_period: self.drain_period,
             paths: Arc::new(paths),

@@ -41,6 +41,9 @@ pub(super) struct Inner {
     pub(super) state: TrafficState,
     pub(super) timeout: Duration,
     pub(super) warned_no_connect_info: AtomicBool,
+    /// Whether a `PUT` refused for want of `ConnectInfo` was logged as an
+    /// error yet: the first one is, since the toggle then cannot work.
+    pub(super) put_without_connect_info_logged: AtomicBool,
 }
 
 impl Inner {
@@ -309,7 +312,20 @@ pub(super) async fn put_state(State(inner): State<Arc<Inner>>, request: Request)
     let client = match access {
         Access::Allowed { client } => client,
         Access::Refused { client, reason } => {
-            tracing::warn!(?client, ?peer, %reason, "traffic state change refused");
+            if reason == Refusal::NoConnectInfo
+                && !inner
+                    .put_without_connect_info_logged
+                    .swap(true, Ordering::Relaxed)
+            {
+                tracing::error!(
+                    "traffic state change refused: the health ACL cannot see the caller's address, \
+                     so it refuses every PUT; serve the app with \
+                     `app.into_make_service_with_connect_info::<SocketAddr>()` (axum::serve) \
+                     or insert `ConnectInfo<SocketAddr>` into each request"
+                );
+            } else {
+                tracing::warn!(?client, ?peer, %reason, "traffic state change refused");
+            }
             return json_response(StatusCode::FORBIDDEN, json!({ "error": "forbidden" }));
         }
     };

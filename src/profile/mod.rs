@@ -86,7 +86,10 @@ pub enum ProfileError {
         expected: &'static str,
     },
     /// A variable the profile needs is not set.
-    #[error("{variable} is required with SESSION_STORE={profile}")]
+    #[error(
+        "{variable} is required with SESSION_STORE={profile}: {}",
+        missing_hint(variable)
+    )]
     Missing {
         /// The variable.
         variable: &'static str,
@@ -94,7 +97,9 @@ pub enum ProfileError {
         profile: &'static str,
     },
     /// The profile names a store this build does not include.
-    #[error("SESSION_STORE={profile}: this build lacks the `{feature}` feature")]
+    #[error(
+        "SESSION_STORE={profile}: this build lacks the `{feature}` feature; build with `--features {feature}`"
+    )]
     NotBuilt {
         /// The profile.
         profile: &'static str,
@@ -102,7 +107,9 @@ pub enum ProfileError {
         feature: &'static str,
     },
     /// The store did not answer within the connect timeout.
-    #[error("{variable}: the {backend} store could not be reached within {timeout:?}")]
+    #[error(
+        "{variable}: the {backend} store could not be reached within {timeout:?}; check that it runs at the host and port the URL names, or raise SESSION_CONNECT_TIMEOUT_SECS"
+    )]
     Unreachable {
         /// The variable that names the store.
         variable: &'static str,
@@ -115,8 +122,12 @@ pub enum ProfileError {
         source: StoreError,
     },
     /// The store answered but refused the settings (credentials, database,
-    /// schema).
-    #[error("{variable}: the {backend} store refused the settings")]
+    /// schema). The message carries the store's own reason, which names no
+    /// password.
+    #[error(
+        "{variable}: the {backend} store refused the settings ({}); check the user, password, database and schema or prefix it is given",
+        root_cause(source)
+    )]
     Refused {
         /// The variable that names the store.
         variable: &'static str,
@@ -145,6 +156,34 @@ pub enum ProfileError {
     /// The session settings break a rule of [`SessionConfig`].
     #[error("session settings: {0}")]
     Config(#[from] ConfigError),
+}
+
+/// What to set a missing variable to.
+fn missing_hint(variable: &str) -> &'static str {
+    match variable {
+        "REDIS_URL" => {
+            "set it to a redis:// URL such as redis://127.0.0.1:6379, or set REDIS_CLUSTER_URLS to the nodes of a cluster"
+        }
+        "DATABASE_URL" => "set it to a postgres:// URL such as postgres://postgres@127.0.0.1/test",
+        _ => "set it",
+    }
+}
+
+/// The innermost cause of `error`, on one line and at most 200 characters:
+/// the store's own words (a missing database, a wrong password), which
+/// the store drivers phrase without the URL or the password.
+fn root_cause(error: &StoreError) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text: String = cause
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    text.trim().to_owned()
 }
 
 impl Profile {

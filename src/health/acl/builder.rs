@@ -209,17 +209,25 @@ pub enum AclError {
     #[error("trusted proxy {0:?} is neither a CIDR range nor an IP address")]
     InvalidProxy(String),
     /// The token is shorter than [`MIN_TOKEN_LEN`].
-    #[error("the bearer token must be at least {MIN_TOKEN_LEN} bytes")]
+    #[error(
+        "the bearer token is too short: it must be at least {MIN_TOKEN_LEN} bytes of visible ASCII, such as the output of `openssl rand -hex 32`"
+    )]
     TokenTooShort,
     /// The token holds bytes a header value cannot carry as a bearer token.
-    #[error("the bearer token must be visible ASCII without spaces")]
+    #[error(
+        "the bearer token holds spaces or bytes that are not visible ASCII: it must be at least {MIN_TOKEN_LEN} bytes of visible ASCII, such as the output of `openssl rand -hex 32`"
+    )]
     TokenNotVisibleAscii,
     /// Neither a network nor a token: the ACL would allow no one.
-    #[error("the ACL allows no one: give at least one network or a token")]
+    #[error(
+        "the ACL allows no one: give at least one allowed network (with_allowed_network), a bearer token (with_bearer_token), or both"
+    )]
     NothingAllowed,
     /// [`with_network_and_token_required`](AclBuilder::with_network_and_token_required)
     /// without a network or without a token.
-    #[error("requiring both a network and the token needs at least one network and a token")]
+    #[error(
+        "with_network_and_token_required needs at least one allowed network and a bearer token: give both, or drop it to allow a caller that matches either"
+    )]
     BothNeedsNetworkAndToken,
     /// An allowed host is not a host name or address with an optional port.
     #[error("allowed host {0:?} is not a host name or IP address with an optional port")]

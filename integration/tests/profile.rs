@@ -125,7 +125,8 @@ fn unknown_profile_names_the_accepted_values() {
 fn redis_without_a_url_is_refused() {
     assert_eq!(
         message(profile(&[("SESSION_STORE", "redis")])),
-        "REDIS_URL is required with SESSION_STORE=redis"
+        "REDIS_URL is required with SESSION_STORE=redis: set it to a redis:// URL such as \
+         redis://127.0.0.1:6379, or set REDIS_CLUSTER_URLS to the nodes of a cluster"
     );
 }
 
@@ -133,7 +134,8 @@ fn redis_without_a_url_is_refused() {
 fn postgres_without_a_url_is_refused() {
     assert_eq!(
         message(profile(&[("SESSION_STORE", "postgres")])),
-        "DATABASE_URL is required with SESSION_STORE=postgres"
+        "DATABASE_URL is required with SESSION_STORE=postgres: set it to a postgres:// URL \
+         such as postgres://postgres@127.0.0.1/test"
     );
 }
 
@@ -283,7 +285,8 @@ mod postgres {
         );
         assert_eq!(
             message,
-            "DATABASE_URL: the postgres store could not be reached within 1s"
+            "DATABASE_URL: the postgres store could not be reached within 1s; check that it \
+             runs at the host and port the URL names, or raise SESSION_CONNECT_TIMEOUT_SECS"
         );
         // The 1 s timeout and four more for a loaded machine; waiting for
         // the default timeout (5 s) instead fails the bound.
@@ -302,9 +305,12 @@ mod postgres {
             ])
             .await,
         );
+        // One line that says what the server said, and what to check.
         assert_eq!(
             message,
-            "DATABASE_URL: the postgres store refused the settings"
+            "DATABASE_URL: the postgres store refused the settings (database \
+             \"no_such_database_here\" does not exist); check the user, password, database \
+             and schema or prefix it is given"
         );
     }
 }
@@ -395,7 +401,8 @@ mod redis {
         );
         assert_eq!(
             message,
-            "REDIS_URL: the redis store could not be reached within 1s"
+            "REDIS_URL: the redis store could not be reached within 1s; check that it runs at \
+             the host and port the URL names, or raise SESSION_CONNECT_TIMEOUT_SECS"
         );
         // The 1 s timeout and four more for a loaded machine; waiting for
         // the default timeout (5 s) instead fails the bound.
@@ -413,7 +420,11 @@ mod redis {
             ])
             .await,
         );
-        assert_eq!(message, "REDIS_URL: the redis store refused the settings");
+        assert_eq!(
+            message,
+            "REDIS_URL: the redis store refused the settings (the key prefix may not contain \
+             '{' or '}'); check the user, password, database and schema or prefix it is given"
+        );
     }
 }
 

@@ -146,7 +146,7 @@ pub fn http_port() -> u16 {
 /// and waits until it is live. Returns the process and the base URL.
 pub async fn start_shop(env: &[(&str, String)]) -> (super::Proc, String) {
     let port = http_port();
-    let mut command = std::process::Command::new(super::shop_binary());
+    let mut command = super::shop_command();
     command
         .env("PORT", port.to_string())
         .env("SESSION_STORE", "redis")

@@ -342,6 +342,14 @@ pub type CleanStore = Guarded<RedisStore, PrefixCleanup>;
 #[derive(Debug)]
 pub struct PrefixCleanup(String);
 
+impl PrefixCleanup {
+    /// A guard for the keys that start with `prefix` on [`local_url`],
+    /// for tests whose keys another process writes.
+    pub fn new(prefix: &str) -> Self {
+        Self(prefix.to_owned())
+    }
+}
+
 /// A [`CleanStore`] on [`local_url`] with a fresh prefix.
 pub async fn clean_store(tag: &str) -> CleanStore {
     let prefix = unique_prefix(tag);

@@ -1,11 +1,11 @@
 //! Load benchmark: this crate side by side with bare axum and tower-sessions,
 //! over the memory, Redis and PostgreSQL stores.
 //!
-//! `cargo bench --bench load --features redis,postgres` runs every scenario
-//! against every app, prints one table with ratios and the bars the crate
-//! must clear, and rewrites the results section of `BENCHMARKS.md` and the
-//! chart `docs/benchmarks.svg`. `BENCH_QUICK=1 cargo bench --bench load
-//! --features redis,postgres` (or `-- --quick`) walks the same code paths in
+//! `cargo bench -p tower-httpsession-bench` runs every scenario against
+//! every app, prints one table with ratios and the bars the crate must
+//! clear, and rewrites the results section of `BENCHMARKS.md` and the chart
+//! `docs/benchmarks.svg`. `BENCH_QUICK=1 cargo bench -p
+//! tower-httpsession-bench` (or `-- --quick`) walks the same code paths in
 //! seconds and writes its report under `target/` instead.
 //!
 //! Server and load generator share the machine in one process: the apps run
@@ -46,7 +46,8 @@ use crate::scenarios::{Scenario, Settings, Target};
 /// The error type of the bench's plumbing.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const RESULTS_START: &str = "<!-- results:start (written by cargo bench --bench load) -->";
+const RESULTS_START: &str =
+    "<!-- results:start (written by cargo bench -p tower-httpsession-bench) -->";
 const RESULTS_END: &str = "<!-- results:end -->";
 
 fn main() -> Result<(), BoxError> {
@@ -140,7 +141,9 @@ fn main() -> Result<(), BoxError> {
         println!("Notes:\n{notes}");
     }
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The repository root, one above this package.
+    let bench_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = bench_dir.parent().unwrap_or(bench_dir);
     let (markdown, chart) = if quick || only.is_partial() {
         let dir = root.join("target/bench-load");
         std::fs::create_dir_all(&dir)?;
@@ -333,7 +336,7 @@ fn machine_facts(quick: bool, settings: &Settings, elapsed: Duration, noise: &st
     };
     let date = time::OffsetDateTime::now_utc();
     format!(
-        "- Command: `cargo bench --bench load --features redis,postgres` ({mode}, {:.0} s)\n\
+        "- Command: `cargo bench -p tower-httpsession-bench` ({mode}, {:.0} s)\n\
          - Date: {} {:02}:{:02} UTC\n\
          - Machine: {cores} cores (`nproc`), {memory} memory, {cpu}, Linux {kernel}\n\
          - Load: {} keep-alive HTTP/1.1 connections, one session each; {:.1} s warm-up, \
@@ -355,7 +358,7 @@ fn chart_subtitle() -> String {
     let date = time::OffsetDateTime::now_utc().date();
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     format!(
-        "cargo bench --bench load, {date}, {cores} cores; server on 1 tokio worker, load generator on another thread, 32 connections"
+        "cargo bench -p tower-httpsession-bench, {date}, {cores} cores; server on 1 tokio worker, load generator on another thread, 32 connections"
     )
 }
 

@@ -6,16 +6,15 @@
 //! own secrets only.
 #![cfg(feature = "health")]
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path};
 use axum::routing::{get, post};
-use common::Switchable;
+use common::{Captured, Switchable};
 use http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
 use tower_httpsession::health::{Acl, Health};
@@ -30,20 +29,6 @@ mod postgres_support;
 mod redis_support;
 
 const TOKEN: &str = "log-test-token-0123456789abcdef";
-
-/// Everything the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 impl Captured {
     /// The buffer of the global TRACE subscriber, installed on first use.
@@ -61,10 +46,6 @@ impl Captured {
                 captured
             })
             .clone()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
     }
 }
 

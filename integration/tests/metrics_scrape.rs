@@ -18,16 +18,16 @@ mod redis_support;
 mod shop_support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use redis_support::{RedisServer, free_port};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
-use shop_support::{Proc, shop_binary};
+use shop_support::{Proc, shop_command};
 
 fn spawn_shop(port: u16, redis_url: &str) -> Proc {
-    let child = Command::new(shop_binary())
+    let child = shop_command()
         .env("PORT", port.to_string())
         .env("SESSION_STORE", "redis")
         .env("REDIS_URL", redis_url)

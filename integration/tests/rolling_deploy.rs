@@ -5,8 +5,13 @@
 //! HAProxy while each instance in turn is taken out of service with a `PUT`,
 //! drained, restarted and put back. No client request may fail, and every
 //! cart must hold every item its client was told was added.
-#![cfg(feature = "redis")]
+//!
+//! It leaves nothing behind: the sessions' keys go with their prefix, the
+//! HAProxy configuration with its scratch folder, the processes with their
+//! guards, also when the test fails.
+#![cfg(all(feature = "redis", feature = "testing"))]
 
+mod redis_support;
 mod shop_support;
 
 use std::net::TcpListener;
@@ -15,9 +20,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+use redis_support::{PrefixCleanup, unique_prefix};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use shop_support::{Proc, load, shop_binary};
+use shop_support::{Proc, load, shop_command};
 
 const TOKEN: &str = "rolling-deploy-token-0123456789";
 const CLIENTS: usize = 8;
@@ -41,7 +47,7 @@ struct Instance {
 
 impl Instance {
     fn spawn(port: u16, prefix: &str) -> Proc {
-        let child = Command::new(shop_binary())
+        let child = shop_command()
             .env("PORT", port.to_string())
             .env("SESSION_STORE", "redis")
             .env("REDIS_URL", redis_url())
@@ -133,11 +139,20 @@ async fn put_status(client: &reqwest::Client, url: &str, status: &str, token: &s
         .status()
 }
 
+/// A folder of this test's, removed with what it holds when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Balancer {
     port: u16,
     stats: u16,
     _process: Proc,
-    _dir: PathBuf,
+    _dir: ScratchDir,
 }
 
 impl Balancer {
@@ -158,9 +173,11 @@ impl Balancer {
              \x20 default-server inter 100ms fall 2 rise 2\n{servers}\
              listen stats\n  bind 127.0.0.1:{stats}\n  stats enable\n  stats uri /stats\n"
         );
-        let dir = std::env::temp_dir().join(format!("httpsession-haproxy-{port}"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("haproxy.cfg");
+        let dir = ScratchDir(
+            std::env::temp_dir().join(format!("httpsession-haproxy-{}-{port}", std::process::id())),
+        );
+        std::fs::create_dir_all(&dir.0).expect("temp dir");
+        let path = dir.0.join("haproxy.cfg");
         std::fs::write(&path, config).expect("write config");
         let child = Command::new("haproxy")
             .arg("-db")
@@ -229,7 +246,8 @@ async fn traffic(acked: &AtomicUsize, when: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_deploy_loses_no_request_and_no_item() {
-    let prefix = format!("rolling-{}:", free_port());
+    let prefix = unique_prefix("rolling");
+    let _keys = PrefixCleanup::new(&prefix);
     let mut instances = [
         Instance::start(&prefix).await,
         Instance::start(&prefix).await,
@@ -286,7 +304,8 @@ async fn rolling_deploy_loses_no_request_and_no_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn toggle_refuses_outsiders_and_wrong_tokens() {
-    let prefix = format!("rolling-acl-{}:", free_port());
+    let prefix = unique_prefix("rolling-acl");
+    let _keys = PrefixCleanup::new(&prefix);
     let instance = Instance::start(&prefix).await;
     let health = instance.url("/actuator/health");
     let readiness = instance.url("/actuator/health/readiness");

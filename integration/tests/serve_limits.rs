@@ -3,7 +3,7 @@
 //! limit queues the rest in the kernel, and a normal request still gets
 //! through; bodies, slow uploads, the peer address and shutdown.
 
-#[path = "../examples/serve/mod.rs"]
+#[path = "../../examples/serve/mod.rs"]
 mod serve;
 
 use std::net::SocketAddr;

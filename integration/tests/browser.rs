@@ -1,0 +1,300 @@
+//! The shop demo in a real browser: headless Chromium, driven through
+//! ChromeDriver over WebDriver, against the shop as `cargo run --example
+//! shop` starts it (a balancer and two instances on the memory store).
+//!
+//! It logs in, fills the cart and sees pages from both instances; takes one
+//! instance out of rotation with the page's own button (the real
+//! `PUT /actuator/health`, with the token the shop printed) and sees the
+//! balancer send every page to the other; puts it back and sees it answer
+//! again; and checks that the cart never lost an item. Screenshots go to
+//! `<target>/tmp/browser/` (`CARGO_TARGET_TMPDIR`).
+//!
+//! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver`,
+//! which `scripts/services` installs.
+#![cfg(all(feature = "health", feature = "profile"))]
+
+mod shop_support;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt as _;
+use serde_json::json;
+use shop_support::{Proc, shop_command};
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Chromium's profile folder. Dropped, it stops every Chromium process
+/// started with it (ChromeDriver, killed, leaves them running) and removes
+/// it.
+struct Profile(PathBuf);
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        // The folder's name is this test run's own, so this matches only
+        // the processes this test started.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("--user-data-dir={}", self.0.display()))
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until `url` answers at all.
+async fn wait_until_up(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(url).await.is_err() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The shop with two instances, and the health token it printed.
+fn start_shop(port: u16) -> (Proc, String) {
+    let mut child = shop_command()
+        .env("SHOP_INSTANCES", "2")
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the shop");
+    let stdout = child.stdout.take().expect("piped");
+    let proc = Proc(child);
+    let token = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .map(|line| line.trim().to_owned())
+        .find(|line| line.len() == 64 && line.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("the shop prints its health token");
+    (proc, token)
+}
+
+/// Chromium's options: headless, quiet, and a profile of its own.
+fn capabilities(profile: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    let args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1000,1100",
+        &format!("--user-data-dir={}", profile.display()),
+    ];
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
+    });
+    match caps {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("an object"),
+    }
+}
+
+/// The page's `#id` text.
+async fn text(browser: &Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Adds `item` with the page's form; returns the instance that answered
+/// the page after it.
+async fn add(browser: &Client, item: &str) -> String {
+    let input = browser
+        .find(Locator::Css("input[name=item]"))
+        .await
+        .expect("item field");
+    input.send_keys(item).await.expect("type");
+    browser
+        .find(Locator::Css("form[action='/cart'] button"))
+        .await
+        .expect("add button")
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait()
+        .for_element(Locator::XPath(&format!(
+            "//ul[@id='cart']/li[text()='{item}']"
+        )))
+        .await
+        .expect("the item on the page");
+    text(browser, "instance").await
+}
+
+/// Waits until the instances panel shows `name` with `ready`.
+async fn wait_for_row(browser: &Client, name: &str, ready: bool) {
+    let css = format!("tr[data-name='{name}'][data-ready='{ready}']");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(&css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+}
+
+async fn screenshot(browser: &Client, dir: &std::path::Path, name: &str) {
+    let png = browser.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(name), png).expect("write screenshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_scales_out_in_a_real_browser() {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let profile = Profile(std::env::temp_dir().join(format!(
+        "httpsession-chromium-{}-{}",
+        std::process::id(),
+        free_port()
+    )));
+
+    let port = free_port();
+    let (_shop, token) = start_shop(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let driver_port = free_port();
+    let _driver = Proc(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (scripts/services installs it)"),
+    );
+    let driver = format!("http://127.0.0.1:{driver_port}");
+    wait_until_up(&format!("{driver}/status")).await;
+    wait_until_up(&format!("{base}/balancer/instances")).await;
+
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(capabilities(&profile.0))
+        .connect(&driver)
+        .await
+        .expect("a Chromium session");
+    // The browser is closed whatever happens, a failed assertion included.
+    let outcome = AssertUnwindSafe(drive(&browser, &base, &token, &shots))
+        .catch_unwind()
+        .await;
+    let _ = browser.close().await;
+    match outcome {
+        Ok(result) => result.expect("the demo works in the browser"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The scenario; an error closes the browser before the test fails.
+async fn drive(
+    browser: &Client,
+    base: &str,
+    token: &str,
+    shots: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    browser.goto(base).await?;
+    // Both instances in rotation before the first page counts.
+    wait_for_row(browser, "shop-1", true).await;
+    wait_for_row(browser, "shop-2", true).await;
+    browser
+        .find(Locator::Css("input[name=user]"))
+        .await?
+        .send_keys("ada")
+        .await?;
+    browser
+        .find(Locator::Css("form[action='/login'] button"))
+        .await?
+        .click()
+        .await?;
+    browser.wait().for_element(Locator::Id("user")).await?;
+    assert_eq!(text(browser, "user").await, "ada");
+
+    let mut items = Vec::new();
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let item = format!("teapot-{i}");
+        answered.insert(add(browser, &item).await);
+        items.push(item);
+    }
+    assert_eq!(
+        answered.into_iter().collect::<Vec<_>>(),
+        ["shop-1", "shop-2"],
+        "round robin over both instances"
+    );
+    assert_eq!(text(browser, "store").await, "memory");
+    screenshot(browser, shots, "1-both-instances.png").await;
+
+    // Out of rotation, from the page, with the printed token.
+    let field = browser.find(Locator::Id("token")).await?;
+    field.send_keys(token).await?;
+    wait_for_row(browser, "shop-1", true).await;
+    browser
+        .find(Locator::Css(
+            "button[data-name='shop-1'][data-action='out']",
+        ))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::XPath(
+            "//p[@id='toggle-result'][contains(., 'RUNNING') and contains(., 'OUT_OF_SERVICE')]",
+        ))
+        .await?;
+    wait_for_row(browser, "shop-1", false).await;
+    screenshot(browser, shots, "2-shop-1-out-of-rotation.png").await;
+    for i in 4..8 {
+        let item = format!("teapot-{i}");
+        assert_eq!(
+            add(browser, &item).await,
+            "shop-2",
+            "only shop-2 in rotation"
+        );
+        items.push(item);
+    }
+
+    // Back in rotation: shop-1 answers again.
+    wait_for_row(browser, "shop-1", false).await;
+    browser
+        .find(Locator::Css("button[data-name='shop-1'][data-action='in']"))
+        .await?
+        .click()
+        .await?;
+    wait_for_row(browser, "shop-1", true).await;
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 8..12 {
+        let item = format!("teapot-{i}");
+        answered.insert(add(browser, &item).await);
+        items.push(item);
+    }
+    assert!(answered.contains("shop-1"), "shop-1 is back: {answered:?}");
+    screenshot(browser, shots, "3-back-in-rotation.png").await;
+
+    // Every item, in order, on the last page.
+    let cart = browser.find_all(Locator::Css("ul#cart li")).await?;
+    let mut shown = Vec::new();
+    for li in cart {
+        shown.push(li.text().await?);
+    }
+    assert_eq!(shown, items);
+    assert_eq!(text(browser, "count").await, "12");
+    Ok(())
+}
