@@ -382,6 +382,9 @@ pub async fn oneshot_with_body(
         set_cookie,
         location,
         body: String::from_utf8(body.to_vec()).expect("utf-8"),
+    }
+}
+
 /// Everything a `tracing` subscriber writes, for tests that read the logs.
 #[derive(Clone, Default)]
 pub struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
