@@ -211,6 +211,7 @@ async fn instance(
         port,
         store: sessions.profile(),
         health: health.clone(),
+        limit: sessions.layer().config().session_limit(),
     });
     let app = page::app(sessions.layer(), info);
     let app = with_metrics(app, acl)?;

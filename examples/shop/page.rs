@@ -1,16 +1,20 @@
 //! The shop's pages and forms: log in with any name, fill a cart, log out.
 //! Every page says which instance answered, over which store, and that
-//! instance's rotation state, with buttons for the real health toggle.
+//! instance's rotation state, with buttons for the real health toggle, and
+//! lists the user's sessions ("your sessions"), with this device marked, a
+//! button to end each other one or all of them, and the session limit.
 
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use tower_httpsession::health::Health;
+use tower_httpsession::store::{Label, LimitPolicy, SessionLimit, SessionRef};
 use tower_httpsession::{Session, SessionError, SessionLayer};
 
 /// What a page says about the instance that rendered it.
@@ -19,6 +23,8 @@ pub(crate) struct Instance {
     pub(crate) port: u16,
     pub(crate) store: &'static str,
     pub(crate) health: Health,
+    /// The most sessions one user may hold, if the profile sets a limit.
+    pub(crate) limit: Option<SessionLimit>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +99,11 @@ async fn page(
     } else {
         "<h2>Cart</h2><p class=\"muted\">Log in to fill a cart.</p>".to_owned()
     };
+    let your_sessions = if user.is_some() {
+        your_sessions(&session, instance.limit).await?
+    } else {
+        String::new()
+    };
     let phase = instance.health.traffic_state().phase();
     let (phase, phase_class) = if phase.is_ready() {
         ("in rotation".to_owned(), "badge")
@@ -131,9 +142,7 @@ instances share the store.</p>
 <button id="reload" class="quiet" type="button">Reload page</button></p>
 <p id="toggle-result" class="muted" role="status"></p>
 </section>
-<!-- YOUR SESSIONS: a panel listing this user's sessions, with a button to
-     end each, goes here once the store keeps the sessions of a user. -->
-<section id="your-sessions" hidden></section>
+{your_sessions}
 <section><h2>Session</h2>
 <table>
   <tr><td>new</td><td id="new">{new}</td></tr>
@@ -151,14 +160,91 @@ instances share the store.</p>
     )))
 }
 
-async fn login(session: Session, Form(login): Form<Login>) -> Result<Redirect, SessionError> {
+/// The "your sessions" panel: the user's live sessions, this one marked,
+/// each other one with a button that ends it, and the limit.
+async fn your_sessions(
+    session: &Session,
+    limit: Option<SessionLimit>,
+) -> Result<String, SessionError> {
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    let listed = session.principal_sessions().await?;
+    let rows: String = listed
+        .iter()
+        .map(|s| {
+            let action = if s.current {
+                "<b>this device</b>".to_owned()
+            } else {
+                format!(
+                    r#"<form method="post" action="/sessions/{r}/end"><button class="quiet">End</button></form>"#,
+                    r = s.reference
+                )
+            };
+            format!(
+                r#"<tr class="{class}"><td>{label}</td><td>{created}</td><td>{accessed}</td><td>{action}</td></tr>"#,
+                class = if s.current { "current" } else { "other" },
+                label = escape(s.label.as_deref().unwrap_or("unknown device")),
+                created = rfc3339(s.created),
+                accessed = rfc3339(s.last_accessed),
+            )
+        })
+        .collect();
+    let limit = match limit {
+        None => "No limit on sessions per user (set <code>SESSION_LIMIT</code>).".to_owned(),
+        Some(limit) => format!(
+            "At most {max} sessions per user; past it, {what}.",
+            max = limit.max(),
+            what = match limit.policy() {
+                LimitPolicy::RefuseNewLogin => "a new login is refused",
+                _ => "the least recently used session ends",
+            }
+        ),
+    };
+    Ok(format!(
+        r#"<section id="your-sessions"><h2>Your sessions (<span id="session-count">{count}</span>)</h2>
+<p class="muted">{limit}</p>
+<table><thead><tr><th>device</th><th>signed in</th><th>last seen</th><th></th></tr></thead>
+<tbody id="session-rows">{rows}</tbody></table>
+<form method="post" action="/sessions/end-others"><button id="end-others" class="quiet">Sign out other sessions</button></form>
+</section>"#,
+        count = listed.len(),
+    ))
+}
+
+async fn login(
+    session: Session,
+    headers: HeaderMap,
+    Form(login): Form<Login>,
+) -> Result<Redirect, SessionError> {
     let user = login.user.trim();
     if user.is_empty() || user.len() > 64 {
         return Ok(Redirect::to("/"));
     }
-    // A new id at login: a session id planted before it is worthless after.
-    session.change_id().await?;
+    // A new id at login (a session id planted before it is worthless
+    // after), and the session bound to the user, in one write.
+    session.login(user).await?;
+    let agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Label::lossy);
+    if let Some(agent) = agent {
+        session.set_label(agent.as_str()).await?;
+    }
     session.set("user", user).await?;
+    Ok(Redirect::to("/"))
+}
+
+async fn end_session(
+    session: Session,
+    Path(reference): Path<String>,
+) -> Result<Redirect, SessionError> {
+    if let Ok(reference) = reference.parse::<SessionRef>() {
+        session.revoke_session(&reference).await?;
+    }
+    Ok(Redirect::to("/"))
+}
+
+async fn end_others(session: Session) -> Result<Redirect, SessionError> {
+    session.revoke_other_sessions().await?;
     Ok(Redirect::to("/"))
 }
 
@@ -199,6 +285,8 @@ pub(crate) fn app(layer: SessionLayer, instance: Arc<Instance>) -> Router {
         .route("/cart", post(add))
         .route("/cart.json", get(cart))
         .route("/logout", post(logout))
+        .route("/sessions/{reference}/end", post(end_session))
+        .route("/sessions/end-others", post(end_others))
         .layer(layer)
         .with_state(instance)
         .merge(health)
