@@ -7,7 +7,10 @@
 //! `PUT /actuator/health`, with the token the shop printed) and sees the
 //! balancer send every page to the other; puts it back and sees it answer
 //! again; and checks that the cart never lost an item. Screenshots go to
-//! `<target>/tmp/browser/` (`CARGO_TARGET_TMPDIR`).
+//! `<target>/tmp/browser/` (`CARGO_TARGET_TMPDIR`). A second test closes
+//! Chromium and starts it again on the same profile: a shop with
+//! persistent cookies ("remember me") still knows the user, one with the
+//! default browser-session cookie does not.
 //!
 //! Chromium and ChromeDriver are Debian's `chromium` and `chromium-driver`,
 //! which `scripts/services` installs.
@@ -297,4 +300,121 @@ async fn drive(
     assert_eq!(shown, items);
     assert_eq!(text(browser, "count").await, "12");
     Ok(())
+}
+
+/// One plain shop instance with extra settings `env`, its base URL.
+async fn start_plain_shop(env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let child = shop_command()
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the shop");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{base}/actuator/health/liveness")).await;
+    (Proc(child), base)
+}
+
+/// Logs in as `user` on the shop at `base` and adds `item`.
+async fn log_in_and_add(browser: &Client, base: &str, user: &str, item: &str) {
+    browser.goto(base).await.expect("page");
+    browser
+        .find(Locator::Css("input[name=user]"))
+        .await
+        .expect("login field")
+        .send_keys(user)
+        .await
+        .expect("type");
+    browser
+        .find(Locator::Css("form[action='/login'] button"))
+        .await
+        .expect("login button")
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait()
+        .for_element(Locator::Id("user"))
+        .await
+        .expect("logged in");
+    add(browser, item).await;
+}
+
+/// Who the shop at `base` says is logged in, `None` for nobody.
+async fn logged_in_as(browser: &Client, base: &str) -> Option<String> {
+    browser.goto(base).await.expect("page");
+    match browser.find(Locator::Id("user")).await {
+        Ok(user) => Some(user.text().await.expect("text")),
+        Err(_) => None,
+    }
+}
+
+/// "Remember me": a user of a shop with persistent cookies is still logged
+/// in, cart and all, after the browser is closed and started again with
+/// the same profile; on a shop with the default browser-session cookie the
+/// same restart logs the user out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_cookie_survives_a_browser_restart() {
+    let profile = Profile(std::env::temp_dir().join(format!(
+        "httpsession-chromium-remember-{}-{}",
+        std::process::id(),
+        free_port()
+    )));
+    // Cookies are per host, not per port: each shop has its own name.
+    let (_remembering, remembering) = start_plain_shop(&[
+        ("SESSION_COOKIE_PERSISTENT", "true"),
+        ("SESSION_COOKIE_NAME", "remembered"),
+    ])
+    .await;
+    let (_forgetting, forgetting) = start_plain_shop(&[("SESSION_COOKIE_NAME", "forgotten")]).await;
+    let driver_port = free_port();
+    let _driver = Proc(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (scripts/services installs it)"),
+    );
+    let driver = format!("http://127.0.0.1:{driver_port}");
+    wait_until_up(&format!("{driver}/status")).await;
+    let start_browser = || async {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities(&profile.0))
+            .connect(&driver)
+            .await
+            .expect("a Chromium session")
+    };
+
+    let browser = start_browser().await;
+    log_in_and_add(&browser, &remembering, "ada", "teapot").await;
+    log_in_and_add(&browser, &forgetting, "bob", "cup").await;
+    assert_eq!(
+        logged_in_as(&browser, &forgetting).await.as_deref(),
+        Some("bob")
+    );
+    // Closing the session quits Chromium, which writes its cookies to the
+    // profile; the next session starts it again on the same profile.
+    browser.close().await.expect("close the browser");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let browser = start_browser().await;
+    let remembered = logged_in_as(&browser, &remembering).await;
+    let cart = text(&browser, "cart").await;
+    let forgotten = logged_in_as(&browser, &forgetting).await;
+    let _ = browser.close().await;
+    assert_eq!(
+        remembered.as_deref(),
+        Some("ada"),
+        "remembered across the restart"
+    );
+    assert_eq!(cart, "teapot");
+    assert_eq!(
+        forgotten, None,
+        "a browser-session cookie ends with the browser"
+    );
 }

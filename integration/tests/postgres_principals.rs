@@ -71,7 +71,7 @@ async fn a_database_at_the_first_migration_migrates_in_place() {
         .execute(&mut conn)
         .await
         .expect("schema");
-    let mut first = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+    let mut first = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations"))
         .await
         .expect("migrations");
     first.migrations.to_mut().retain(|m| m.version == 1);

@@ -36,7 +36,7 @@ fn sentinels_without_the_primary_name_are_refused() {
     .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "SESSION_REDIS_SENTINEL_PRIMARY is required with SESSION_STORE=redis"
+        "SESSION_REDIS_SENTINEL_PRIMARY is required with SESSION_STORE=redis: set it"
     );
 }
 

@@ -304,7 +304,7 @@ async fn a_profile_reads_the_tls_files_from_the_environment() {
     let error = profile(&vars).await.expect_err("no client certificate");
     let text = chain(&error);
     assert!(
-        text.starts_with("REDIS_URL: the redis store refused the settings: ")
+        text.starts_with("REDIS_URL: the redis store refused the settings")
             && text.contains("refused the client certificate"),
         "{text}"
     );
