@@ -87,6 +87,22 @@ fn start_shop(port: u16) -> (Proc, String) {
     (proc, token)
 }
 
+/// ChromeDriver on a port of its own, up; its process and URL.
+async fn start_driver() -> (Proc, String) {
+    let driver_port = free_port();
+    let process = Proc(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (scripts/services installs it)"),
+    );
+    let driver = format!("http://127.0.0.1:{driver_port}");
+    wait_until_up(&format!("{driver}/status")).await;
+    (process, driver)
+}
+
 /// Chromium's options: headless, quiet, and a profile of its own.
 fn capabilities(profile: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
     let args = [
@@ -176,17 +192,7 @@ async fn the_demo_scales_out_in_a_real_browser() {
     let port = free_port();
     let (_shop, token) = start_shop(port);
     let base = format!("http://127.0.0.1:{port}");
-    let driver_port = free_port();
-    let _driver = Proc(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (scripts/services installs it)"),
-    );
-    let driver = format!("http://127.0.0.1:{driver_port}");
-    wait_until_up(&format!("{driver}/status")).await;
+    let (_driver, driver) = start_driver().await;
     wait_until_up(&format!("{base}/balancer/instances")).await;
 
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -370,17 +376,7 @@ async fn a_persistent_cookie_survives_a_browser_restart() {
     ])
     .await;
     let (_forgetting, forgetting) = start_plain_shop(&[("SESSION_COOKIE_NAME", "forgotten")]).await;
-    let driver_port = free_port();
-    let _driver = Proc(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (scripts/services installs it)"),
-    );
-    let driver = format!("http://127.0.0.1:{driver_port}");
-    wait_until_up(&format!("{driver}/status")).await;
+    let (_driver, driver) = start_driver().await;
     let start_browser = || async {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         ClientBuilder::new(connector)
