@@ -339,6 +339,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tls_to_sentinels_is_refused_in_words() {
+        let store = RedisStore::builder_for_sentinel(["rediss://127.0.0.1:1"], "sessions");
+        let error = store.connect().await.unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+        assert!(
+            crate::store::chain(&error).contains("TLS to Redis Sentinel is not supported yet"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_malformed_url_is_a_config_error() {
         let error = RedisStore::builder("not a url").connect_lazy().unwrap_err();
         assert_eq!(error.kind(), StoreErrorKind::Config);
