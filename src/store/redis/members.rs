@@ -141,15 +141,29 @@ impl RedisStore {
 
     async fn pipeline(&self, op: Operation, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut connection = self.inner.connection.clone();
-        self.run_once(op, pipe.query_async::<Vec<Value>>(&mut connection))
-            .await
+        let replies = self
+            .run_once(op, pipe.query_async::<Vec<Value>>(&mut connection))
+            .await?;
+        // A reply that is a server error is that error, of its own kind.
+        replies
+            .into_iter()
+            .map(Value::extract_error)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| super::redis_error(op, e))
     }
 }
 
+/// The replies of commands sent at once; a reply that is a server error
+/// (a node answering `CLUSTERDOWN` or `TRYAGAIN` during a failover) is that
+/// error, so that it maps to the right kind.
 async fn collect(
     calls: impl Future<Output = Vec<Result<Value, RedisError>>>,
 ) -> Result<Vec<Value>, RedisError> {
-    calls.await.into_iter().collect()
+    calls
+        .await
+        .into_iter()
+        .map(|reply| reply.and_then(Value::extract_error))
+        .collect()
 }
 
 fn text(value: Value) -> Option<String> {
