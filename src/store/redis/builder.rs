@@ -237,7 +237,7 @@ impl RedisStoreBuilder {
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
         self.check_handshake().await?;
-        match &self.nodes {
+        let store = match &self.nodes {
             Nodes::Single(url) => {
                 let (client, nodes) = self.single_client(url)?;
                 let manager = self
@@ -246,14 +246,14 @@ impl RedisStoreBuilder {
                         self.manager_config(),
                     ))
                     .await?;
-                Ok(self.store(Connection::Single(manager), nodes))
+                self.store(Connection::Single(manager), nodes)
             }
             Nodes::Cluster(urls) => {
                 let (client, nodes) = self.cluster_client(urls)?;
                 let connection = self
                     .within_connect_timeout(client.get_async_connection())
                     .await?;
-                Ok(self.store(Connection::Cluster(connection), nodes))
+                self.store(Connection::Cluster(connection), nodes)
             }
             Nodes::Sentinel(target) => {
                 let (connection, nodes) = SentinelConnection::connect(
@@ -263,9 +263,11 @@ impl RedisStoreBuilder {
                     self.connect_timeout,
                 )
                 .await?;
-                Ok(self.store(Connection::Sentinel(connection), nodes))
+                self.store(Connection::Sentinel(connection), nodes)
             }
-        }
+        };
+        store.advise_on_hash_encoding().await;
+        Ok(store)
     }
 
     /// Builds the store on a single node without waiting for it: the

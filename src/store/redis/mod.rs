@@ -91,6 +91,7 @@ mod builder;
 mod codec;
 mod command;
 mod connection;
+mod encoding;
 mod index_scripts;
 mod members;
 mod principals;
