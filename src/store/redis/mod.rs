@@ -92,6 +92,7 @@ mod codec;
 mod command;
 mod connection;
 mod index_scripts;
+mod index_ttl;
 mod members;
 mod principals;
 mod replicas;
@@ -161,6 +162,7 @@ struct Inner {
     key_prefix: String,
     command_timeout: Duration,
     replica_acks: Option<replicas::ReplicaAcks>,
+    headroom: index_ttl::Headroom,
 }
 
 impl fmt::Debug for RedisStore {
@@ -386,6 +388,7 @@ impl SessionStore for RedisStore {
             Value::Int(2) => Ok(Applied::TooManyAttributes),
             Value::Int(0) => Ok(Applied::Gone),
             Value::Int(3) => Ok(Applied::Stale),
+            Value::Array(items) => self.follow_touch(&items).await,
             _ => Err(unexpected(Operation::Apply)),
         }
     }
