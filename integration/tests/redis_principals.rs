@@ -23,7 +23,7 @@ use tower_httpsession::store::redis::RedisStore;
 use tower_httpsession::store::testing::{fresh_key, record};
 use tower_httpsession::store::{
     Applied, Binding, ChangeSet, Created, LimitPolicy, Principal, Revocation, SessionLimit,
-    SessionStore,
+    SessionStore, Touch, now,
 };
 
 /// A proxy on `listen` in front of `upstream` that counts round trips: each
@@ -102,6 +102,10 @@ async fn binding_and_listing_take_two_round_trips_and_unbound_requests_one() {
     let _ = store.apply(&key, &rebind).await.unwrap();
     let plain = ChangeSet::builder().with_attribute("n", "0").build();
     let _ = store.apply(&key, &plain).await.unwrap();
+    let touch = ChangeSet::builder()
+        .with_touch(Touch::new(now(), None, Some(Duration::ZERO)))
+        .build();
+    let _ = store.apply(&key, &touch).await.unwrap();
     store.delete(&key, &id).await.unwrap();
 
     let (id, key) = fresh_key();
@@ -156,6 +160,31 @@ async fn binding_and_listing_take_two_round_trips_and_unbound_requests_one() {
         "an unbound request touches no index: {calls:?}"
     );
 
+    // A touch of a bound session that moves its expiry also extends its
+    // principal's index (another node's, on a cluster): one more round
+    // trip. A touch not yet due costs nothing more.
+    let due = ChangeSet::builder()
+        .with_touch(Touch::new(now(), None, Some(Duration::ZERO)))
+        .with_required_verifier(anon_id)
+        .build();
+    let touched = trips_of(&trips, async {
+        assert_eq!(store.apply(&anon, &due).await.unwrap(), Applied::Written);
+    })
+    .await;
+    let throttled = ChangeSet::builder()
+        .with_touch(Touch::new(now(), None, None))
+        .with_required_verifier(anon_id)
+        .build();
+    let not_due = trips_of(&trips, async {
+        assert_eq!(
+            store.apply(&anon, &throttled).await.unwrap(),
+            Applied::Written
+        );
+    })
+    .await;
+    println!("touch of a bound session: {touched} round trips ({not_due} when not due)");
+    assert_eq!((touched, not_due), (2, 1));
+
     let bob = principal("bob@example.com");
     for _ in 0..100 {
         let (id, key) = fresh_key();
@@ -189,8 +218,9 @@ async fn binding_and_listing_take_two_round_trips_and_unbound_requests_one() {
 }
 
 /// Logs one principal in `cycles` times, each session expiring as soon as
-/// it is written,
-/// and answers the size of the principal's index.
+/// it is written, and answers the size of the principal's index. A session
+/// of the principal that lives on keeps the index from expiring, so it is
+/// pruning that keeps it small.
 async fn login_expire_cycles(
     store: &RedisStore,
     server: &RedisServer,
@@ -198,6 +228,12 @@ async fn login_expire_cycles(
     limit: Option<&SessionLimit>,
     cycles: usize,
 ) -> usize {
+    let (id, key) = fresh_key();
+    let lasting = record(&id, Duration::from_secs(600), &[]).with_principal(Some(who.clone()));
+    assert_eq!(
+        store.create(&key, &lasting, limit).await.unwrap(),
+        Created::Stored
+    );
     for _ in 0..cycles {
         let (id, key) = fresh_key();
         let rec = record(&id, Duration::ZERO, &[]).with_principal(Some(who.clone()));

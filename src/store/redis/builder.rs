@@ -200,6 +200,7 @@ impl RedisStoreBuilder {
                 key_prefix: self.key_prefix,
                 command_timeout: self.command_timeout,
                 replica_acks: self.replica_acks,
+                headroom: Default::default(),
             }),
         }
     }

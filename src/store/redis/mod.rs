@@ -93,6 +93,7 @@ mod command;
 mod connection;
 mod encoding;
 mod index_scripts;
+mod index_ttl;
 mod members;
 mod principals;
 mod replicas;
@@ -162,6 +163,7 @@ struct Inner {
     key_prefix: String,
     command_timeout: Duration,
     replica_acks: Option<replicas::ReplicaAcks>,
+    headroom: index_ttl::Headroom,
 }
 
 impl fmt::Debug for RedisStore {
@@ -387,6 +389,7 @@ impl SessionStore for RedisStore {
             Value::Int(2) => Ok(Applied::TooManyAttributes),
             Value::Int(0) => Ok(Applied::Gone),
             Value::Int(3) => Ok(Applied::Stale),
+            Value::Array(items) => self.follow_touch(&items).await,
             _ => Err(unexpected(Operation::Apply)),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ::redis::Value;
 
+use super::index_ttl::index_deadline;
 use super::members::{Settle, listed, scored, strings};
 use super::{RedisStore, codec, index_scripts, scripts, unexpected};
 use crate::store::{
@@ -23,6 +24,9 @@ pub(super) const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// How many times a binding under a refusing limit checks a full index's
 /// members, retrying the admission without those found ended.
 const ADMIT_ATTEMPTS: usize = 3;
+/// How many times a binding apply raises its index's expiry and writes
+/// again (once is enough unless the index expired meanwhile).
+const RAISE_ATTEMPTS: usize = 2;
 
 /// What [`ADMIT`](index_scripts::ADMIT) answered.
 enum Admission {
@@ -33,7 +37,7 @@ enum Admission {
 }
 
 impl RedisStore {
-    fn index_keys(&self, principal: &Principal) -> [String; 2] {
+    pub(super) fn index_keys(&self, principal: &Principal) -> [String; 2] {
         let index = format!(
             "{}principal:{{{}}}",
             self.inner.key_prefix,
@@ -56,7 +60,9 @@ impl RedisStore {
         limit: Option<&SessionLimit>,
     ) -> Result<Created, StoreError> {
         let op = Operation::Create;
-        let Some(admission) = self.enter(op, principal, key, limit).await? else {
+        let deadline = index_deadline(record.expires_at, record.max_inactive);
+        self.note_deadline(deadline, record.last_accessed);
+        let Some((admission, _)) = self.enter(op, principal, key, limit, deadline).await? else {
             return Ok(Created::LimitReached);
         };
         let args = codec::create_args(record);
@@ -89,15 +95,46 @@ impl RedisStore {
         limit: Option<&SessionLimit>,
     ) -> Result<Applied, StoreError> {
         let op = Operation::Apply;
-        let Some(admission) = self.enter(op, principal, key, limit).await? else {
+        // The expiry the session will have is known only when the change
+        // set touches it and sets its idle timeout.
+        let accessed = changes.touch().map_or_else(now, |t| t.last_accessed);
+        let deadline = match changes.max_inactive() {
+            Some(idle) if changes.touch().is_some() => {
+                index_deadline(accessed, idle.saturating_mul(2))
+            }
+            _ => self.binding_target(accessed),
+        };
+        let Some((admission, mut expiry)) = self.enter(op, principal, key, limit, deadline).await?
+        else {
             return Ok(Applied::LimitReached);
         };
         let mut args = codec::apply_args(changes);
+        args.push(Vec::new());
         args.push(principal.digest_hex().into_bytes());
         let keys = [self.key(key), self.tombstone(key)];
-        let reply = self
-            .invoke_keys(op, &scripts::APPLY_BOUND, &keys, &args)
-            .await?;
+        let mut raised = 0;
+        let reply = loop {
+            let at = args.len() - 2;
+            // A persistent index outlives any session.
+            args[at] = if expiry == -1 { i64::MAX } else { expiry }
+                .to_string()
+                .into_bytes();
+            let reply = self
+                .invoke_keys(op, &scripts::APPLY_BOUND, &keys, &args)
+                .await?;
+            match &reply {
+                // The index would expire too early: raise it, write again.
+                Value::Array(items) if raised < RAISE_ATTEMPTS => match items.as_slice() {
+                    [Value::Int(4), Value::Int(wanted)] => {
+                        self.note_deadline(*wanted, accessed);
+                        expiry = self.extend_index(op, principal, *wanted, false).await?;
+                        raised += 1;
+                    }
+                    _ => break reply,
+                },
+                _ => break reply,
+            }
+        };
         let previous = match reply {
             Value::Int(0) => return Ok(Applied::Gone),
             Value::Int(2) => return Ok(Applied::TooManyAttributes),
@@ -140,30 +177,41 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Enters `key` in the index under `limit`; `None` if a refusing limit
-    /// is full of live sessions.
+    /// Enters `key` in the index under `limit`, making the index live at
+    /// least until `deadline`; `None` if a refusing limit is full of live
+    /// sessions. Answers the admission and when the index expires (-1:
+    /// never).
     async fn enter(
         &self,
         op: Operation,
         principal: &Principal,
         key: &StoreKey,
         limit: Option<&SessionLimit>,
-    ) -> Result<Option<Admission>, StoreError> {
+        deadline: i64,
+    ) -> Result<Option<(Admission, i64)>, StoreError> {
         let mut ended = Vec::new();
         let mut checks = 0;
         loop {
-            match self.admit(op, principal, key, limit, &ended).await? {
+            match self
+                .admit(op, principal, key, limit, deadline, &ended)
+                .await?
+            {
                 // Whatever a check tombstones, the next admission drops:
                 // so no check after the last admission.
-                Admission::Full(_) if checks == ADMIT_ATTEMPTS => return Ok(None),
-                Admission::Full(members) => {
+                (Admission::Full(_), _) if checks == ADMIT_ATTEMPTS => return Ok(None),
+                (Admission::Full(members), _) => {
                     checks += 1;
                     ended = self.ended(op, principal, key, members).await?;
                     if ended.is_empty() {
                         return Ok(None);
                     }
                 }
-                admission => return Ok(Some(admission)),
+                // An index written before indexes expired.
+                (admission, -1) => {
+                    let expiry = self.migrate_index(op, principal, deadline).await?;
+                    return Ok(Some((admission, expiry)));
+                }
+                entered => return Ok(Some(entered)),
             }
         }
     }
@@ -174,8 +222,9 @@ impl RedisStore {
         principal: &Principal,
         key: &StoreKey,
         limit: Option<&SessionLimit>,
+        deadline: i64,
         ended: &[String],
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<(Admission, i64), StoreError> {
         let mut args: Vec<Vec<u8>> = vec![
             key.as_str().as_bytes().to_vec(),
             unix_millis(now()).to_string().into_bytes(),
@@ -184,6 +233,7 @@ impl RedisStore {
                 Some(LimitPolicy::RefuseNewLogin) => b"r".to_vec(),
                 _ => b"e".to_vec(),
             },
+            deadline.to_string().into_bytes(),
         ];
         args.extend(ended.iter().map(|m| m.as_bytes().to_vec()));
         let reply = self
@@ -198,15 +248,19 @@ impl RedisStore {
             return Err(unexpected(op));
         };
         let mut items = items.into_iter();
-        let code = items.next();
+        let (code, expiry) = (items.next(), items.next());
+        let Some(Value::Int(expiry)) = expiry else {
+            return Err(unexpected(op));
+        };
         let members = items.next().map(|v| strings(v, op)).transpose()?;
-        match (code, members) {
-            (Some(Value::Int(0)), None) => Ok(Admission::Entered),
-            (Some(Value::Int(1)), Some(m)) => Ok(Admission::Over(m)),
-            (Some(Value::Int(2)), Some(m)) => Ok(Admission::Full(m)),
-            (Some(Value::Int(3)), Some(m)) => Ok(Admission::PruneDue(m)),
-            _ => Err(unexpected(op)),
-        }
+        let admission = match (code, members) {
+            (Some(Value::Int(0)), None) => Admission::Entered,
+            (Some(Value::Int(1)), Some(m)) => Admission::Over(m),
+            (Some(Value::Int(2)), Some(m)) => Admission::Full(m),
+            (Some(Value::Int(3)), Some(m)) => Admission::PruneDue(m),
+            _ => return Err(unexpected(op)),
+        };
+        Ok((admission, expiry))
     }
 
     /// Checks the members other than `key`, and answers those that are not
@@ -369,19 +423,12 @@ impl RedisStore {
                 let unique: HashSet<&StoreKey> = keys.iter().collect();
                 unique.into_iter().cloned().collect()
             }
-            _ => {
-                let [index, _] = self.index_keys(principal);
-                let mut connection = self.inner.connection.clone();
-                let command = ::redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).to_owned();
-                let reply: Value = self
-                    .run_once(op, command.query_async(&mut connection))
-                    .await?;
-                strings(reply, op)?
-                    .iter()
-                    .filter_map(|m| StoreKey::parse(m))
-                    .filter(|k| which.includes(k))
-                    .collect()
-            }
+            _ => self
+                .members(op, principal)
+                .await?
+                .into_iter()
+                .filter(|k| which.includes(k))
+                .collect(),
         };
         let deleted = self.settle(op, principal, Settle::Revoke, &targets).await?;
         let revoked: Vec<String> = targets
@@ -394,6 +441,24 @@ impl RedisStore {
             self.drop_members(op, principal, None, &revoked).await?;
         }
         Ok(u64::try_from(revoked.len()).unwrap_or(u64::MAX))
+    }
+
+    /// The members of `principal`'s index that are store keys.
+    pub(super) async fn members(
+        &self,
+        op: Operation,
+        principal: &Principal,
+    ) -> Result<Vec<StoreKey>, StoreError> {
+        let [index, _] = self.index_keys(principal);
+        let mut connection = self.inner.connection.clone();
+        let command = ::redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).to_owned();
+        let reply: Value = self
+            .run_once(op, command.query_async(&mut connection))
+            .await?;
+        Ok(strings(reply, op)?
+            .iter()
+            .filter_map(|m| StoreKey::parse(m))
+            .collect())
     }
 
     /// Drops `members` from the index (only those bound before `before`,

@@ -77,34 +77,58 @@ return 1
 /// milliseconds since 1970 stay far below.
 ///
 /// Answers 1 when written, 2 when over the limit, 0 when gone, 3 when the
-/// stored verifier hash is not the required one.
-pub(super) static APPLY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&apply_script("", "#ARGV", "1")));
+/// stored verifier hash is not the required one. When written to a session
+/// bound to a principal, whose touch moved its expiry later, it answers
+/// `{1, principal, wanted}` instead: the principal's index must then live
+/// until `wanted` (the new expiry plus the idle timeout), which the caller
+/// sees to, as the index may sit on another node.
+pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&apply_script(
+        "",
+        "#ARGV",
+        "",
+        "if expires and meta[5] and expires > tonumber(meta[7] or '0') then
+  return {1, meta[5], expires + idle}
+end
+return 1",
+    ))
+});
 
 /// [`APPLY`] for a change set that binds the session to a principal (the
 /// fields set include `m:principal`), which writes nothing if the
 /// principal's index evicted the key meanwhile.
 ///
 /// - `KEYS[2]`: the key's tombstone (see [`super::principals`]).
+/// - the last but one `ARGV`: when the principal's index expires (Unix
+///   ms).
 /// - the last `ARGV`: the tombstone's value that names this principal.
 ///
 /// Answers as [`APPLY`], except that "written" is `{1}`, or
-/// `{1, previous}` when the session was bound to a principal before.
+/// `{1, previous}` when the session was bound to a principal before; and
+/// `{4, wanted}`, writing nothing, when the index would not outlive the
+/// session's expiry (after the touch) by its idle timeout: the caller
+/// raises the index's expiry to `wanted` and tries again.
 pub(super) static APPLY_BOUND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&apply_script(
         "if redis.call('GET', KEYS[2]) == ARGV[#ARGV] then\n  return 0\nend",
-        "#ARGV - 1",
-        "{1, meta[5]}",
+        "#ARGV - 2",
+        "local wanted = (expires or tonumber(meta[7] or '0')) + idle
+if wanted > tonumber(ARGV[#ARGV - 1]) then
+  return {4, wanted}
+end",
+        "return {1, meta[5]}",
     ))
 });
 
 /// The apply script: `preamble` runs first, the delete list ends at
-/// argument `argc`, and `written` is the answer when written.
-fn apply_script(preamble: &str, argc: &str, written: &str) -> String {
+/// argument `argc`, `check` runs before anything is written (with the
+/// touch's new expiry in `expires`, `nil` when the touch is not due) and
+/// `written` answers once written.
+fn apply_script(preamble: &str, argc: &str, check: &str, written: &str) -> String {
     format!(
         r"{preamble}
 local key = KEYS[1]
-local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}')
+local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}', '{expires}')
 if not meta[1] then
   return 0
 end
@@ -144,12 +168,7 @@ if ARGV[5] ~= '' then
     end
   end
 end
-for i = 7, last, 200 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
-end
-for i = last + 1, {argc}, 200 do
-  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, {argc})))
-end
+local expires = nil
 if ARGV[2] ~= '' then
   local access = tonumber(ARGV[2])
   local interval = math.floor(idle / {touch_divisor})
@@ -157,16 +176,25 @@ if ARGV[2] ~= '' then
     interval = tonumber(ARGV[4])
   end
   if access - tonumber(meta[4]) >= interval then
-    local expires = access + idle
+    expires = access + idle
     if ARGV[3] ~= '' then
       expires = math.min(expires, tonumber(meta[2]) + tonumber(ARGV[3]))
     end
-    local at = string.format('%.0f', expires)
-    redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
-    redis.call('PEXPIREAT', key, at)
   end
 end
-return {written}
+{check}
+for i = 7, last, 200 do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
+end
+for i = last + 1, {argc}, 200 do
+  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, {argc})))
+end
+if expires then
+  local at = string.format('%.0f', expires)
+  redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
+  redis.call('PEXPIREAT', key, at)
+end
+{written}
 ",
         verifier = field(codec::VERIFIER),
         created = field(codec::CREATED),
