@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, PgConnection};
+use tower_httpsession::SessionStore;
+use tower_httpsession::store::StoreKey;
 use tower_httpsession::store::postgres::PostgresStore;
 use tower_httpsession::store::testing::Guarded;
 
@@ -172,4 +174,16 @@ pub type SuiteStore = Guarded<PostgresStore, SchemaGuard>;
 pub async fn suite_store() -> SuiteStore {
     let (store, schema) = store().await;
     Guarded::new(store, schema)
+}
+
+/// Asserts that every session of `keys` loads, with `attributes` attributes.
+pub async fn assert_all_live(store: &PostgresStore, keys: &[StoreKey], attributes: usize) {
+    for key in keys {
+        let rec = store
+            .load(key)
+            .await
+            .expect("load")
+            .expect("live session kept");
+        assert_eq!(rec.attributes.len(), attributes);
+    }
 }
