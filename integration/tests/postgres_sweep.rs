@@ -6,7 +6,9 @@ mod postgres_support;
 
 use std::time::{Duration, Instant};
 
-use postgres_support::{SchemaGuard, assert_all_live, connect, database_url, store, unique_name};
+use postgres_support::{
+    SchemaGuard, assert_all_live, connect, database_url, execute, seed_expired, store, unique_name,
+};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgConnection};
 use tower_httpsession::SessionStore;
@@ -15,9 +17,8 @@ use tower_httpsession::store::postgres::{CleanupOptions, MAX_CLEANUP_BATCH, Post
 use tower_httpsession::store::testing::{fresh_key, record};
 use tower_httpsession::store::{Applied, ChangeSet, Created, Touch};
 
-/// Expired sessions seeded in bulk, each with `SEEDED_ATTRIBUTES`.
+/// Expired sessions seeded in bulk.
 const EXPIRED: i64 = 50_000;
-const SEEDED_ATTRIBUTES: i64 = 3;
 const BATCH: u32 = 1_000;
 
 async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -25,47 +26,6 @@ async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
         .fetch_one(&mut *conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-async fn execute(conn: &mut PgConnection, sql: &str) {
-    sqlx::query(sql)
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-/// Seeds `n` expired sessions in one statement, keys of the store's format
-/// (22 characters of base64url) and 32-byte verifier hashes, expired a
-/// minute ago and more (each a millisecond earlier than the last), with
-/// `SEEDED_ATTRIBUTES` attributes each. `columns` are the expiry columns
-/// to fill (`expires_at`, plus `sweep_at` from 0003 on).
-async fn seed_expired(conn: &mut PgConnection, schema: &str, n: i64, columns: &[&str]) {
-    let expiry = "now() - interval '1 minute' - g * interval '1 millisecond'";
-    let names = columns.join(", ");
-    let values = vec![expiry; columns.len()].join(", ");
-    execute(
-        conn,
-        &format!(
-            "INSERT INTO {schema}.sessions \
-                 (key, verifier, created_at, last_accessed_at, idle_timeout_ms, {names}) \
-             SELECT substr(translate(encode(sha256(('{schema}' || g)::bytea), 'base64'), \
-                                     '+/', '-_'), 1, 22), \
-                    sha256(('v' || g)::bytea), now() - interval '2 hours', \
-                    now() - interval '2 hours', 3600000, {values} \
-             FROM generate_series(1, {n}) g"
-        ),
-    )
-    .await;
-    execute(
-        conn,
-        &format!(
-            "INSERT INTO {schema}.attributes (session_key, name, value) \
-             SELECT s.key, 'attr' || i, '\"value ' || i || '\"' \
-             FROM {schema}.sessions s, generate_series(1, {SEEDED_ATTRIBUTES}) i \
-             WHERE s.expires_at <= now()"
-        ),
-    )
-    .await;
 }
 
 /// A live session created through the store, with two attributes.

@@ -209,22 +209,28 @@ impl Statements {
             // expiry, when they are due again. Rows another transaction holds
             // are skipped, not waited for. Both writes check the row as
             // locked, so a session touched after this statement's snapshot
-            // is neither deleted nor moved, and is visited again. Answers how
-            // many sessions it visited, deleted and moved.
+            // is neither deleted nor moved, and is visited again. The writes
+            // find their rows by `key = ANY(array)`, which the planner
+            // always answers from the primary key: a join with the batch
+            // was planned as a scan of the whole table when the statistics
+            // said few sessions are live. Answers how many sessions it
+            // visited, deleted and moved.
             sweep: format!(
                 "WITH due AS ( \
-                     SELECT key FROM {sessions} \
+                     SELECT key, expires_at <= now() AS expired FROM {sessions} \
                      WHERE sweep_at <= now() \
                      ORDER BY sweep_at \
                      LIMIT $1 \
                      FOR UPDATE SKIP LOCKED \
                  ), gone AS ( \
-                     DELETE FROM {sessions} s USING due \
-                     WHERE s.key = due.key AND s.expires_at <= now() \
+                     DELETE FROM {sessions} s \
+                     WHERE s.key = ANY((SELECT array_agg(key) FROM due WHERE expired)::text[]) \
+                       AND s.expires_at <= now() \
                      RETURNING 1 \
                  ), moved AS ( \
-                     UPDATE {sessions} s SET sweep_at = s.expires_at FROM due \
-                     WHERE s.key = due.key AND s.expires_at > now() \
+                     UPDATE {sessions} s SET sweep_at = s.expires_at \
+                     WHERE s.key = ANY((SELECT array_agg(key) FROM due WHERE NOT expired)::text[]) \
+                       AND s.expires_at > now() \
                      RETURNING 1 \
                  ) \
                  SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone), \
