@@ -160,6 +160,20 @@ async fn a_touch_keeps_the_mark_unless_it_moves_the_expiry_before_it() {
     );
     assert_eq!(scalar(&mut conn, &bound).await, 1);
     assert!(scalar(&mut conn, &mark).await < created_mark);
+    // Nor can another writer move the expiry before the mark, which would
+    // hide the session from the cleanup until the mark came.
+    let hide = format!(
+        "UPDATE {s}.sessions SET expires_at = sweep_at - interval '1 second' WHERE key = '{}'",
+        key.as_str()
+    );
+    let refused = sqlx::query(&hide)
+        .execute(&mut conn)
+        .await
+        .expect_err("the check constraint refuses it");
+    let code = refused
+        .as_database_error()
+        .and_then(|e| e.code().map(|c| c.into_owned()));
+    assert_eq!(code.as_deref(), Some("23514"), "{refused}");
     let _ = conn.close().await;
 }
 
