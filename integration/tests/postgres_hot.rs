@@ -11,6 +11,8 @@
 
 mod postgres_support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use postgres_support::{SchemaGuard, connect, store};
@@ -30,6 +32,9 @@ const TASKS: usize = 8;
 /// may grow in the second half of the run.
 const HOT_BAR: f64 = 0.90;
 const GROWTH_BAR: f64 = 1.10;
+/// Runs disturbed by other transactions are repeated up to this many times
+/// in all.
+const ATTEMPTS: usize = 3;
 
 /// `n_tup_upd` and `n_tup_hot_upd` of one table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,6 +76,11 @@ struct Figures {
     /// `pg_total_relation_size` of both tables: at the start, after the
     /// first half, after the second.
     sizes: [i64; 3],
+    /// Whether another transaction, in any database of the server, held a
+    /// snapshot or a transaction id for a while during the run: the old
+    /// row versions it might still see cannot be pruned, so the pages fill
+    /// up and updates stop being HOT whatever the schema.
+    disturbed: bool,
 }
 
 impl Figures {
@@ -83,10 +93,33 @@ impl Figures {
         self.sizes[2] as f64 / self.sizes[1] as f64
     }
 
+    /// Which bar the run missed, if any.
+    fn missed(&self) -> Option<String> {
+        for (table, updates) in [
+            ("sessions", self.sessions),
+            ("attributes", self.attributes),
+            ("both tables", self.total()),
+        ] {
+            if updates.ratio() < HOT_BAR {
+                return Some(format!(
+                    "{table}: {:.1}% of updates HOT, want at least {:.0}%",
+                    100.0 * updates.ratio(),
+                    100.0 * HOT_BAR
+                ));
+            }
+        }
+        (self.growth() > GROWTH_BAR).then(|| {
+            format!(
+                "the tables grew by x{:.3} in the second half",
+                self.growth()
+            )
+        })
+    }
+
     fn print(&self, what: &str) {
         println!(
             "{what}: HOT sessions {:.1}% ({}/{}), attributes {:.1}% ({}/{}), together {:.1}%; \
-             size start {} B, after half 1 {} B, after half 2 {} B (x{:.3})",
+             size start {} B, after half 1 {} B, after half 2 {} B (x{:.3}){}",
             100.0 * self.sessions.ratio(),
             self.sessions.hot,
             self.sessions.all,
@@ -98,6 +131,11 @@ impl Figures {
             self.sizes[1],
             self.sizes[2],
             self.growth(),
+            if self.disturbed {
+                "; disturbed by another long transaction"
+            } else {
+                ""
+            },
         );
     }
 }
@@ -184,6 +222,29 @@ async fn half(store: &PostgresStore, sessions: &[(VerifierHash, StoreKey)], roun
     }
 }
 
+/// Watches, until `stop`, for other transactions that hold back the
+/// pruning of old row versions: ones (in any database) that have held a
+/// snapshot or a transaction id for more than two seconds.
+async fn watch_horizon(stop: Arc<AtomicBool>) -> bool {
+    let mut conn = connect().await;
+    let mut seen = false;
+    while !stop.load(Ordering::Relaxed) {
+        let holding: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() \
+               AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) \
+               AND xact_start < now() - interval '2 seconds'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("activity");
+        seen |= holding > 0;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = conn.close().await;
+    seen
+}
+
 /// Seeds the sessions, runs two halves of writes, and measures.
 async fn run(store: &PostgresStore, schema: &str) -> Figures {
     let mut conn = connect().await;
@@ -218,10 +279,14 @@ async fn run(store: &PostgresStore, schema: &str) -> Figures {
         updates(&mut conn, schema, "attributes").await,
     );
     let start = size(&mut conn, schema).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_horizon(stop.clone()));
     half(store, &sessions, 1).await;
     let first = size(&mut conn, schema).await;
     half(store, &sessions, 2).await;
     let second = size(&mut conn, schema).await;
+    stop.store(true, Ordering::Relaxed);
+    let disturbed = watcher.await.expect("watcher");
     flush_stats(store).await;
     let figures = Figures {
         sessions: updates(&mut conn, schema, "sessions").await.since(before.0),
@@ -229,6 +294,7 @@ async fn run(store: &PostgresStore, schema: &str) -> Figures {
             .await
             .since(before.1),
         sizes: [start, first, second],
+        disturbed,
     };
     let _ = conn.close().await;
     // Every write updated its session row and one attribute row.
@@ -241,9 +307,27 @@ async fn run(store: &PostgresStore, schema: &str) -> Figures {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn touches_and_writes_update_in_place_and_the_tables_keep_their_size() {
     let started = Instant::now();
-    let (store, schema) = store().await;
-    let figures = run(&store, &schema.name).await;
-    figures.print("schema 0003 (sweep_at)");
+    // Another transaction that holds back pruning (say, a bulk load
+    // elsewhere on the server) can only make updates less HOT: a run that
+    // misses the bars while one was seen is repeated, a bounded number of
+    // times; a run that meets them counts either way.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (store, schema) = store().await;
+        let figures = run(&store, &schema.name).await;
+        figures.print("schema 0003 (sweep_at)");
+        match figures.missed() {
+            None => break,
+            Some(missed) if !figures.disturbed => panic!("{missed}: {figures:?}"),
+            Some(missed) if attempt >= ATTEMPTS => panic!(
+                "{missed}, in each of {ATTEMPTS} runs, each disturbed by another transaction \
+                 that held back pruning on the server; run the test again when none runs: \
+                 {figures:?}"
+            ),
+            Some(_) => tokio::time::sleep(Duration::from_secs(3)).await,
+        }
+    }
 
     // The same load on the index set of migration 0002, for comparison: an
     // index on `expires_at`, which every touch changes.
@@ -252,23 +336,6 @@ async fn touches_and_writes_update_in_place_and_the_tables_keep_their_size() {
     old_figures.print("index on expires_at (0002)");
     println!("both runs took {:?}", started.elapsed());
 
-    for (table, updates) in [
-        ("sessions", figures.sessions),
-        ("attributes", figures.attributes),
-        ("both tables", figures.total()),
-    ] {
-        assert!(
-            updates.ratio() >= HOT_BAR,
-            "{table}: {:.1}% of updates HOT, want at least {:.0}%: {figures:?}",
-            100.0 * updates.ratio(),
-            100.0 * HOT_BAR
-        );
-    }
-    assert!(
-        figures.growth() <= GROWTH_BAR,
-        "the tables grew by x{:.3} in the second half: {figures:?}",
-        figures.growth()
-    );
     // The measurement tells the two apart: with the expiry indexed, a
     // touch is never HOT.
     assert!(
