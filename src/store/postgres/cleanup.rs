@@ -307,3 +307,39 @@ impl fmt::Debug for CleanupHandle {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_bound_the_batch_the_interval_and_the_pause() {
+        let options = CleanupOptions::new(Duration::ZERO, 0);
+        assert_eq!(options.interval(), Duration::from_millis(1));
+        assert_eq!(options.batch(), 1);
+        let options = CleanupOptions::new(Duration::from_secs(60), u32::MAX);
+        assert_eq!(options.batch(), MAX_CLEANUP_BATCH);
+        assert_eq!(options.pause_percent(), DEFAULT_CLEANUP_PAUSE_PERCENT);
+        assert_eq!(
+            options.with_pause_percent(u32::MAX).pause_percent(),
+            MAX_PAUSE_PERCENT
+        );
+    }
+
+    #[test]
+    fn the_pause_is_in_proportion_to_the_batch_time() {
+        let options = CleanupOptions::new(Duration::from_secs(60), 1_000);
+        let took = Duration::from_millis(40);
+        assert_eq!(options.pause_after(took), Duration::from_millis(80));
+        assert_eq!(
+            options.with_pause_percent(50).pause_after(took),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            options.with_pause_percent(0).pause_after(took),
+            Duration::ZERO
+        );
+        // No overflow, however long a batch took.
+        assert!(options.pause_after(Duration::MAX) > Duration::ZERO);
+    }
+}
