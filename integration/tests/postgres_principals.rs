@@ -79,13 +79,30 @@ async fn a_database_at_the_first_migration_migrates_in_place() {
     let _ = conn.close().await;
 
     let store = small_store(database_url(), &schema).await;
-    // Written by the old version's statement, which the new one keeps.
+    // Written as the old version wrote it: the columns of the first
+    // migration.
     let (id, key) = fresh_key();
     let old = record(&id, Duration::from_secs(600), &[("cart", "[]")]);
-    assert_eq!(
-        store.create(&key, &old, None).await.expect("create"),
-        Created::Stored
-    );
+    let mut conn = connect().await;
+    sqlx::query(&format!(
+        "WITH s AS ( \
+             INSERT INTO {0}.sessions \
+                 (key, verifier, created_at, last_accessed_at, idle_timeout_ms, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING key \
+         ) \
+         INSERT INTO {0}.attributes SELECT key, 'cart', '[]' FROM s",
+        schema.name
+    ))
+    .bind(key.as_str())
+    .bind(id.as_bytes().as_slice())
+    .bind(old.created)
+    .bind(old.last_accessed)
+    .bind(i64::try_from(old.max_inactive.as_millis()).expect("millis"))
+    .bind(old.expires_at)
+    .execute(&mut conn)
+    .await
+    .expect("the old version's row");
+    let _ = conn.close().await;
 
     store
         .migrate()

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, PgConnection};
+use tower_httpsession::SessionStore;
+use tower_httpsession::store::StoreKey;
 use tower_httpsession::store::postgres::PostgresStore;
 use tower_httpsession::store::testing::Guarded;
 
@@ -172,4 +174,61 @@ pub type SuiteStore = Guarded<PostgresStore, SchemaGuard>;
 pub async fn suite_store() -> SuiteStore {
     let (store, schema) = store().await;
     Guarded::new(store, schema)
+}
+
+/// Asserts that every session of `keys` loads, with `attributes` attributes.
+pub async fn assert_all_live(store: &PostgresStore, keys: &[StoreKey], attributes: usize) {
+    for key in keys {
+        let rec = store
+            .load(key)
+            .await
+            .expect("load")
+            .expect("live session kept");
+        assert_eq!(rec.attributes.len(), attributes);
+    }
+}
+
+/// Runs `sql`, failing the test if it fails.
+pub async fn execute(conn: &mut PgConnection, sql: &str) {
+    sqlx::query(sql)
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Expired sessions seeded by [`seed_expired`] hold this many attributes.
+pub const SEEDED_ATTRIBUTES: i64 = 3;
+
+/// Seeds `n` expired sessions in one statement, keys of the store's format
+/// (22 characters of base64url) and 32-byte verifier hashes, expired a
+/// minute ago and more (each a millisecond earlier than the last), with
+/// `SEEDED_ATTRIBUTES` attributes each. `columns` are the expiry columns
+/// to fill (`expires_at`, plus `sweep_at` from 0003 on).
+pub async fn seed_expired(conn: &mut PgConnection, schema: &str, n: i64, columns: &[&str]) {
+    let expiry = "now() - interval '1 minute' - g * interval '1 millisecond'";
+    let names = columns.join(", ");
+    let values = vec![expiry; columns.len()].join(", ");
+    execute(
+        conn,
+        &format!(
+            "INSERT INTO {schema}.sessions \
+                 (key, verifier, created_at, last_accessed_at, idle_timeout_ms, {names}) \
+             SELECT substr(translate(encode(sha256(('{schema}' || g)::bytea), 'base64'), \
+                                     '+/', '-_'), 1, 22), \
+                    sha256(('v' || g)::bytea), now() - interval '2 hours', \
+                    now() - interval '2 hours', 3600000, {values} \
+             FROM generate_series(1, {n}) g"
+        ),
+    )
+    .await;
+    execute(
+        conn,
+        &format!(
+            "INSERT INTO {schema}.attributes (session_key, name, value) \
+             SELECT s.key, 'attr' || i, '\"value ' || i || '\"' \
+             FROM {schema}.sessions s, generate_series(1, {SEEDED_ATTRIBUTES}) i \
+             WHERE s.expires_at <= now()"
+        ),
+    )
+    .await;
 }

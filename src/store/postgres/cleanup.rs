@@ -1,21 +1,188 @@
-//! The background task that deletes expired sessions.
+//! The cleanup: batches that delete expired sessions, and the background
+//! task that runs them at a bounded pace.
+//!
+//! A batch is one statement, so one short transaction: it visits at most
+//! `batch` sessions whose mark `sweep_at` is due (the oldest mark first,
+//! through its index; rows another transaction holds are skipped), deletes
+//! those that have expired and moves the others' mark to their expiry. See
+//! `migrations/0003_sweep_at.sql` for why the mark is not the expiry
+//! itself.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::PostgresStore;
+use super::error::from_sqlx;
+use crate::store::{Operation, StoreError};
 
-/// Runs [`PostgresStore::delete_expired`] every `interval`, in batches of
-/// `batch` rows until a batch comes back short. Errors are logged and the
-/// next tick tries again; a closed pool ends the task.
-pub(super) fn spawn(store: PostgresStore, interval: Duration, batch: u32) -> CleanupHandle {
+/// The largest batch the cleanup runs: a larger one is cut to this, so
+/// that one batch's transaction stays short.
+pub const MAX_CLEANUP_BATCH: u32 = 10_000;
+/// How long the cleanup task pauses after a full batch, in percent of the
+/// time that batch took, unless told otherwise: 200 keeps the task at work
+/// at most a third of the time, on one connection.
+pub const DEFAULT_CLEANUP_PAUSE_PERCENT: u32 = 200;
+/// The largest pause, in percent of the batch's time, the task accepts.
+const MAX_PAUSE_PERCENT: u32 = 10_000;
+
+/// How the task started by [`PostgresStore::spawn_cleanup_with`] works:
+/// every `interval`, batches of at most `batch` sessions until one comes
+/// back short, with a pause after each batch in proportion to the time it
+/// took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupOptions {
+    interval: Duration,
+    batch: u32,
+    pause_percent: u32,
+}
+
+impl CleanupOptions {
+    /// A sweep every `interval` (at least a millisecond), in batches of
+    /// `batch` sessions (1 to [`MAX_CLEANUP_BATCH`]), pausing
+    /// [`DEFAULT_CLEANUP_PAUSE_PERCENT`] of each batch's time after it.
+    #[must_use]
+    pub fn new(interval: Duration, batch: u32) -> Self {
+        Self {
+            interval: interval.max(Duration::from_millis(1)),
+            batch: batch.clamp(1, MAX_CLEANUP_BATCH),
+            pause_percent: DEFAULT_CLEANUP_PAUSE_PERCENT,
+        }
+    }
+
+    /// The pause after each full batch, in percent of the time the batch
+    /// took (at most 10,000): 0 runs batches back to back, 100 keeps the
+    /// task at work half the time. The higher, the smaller the share of
+    /// the server the cleanup takes from requests, and the longer it takes
+    /// to catch up with a backlog.
+    #[must_use]
+    pub fn with_pause_percent(mut self, percent: u32) -> Self {
+        self.pause_percent = percent.min(MAX_PAUSE_PERCENT);
+        self
+    }
+
+    /// The time between sweeps.
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The most sessions one batch visits.
+    #[must_use]
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// The pause after a batch, in percent of its time.
+    #[must_use]
+    pub fn pause_percent(&self) -> u32 {
+        self.pause_percent
+    }
+
+    /// The pause after a batch that took `took`.
+    fn pause_after(&self, took: Duration) -> Duration {
+        took.saturating_mul(self.pause_percent) / 100
+    }
+}
+
+/// What one cleanup batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SweepBatch {
+    /// Sessions whose mark was due, locked and looked at.
+    pub visited: u64,
+    /// Expired sessions deleted, with their attributes.
+    pub deleted: u64,
+    /// Live sessions whose mark moved to their expiry.
+    pub rescheduled: u64,
+}
+
+impl PostgresStore {
+    /// Runs one cleanup batch, and answers how many expired sessions it
+    /// deleted (with their attributes).
+    ///
+    /// The batch visits at most `batch` sessions (at most
+    /// [`MAX_CLEANUP_BATCH`]) whose cleanup mark is due, oldest first: it
+    /// deletes those that expired and schedules the others' next visit at
+    /// their expiry. So an answer below `batch` does not mean that no
+    /// expired session is left: loop on
+    /// [`sweep_expired`](Self::sweep_expired) and its
+    /// [`visited`](SweepBatch::visited) count instead, or let
+    /// [`spawn_cleanup`](Self::spawn_cleanup) do it.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] for [`Operation::Cleanup`].
+    pub async fn delete_expired(&self, batch: u32) -> Result<u64, StoreError> {
+        self.sweep_expired(batch).await.map(|done| done.deleted)
+    }
+
+    /// Runs one cleanup batch, as [`delete_expired`](Self::delete_expired),
+    /// and answers what it did. Fewer sessions
+    /// [visited](SweepBatch::visited) than `batch` means none was due (bar
+    /// those other transactions held).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] for [`Operation::Cleanup`].
+    pub async fn sweep_expired(&self, batch: u32) -> Result<SweepBatch, StoreError> {
+        let op = Operation::Cleanup;
+        let batch = batch.clamp(1, MAX_CLEANUP_BATCH);
+        self.bounded(op, async {
+            let (visited, deleted, moved): (i64, i64, i64) = sqlx::query_as(&self.inner.sql.sweep)
+                .bind(i64::from(batch))
+                .fetch_one(self.pool())
+                .await
+                .map_err(|e| from_sqlx(op, e))?;
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            Ok(SweepBatch {
+                visited: count(visited),
+                deleted: count(deleted),
+                rescheduled: count(moved),
+            })
+        })
+        .await
+    }
+
+    /// Starts a task that deletes expired sessions every `interval`, in
+    /// batches of at most `batch` sessions until one comes back short,
+    /// pausing after each batch; see [`CleanupOptions::new`] and
+    /// [`spawn_cleanup_with`](Self::spawn_cleanup_with).
+    ///
+    /// Database errors are logged with `tracing` and the task tries again at
+    /// the next interval. Sessions are also treated as gone as soon as they
+    /// expire, whether or not the task has run; it only reclaims the space.
+    /// One instance running it is enough, though several do no harm (each
+    /// skips the rows another is visiting).
+    ///
+    /// Must be called within a tokio runtime. The task runs until the
+    /// returned handle is stopped or dropped, or the pool is closed.
+    pub fn spawn_cleanup(&self, interval: Duration, batch: u32) -> CleanupHandle {
+        self.spawn_cleanup_with(CleanupOptions::new(interval, batch))
+    }
+
+    /// Starts the cleanup task with `options`, as
+    /// [`spawn_cleanup`](Self::spawn_cleanup).
+    ///
+    /// Each batch is one short transaction. After each full batch the task
+    /// sleeps in proportion to the time the batch took
+    /// ([`CleanupOptions::with_pause_percent`]), so that a large backlog
+    /// (say, a million sessions that expired together) is worked off at a
+    /// bounded share of the server while requests go on.
+    pub fn spawn_cleanup_with(&self, options: CleanupOptions) -> CleanupHandle {
+        spawn(self.clone(), options)
+    }
+}
+
+/// Runs sweeps every `options.interval` until stopped. Errors are logged
+/// and the next tick tries again; a closed pool ends the task.
+fn spawn(store: PostgresStore, options: CleanupOptions) -> CleanupHandle {
     let (stop, mut stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        let mut ticks = tokio::time::interval(options.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -26,7 +193,9 @@ pub(super) fn spawn(store: PostgresStore, interval: Duration, batch: u32) -> Cle
                 tracing::info!("session cleanup stops: the connection pool is closed");
                 break;
             }
-            sweep(&store, batch).await;
+            if sweep(&store, &options, &mut stopped).await == Sweep::Stopped {
+                break;
+            }
         }
     });
     CleanupHandle {
@@ -35,18 +204,42 @@ pub(super) fn spawn(store: PostgresStore, interval: Duration, batch: u32) -> Cle
     }
 }
 
-/// Deletes batches until one comes back short or fails.
-async fn sweep(store: &PostgresStore, batch: u32) {
-    let mut total: u64 = 0;
+/// How a sweep ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Sweep {
+    /// Nothing more was due, or a batch failed: wait for the next tick.
+    Done,
+    /// The handle asked the task to stop during a pause.
+    Stopped,
+}
+
+/// Runs batches until one comes back short, makes no progress or fails,
+/// pausing after each.
+async fn sweep(
+    store: &PostgresStore,
+    options: &CleanupOptions,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Sweep {
+    let (mut deleted, mut rescheduled) = (0_u64, 0_u64);
+    let mut end = Sweep::Done;
     loop {
-        match store.delete_expired(batch).await {
-            Ok(deleted) => {
-                total += deleted;
-                if deleted < u64::from(batch) {
+        let started = Instant::now();
+        match store.sweep_expired(options.batch).await {
+            Ok(done) => {
+                deleted += done.deleted;
+                rescheduled += done.rescheduled;
+                let progress = done.deleted + done.rescheduled > 0;
+                if done.visited < u64::from(options.batch) || !progress {
                     break;
                 }
-                // Let other tasks run between full batches.
-                tokio::task::yield_now().await;
+                let pause = options.pause_after(started.elapsed());
+                tokio::select! {
+                    _ = &mut *stopped => {
+                        end = Sweep::Stopped;
+                        break;
+                    }
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
             Err(error) => {
                 tracing::warn!(
@@ -57,9 +250,10 @@ async fn sweep(store: &PostgresStore, batch: u32) {
             }
         }
     }
-    if total > 0 {
-        tracing::debug!(deleted = total, "expired sessions deleted");
+    if deleted > 0 || rescheduled > 0 {
+        tracing::debug!(deleted, rescheduled, "session cleanup swept");
     }
+    end
 }
 
 /// Controls the task started by [`PostgresStore::spawn_cleanup`].
@@ -111,5 +305,41 @@ impl fmt::Debug for CleanupHandle {
         f.debug_struct("CleanupHandle")
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_bound_the_batch_the_interval_and_the_pause() {
+        let options = CleanupOptions::new(Duration::ZERO, 0);
+        assert_eq!(options.interval(), Duration::from_millis(1));
+        assert_eq!(options.batch(), 1);
+        let options = CleanupOptions::new(Duration::from_secs(60), u32::MAX);
+        assert_eq!(options.batch(), MAX_CLEANUP_BATCH);
+        assert_eq!(options.pause_percent(), DEFAULT_CLEANUP_PAUSE_PERCENT);
+        assert_eq!(
+            options.with_pause_percent(u32::MAX).pause_percent(),
+            MAX_PAUSE_PERCENT
+        );
+    }
+
+    #[test]
+    fn the_pause_is_in_proportion_to_the_batch_time() {
+        let options = CleanupOptions::new(Duration::from_secs(60), 1_000);
+        let took = Duration::from_millis(40);
+        assert_eq!(options.pause_after(took), Duration::from_millis(80));
+        assert_eq!(
+            options.with_pause_percent(50).pause_after(took),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            options.with_pause_percent(0).pause_after(took),
+            Duration::ZERO
+        );
+        // No overflow, however long a batch took.
+        assert!(options.pause_after(Duration::MAX) > Duration::ZERO);
     }
 }

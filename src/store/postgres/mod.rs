@@ -6,6 +6,18 @@
 //! row and the session's timestamps, nothing else; every operation is one
 //! SQL statement, so one round trip. See `migrations/` for the schema.
 //!
+//! A touch changes no indexed column, so the session row is updated in
+//! place (a HOT update: no new index entries, the old version pruned within
+//! its page); the tables keep their size however often sessions are
+//! written. The cleanup finds expired sessions through `sweep_at`, a lower
+//! bound of the expiry that touches leave alone (migration 0003): a batch
+//! deletes the expired sessions among those due and reschedules the others
+//! at their expiry. [`spawn_cleanup`](PostgresStore::spawn_cleanup) runs
+//! batches of bounded size, each one short transaction that skips the rows
+//! requests hold, with a pause after each in proportion to its time
+//! ([`CleanupOptions`]), so that a backlog of a million expired sessions is
+//! deleted while requests go on.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //!
@@ -87,7 +99,9 @@ use super::{
 };
 
 pub use self::builder::PostgresStoreBuilder;
-pub use self::cleanup::CleanupHandle;
+pub use self::cleanup::{
+    CleanupHandle, CleanupOptions, DEFAULT_CLEANUP_PAUSE_PERCENT, MAX_CLEANUP_BATCH, SweepBatch,
+};
 pub use self::tls::{SslMode, UnknownSslMode};
 
 /// The name this store gives in errors and health reports.
@@ -243,43 +257,9 @@ impl PostgresStore {
         result
     }
 
-    /// Deletes at most `batch` expired sessions (the oldest first) with their
-    /// attributes, and answers how many it deleted.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] for [`Operation::Cleanup`].
-    pub async fn delete_expired(&self, batch: u32) -> Result<u64, StoreError> {
-        let op = Operation::Cleanup;
-        self.bounded(op, async {
-            sqlx::query(&self.inner.sql.delete_expired)
-                .bind(i64::from(batch))
-                .execute(self.pool())
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(|e| from_sqlx(op, e))
-        })
-        .await
-    }
-
-    /// Starts a task that deletes expired sessions every `interval`, in
-    /// batches of at most `batch` rows, until a batch comes back short.
-    ///
-    /// Database errors are logged with `tracing` and the task tries again at
-    /// the next interval. Sessions are also treated as gone as soon as they
-    /// expire, whether or not the task has run; it only reclaims the space.
-    /// One instance running it is enough, though several do no harm (each
-    /// skips the rows another is deleting).
-    ///
-    /// Must be called within a tokio runtime. The task runs until the
-    /// returned handle is stopped or dropped, or the pool is closed.
-    pub fn spawn_cleanup(&self, interval: Duration, batch: u32) -> CleanupHandle {
-        cleanup::spawn(self.clone(), interval, batch.max(1))
-    }
-
     /// Runs `call`, failing as unavailable if it takes longer than the
     /// operation timeout.
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         operation: Operation,
         call: impl Future<Output = Result<T, StoreError>>,

@@ -33,8 +33,8 @@ pub(super) fn create_statement(schema: &str) -> String {
          ), s AS ( \
              INSERT INTO {schema}.sessions \
                  (key, verifier, created_at, last_accessed_at, idle_timeout_ms, expires_at, \
-                  principal, label) \
-             SELECT $1, $2, $3, $4, $5, $6, $9, $10 FROM adm WHERE adm.ok \
+                  sweep_at, principal, label) \
+             SELECT $1, $2, $3, $4, $5, $6, $6, $9, $10 FROM adm WHERE adm.ok \
              ON CONFLICT (key) DO NOTHING \
              RETURNING key \
          ), a AS ( \

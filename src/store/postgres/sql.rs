@@ -22,7 +22,7 @@ pub(super) struct Statements {
     pub(super) cas_insert: String,
     pub(super) cas_current: String,
     pub(super) delete: String,
-    pub(super) delete_expired: String,
+    pub(super) sweep: String,
     pub(super) health: String,
 }
 
@@ -74,8 +74,9 @@ impl Statements {
             create: format!(
                 "WITH s AS ( \
                      INSERT INTO {sessions} \
-                         (key, verifier, created_at, last_accessed_at, idle_timeout_ms, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
+                         (key, verifier, created_at, last_accessed_at, idle_timeout_ms, expires_at, \
+                          sweep_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
                      ON CONFLICT (key) DO NOTHING \
                      RETURNING key \
                  ), a AS ( \
@@ -106,13 +107,14 @@ impl Statements {
             // the idle timeout, $5 the verifier) or a touch ($2, the access
             // time) that is due: $11 milliseconds (NULL: a twentieth of the
             // idle timeout) after the stored access. Most writes change
-            // attributes only, and an update of the session row is not HOT
-            // (the expiry is indexed): skipping it halves what a write
-            // costs. A touch moves the expiry to the earlier of the access
-            // time plus the idle timeout (the new one, if set) and the
+            // attributes only: skipping the session row saves a row version
+            // per write. A touch moves the expiry to the earlier of the
+            // access time plus the idle timeout (the new one, if set) and the
             // creation time plus the absolute timeout ($3, milliseconds, NULL
-            // for none; least() ignores NULL). Metadata left NULL keeps its
-            // value.
+            // for none; least() ignores NULL). The cleanup's mark `sweep_at`
+            // (migration 0003) stays unless the expiry moves before it, so a
+            // touch changes no indexed column and updates the row in place
+            // (HOT). Metadata left NULL keeps its value.
             //
             // Names are unique within each array and the two arrays are
             // disjoint, because a ChangeSet keeps every name either set or
@@ -200,19 +202,39 @@ impl Statements {
                 "DELETE FROM {sessions} \
                  WHERE key = $1 AND (verifier = $2 OR expires_at <= now())"
             ),
-            // The oldest expired sessions, at most $1 of them, found through
-            // the expiry index. Rows another transaction holds are skipped,
-            // not waited for; the cascade removes their attributes.
-            delete_expired: format!(
-                "WITH doomed AS ( \
-                     SELECT key FROM {sessions} \
-                     WHERE expires_at <= now() \
-                     ORDER BY expires_at \
+            // One batch of the cleanup: at most $1 sessions whose mark
+            // `sweep_at` is due, the oldest mark first, found through its
+            // index (migration 0003). Those expired are deleted (the cascade
+            // removes their attributes); the others' mark moves to their
+            // expiry, when they are due again. Rows another transaction holds
+            // are skipped, not waited for. Both writes check the row as
+            // locked, so a session touched after this statement's snapshot
+            // is neither deleted nor moved, and is visited again. The writes
+            // find their rows by `key = ANY(array)`, which the planner
+            // always answers from the primary key: a join with the batch
+            // was planned as a scan of the whole table when the statistics
+            // said few sessions are live. Answers how many sessions it
+            // visited, deleted and moved.
+            sweep: format!(
+                "WITH due AS ( \
+                     SELECT key, expires_at <= now() AS expired FROM {sessions} \
+                     WHERE sweep_at <= now() \
+                     ORDER BY sweep_at \
                      LIMIT $1 \
                      FOR UPDATE SKIP LOCKED \
+                 ), gone AS ( \
+                     DELETE FROM {sessions} s \
+                     WHERE s.key = ANY((SELECT array_agg(key) FROM due WHERE expired)::text[]) \
+                       AND s.expires_at <= now() \
+                     RETURNING 1 \
+                 ), moved AS ( \
+                     UPDATE {sessions} s SET sweep_at = s.expires_at \
+                     WHERE s.key = ANY((SELECT array_agg(key) FROM due WHERE NOT expired)::text[]) \
+                       AND s.expires_at > now() \
+                     RETURNING 1 \
                  ) \
-                 DELETE FROM {sessions} s USING doomed \
-                 WHERE s.key = doomed.key AND s.expires_at <= now()"
+                 SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM gone), \
+                        (SELECT count(*) FROM moved)"
             ),
             // Whether the table exists, and the planner's estimate of its row
             // count (negative until the table was first analysed): no scan.
@@ -247,6 +269,9 @@ impl Statements {
 fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> String {
     // The default touch interval is this fraction of the idle timeout.
     let divisor = crate::store::policy::TOUCH_DIVISOR;
+    // A touch's expiry, of the row `t` being updated.
+    let expiry = "least($2 + coalesce($4, t.idle_timeout_ms) * interval '1 millisecond', \
+                  t.created_at + $3::bigint * interval '1 millisecond')";
     let plain_meta_due = format!(
         "AND ( \
              $4::bigint IS NOT NULL OR $5::bytea IS NOT NULL \
@@ -296,9 +321,10 @@ fn apply(sessions: &str, attributes: &str, fits: &str, bind: Option<&str>) -> St
          {admit}), meta AS ( \
              UPDATE {sessions} t SET \
                  last_accessed_at = coalesce($2, t.last_accessed_at), \
-                 expires_at = CASE WHEN $2::timestamptz IS NULL THEN t.expires_at ELSE least( \
-                     $2 + coalesce($4, t.idle_timeout_ms) * interval '1 millisecond', \
-                     t.created_at + $3::bigint * interval '1 millisecond') END, \
+                 expires_at = CASE WHEN $2::timestamptz IS NULL THEN t.expires_at \
+                     ELSE {expiry} END, \
+                 sweep_at = CASE WHEN $2::timestamptz IS NULL THEN t.sweep_at \
+                     ELSE least(t.sweep_at, {expiry}) END, \
                  idle_timeout_ms = coalesce($4, t.idle_timeout_ms), \
                  verifier = coalesce($5, t.verifier){binds}\
              FROM s \
