@@ -196,50 +196,58 @@ impl PostgresStore {
         let Some(group) = &self.inner.group else {
             return;
         };
-        let mut finished: Vec<StoreKey> = Vec::new();
+        let mut running = Running {
+            store: &self,
+            group,
+            batch: Vec::new(),
+            done: false,
+        };
         loop {
             let batch = {
                 let mut state = group.state();
-                for key in &finished {
-                    state.busy.remove(key);
+                for key in running.batch.drain(..) {
+                    state.busy.remove(&key);
                 }
                 let batch = group.take(&mut state);
                 if batch.is_empty() {
                     state.running -= 1;
+                    running.done = true;
                     return;
                 }
                 batch
             };
+            running.batch = batch.iter().map(|m| m.key.clone()).collect();
             let answers = self.run_batch(&batch).await;
-            finished = batch
-                .into_iter()
-                .zip(answers)
-                .map(|(member, answer)| {
-                    let _ = member.reply.send(answer);
-                    member.key
-                })
-                .collect();
+            for (member, answer) in batch.into_iter().zip(answers) {
+                let _ = member.reply.send(answer);
+            }
         }
     }
 
-    /// One answer per member, in order.
+    /// One answer per member, in order, within the operation timeout.
     async fn run_batch(&self, batch: &[Member]) -> Vec<Answer> {
+        let op = Operation::Apply;
+        let limit = self.inner.operation_timeout;
+        tokio::time::timeout(limit, self.run_unbounded(batch))
+            .await
+            // A write may have been under way, or its commit.
+            .unwrap_or_else(|_| batch.iter().map(|_| Err(timed_out(op, limit))).collect())
+    }
+
+    async fn run_unbounded(&self, batch: &[Member]) -> Vec<Answer> {
         if let [alone] = batch {
             return vec![self.apply_alone(&alone.key, &alone.changes).await];
         }
-        let op = Operation::Apply;
-        let limit = self.inner.operation_timeout;
-        let together = tokio::time::timeout(limit, self.apply_together(batch)).await;
-        match together {
-            Ok(Ok(states)) => states.into_iter().map(Ok).collect(),
-            Ok(Err(Failure::Commit(error))) => {
+        match self.apply_together(batch).await {
+            Ok(states) => states.into_iter().map(Ok).collect(),
+            Err(Failure::Commit(error)) => {
                 let error = Arc::new(error);
                 batch
                     .iter()
                     .map(|_| {
                         Err(StoreError::new(
                             BACKEND,
-                            op,
+                            Operation::Apply,
                             kind_of(&error),
                             CommitFailed(Arc::clone(&error)),
                         ))
@@ -247,15 +255,13 @@ impl PostgresStore {
                     .collect()
             }
             // Nothing committed: each member alone.
-            Ok(Err(Failure::Member)) => {
+            Err(Failure::Member) => {
                 let mut answers = Vec::with_capacity(batch.len());
                 for member in batch {
                     answers.push(self.apply_alone(&member.key, &member.changes).await);
                 }
                 answers
             }
-            // The commit may have been under way.
-            Err(_) => batch.iter().map(|_| Err(timed_out(op, limit))).collect(),
         }
     }
 
@@ -282,6 +288,36 @@ impl PostgresStore {
             .fetch_one(self.pool())
             .await
             .map_err(|e| from_sqlx(Operation::Apply, e))
+    }
+}
+
+/// A task running batches. Should it end any other way than by finding
+/// nothing to take (a panic), its sessions are freed and, if writes are
+/// queued, another task takes its place.
+struct Running<'a> {
+    store: &'a PostgresStore,
+    group: &'a Group,
+    /// The sessions of the batch in hand.
+    batch: Vec<StoreKey>,
+    done: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.group.state();
+        for key in self.batch.drain(..) {
+            state.busy.remove(&key);
+        }
+        if state.queue.is_empty() {
+            state.running -= 1;
+        } else {
+            drop(state);
+            let store = self.store.clone();
+            tokio::spawn(async move { store.run_batches().await });
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`DEFAULT_SCHEMA`]): one row per session, and one row per attribute keyed
 //! by (session, name). A request that changes one attribute writes that one
 //! row and the session's timestamps, nothing else; every operation is one
-//! SQL statement, so one round trip. See `migrations/` for the schema.
+//! SQL statement (concurrent writes share transactions: see below). See
+//! `migrations/` for the schema.
 //!
 //! ```no_run
 //! use std::time::Duration;
