@@ -18,6 +18,8 @@
 mod accounting;
 #[path = "load/apps.rs"]
 mod apps;
+#[path = "load/ceiling.rs"]
+mod ceiling;
 #[path = "load/client.rs"]
 #[allow(
     clippy::cast_precision_loss,
@@ -97,7 +99,22 @@ fn main() -> Result<(), BoxError> {
     {
         let began = Instant::now();
         eprintln!("== {}: every app in turn", scenario.label());
-        let outcomes = client.block_on(scenarios::throughput(&mut targets, scenario, &settings));
+        let mut ceiling =
+            client.block_on(ceiling::for_scenario(&env, &targets, scenario, &settings));
+        let outcomes = client.block_on(scenarios::throughput(
+            &mut targets,
+            scenario,
+            &settings,
+            ceiling.as_mut(),
+        ));
+        if let Some(ceiling) = ceiling {
+            eprintln!(
+                "   {:<44} {}",
+                "pgbench, the apply statement alone",
+                ceiling.summary()
+            );
+            results.ceiling = Some(ceiling.outcome());
+        }
         for (target, outcome) in targets.iter().zip(outcomes) {
             let outcome = outcome.map_or_else(Outcome::Failed, Outcome::Measured);
             eprintln!("   {:<44} {}", target.spec.to_string(), summary(&outcome));
@@ -162,7 +179,7 @@ fn main() -> Result<(), BoxError> {
 
 /// A part of the matrix, for profiling one app or scenario (or a run with
 /// `BENCH_PG_SYNCHRONOUS_COMMIT` set, which changes the server's commits
-/// for every app): `BENCH_APP`
+/// for every app, or `BENCH_PG_GROUP_COMMIT=off`): `BENCH_APP`
 /// (substrings of app names, separated by commas, such as
 /// `axum,httpsession / memory`) and
 /// `BENCH_SCENARIO` (scenario names, separated by commas). A partial run writes its report
@@ -200,6 +217,7 @@ impl Only {
         self.app.is_some()
             || self.scenario.is_some()
             || stores::synchronous_commit().is_ok_and(|setting| setting.is_some())
+            || std::env::var_os("BENCH_PG_GROUP_COMMIT").is_some()
     }
 }
 

@@ -25,6 +25,9 @@ pub(crate) enum Outcome {
 #[derive(Debug, Default)]
 pub(crate) struct Results {
     rows: Vec<(AppSpec, Scenario, Outcome)>,
+    /// pgbench's transactions per second running this crate's PostgreSQL
+    /// write alone (see `ceiling`), or why it was not measured.
+    pub(crate) ceiling: Option<Result<f64, String>>,
 }
 
 const STORES: [Backend; 3] = [Backend::Memory, Backend::Redis, Backend::Postgres];
@@ -122,6 +125,9 @@ impl Results {
                 }
             }
         }
+        if let Some(Err(error)) = &self.ceiling {
+            let _ = writeln!(out, "- pgbench, the server's ceiling: failed: {error}");
+        }
         out
     }
 
@@ -167,6 +173,24 @@ impl Results {
                 }),
             );
         }
+        let ours = self.rps(Crate::Ours, Backend::Postgres, write);
+        let ceiling = self.ceiling.as_ref().and_then(|c| c.as_ref().ok());
+        check(
+            "write-small-in-big-session on postgres: ≥ 0.85× the server's ceiling for the \
+             crate's statement (pgbench, same pool size)"
+                .to_owned(),
+            ours.zip(ceiling).map(|(o, c)| {
+                let r = o / c;
+                (
+                    format!(
+                        "{r:.2}× ({} req/s; pgbench {} tps)",
+                        thousands(o),
+                        thousands(*c)
+                    ),
+                    r >= 0.85,
+                )
+            }),
+        );
         for backend in STORES {
             let ratio = self
                 .rps(Crate::Ours, backend, Scenario::Read)

@@ -247,11 +247,13 @@ struct Gathered {
 /// per connection, each seeded; a warm-up per app; then `runs` rounds in
 /// which every app takes its turn (the order rotating each round). The
 /// store's accounting is taken afterwards, one app at a time, over a phase
-/// of its own.
+/// of its own. A `ceiling` takes a turn of its own after the apps' in each
+/// round.
 pub(crate) async fn throughput(
     targets: &mut [Target],
     scenario: Scenario,
     settings: &Settings,
+    mut ceiling: Option<&mut crate::ceiling::Ceiling>,
 ) -> Vec<Result<Measured, String>> {
     let Some((route, count, size)) = scenario.load_shape() else {
         let error = format!("{} is not a throughput scenario", scenario.label());
@@ -287,6 +289,9 @@ pub(crate) async fn throughput(
                     Err(e) => gathered[i] = Err(format!("run {round}: {e}")),
                 }
             }
+        }
+        if let Some(ceiling) = ceiling.as_deref_mut() {
+            ceiling.turn(settings.run).await;
         }
     }
     for (target, state) in targets.iter_mut().zip(&mut gathered) {

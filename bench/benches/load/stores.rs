@@ -195,10 +195,15 @@ pub(crate) async fn build(
         }
         (Crate::Ours, Backend::Postgres) => {
             use tower_httpsession::store::postgres::PostgresStore;
-            let store = PostgresStore::builder(env.bench_database_url.clone())
-                .with_max_connections(STORE_CONNECTIONS)
-                .connect()
-                .await?;
+            let builder = PostgresStore::builder(env.bench_database_url.clone())
+                .with_max_connections(STORE_CONNECTIONS);
+            // `BENCH_PG_GROUP_COMMIT=off`: every write in a transaction of
+            // its own, as before group commit (partial runs only).
+            let builder = match std::env::var("BENCH_PG_GROUP_COMMIT").as_deref() {
+                Ok("off") => builder.without_group_commit(),
+                _ => builder,
+            };
+            let store = builder.connect().await?;
             store.migrate().await?;
             let schema = store.schema();
             sqlx::query(&format!("truncate {schema}.attributes, {schema}.sessions"))

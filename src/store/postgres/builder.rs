@@ -10,7 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::error::{from_sqlx, timed_out};
 use super::{
     BACKEND, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_IDLE_AFTER,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, DEFAULT_SCHEMA, PostgresStore,
+    DEFAULT_GROUP_COMMIT_BATCH, DEFAULT_MAX_CONNECTIONS, DEFAULT_OPERATION_TIMEOUT, DEFAULT_SCHEMA,
+    PostgresStore,
 };
 use crate::store::{Operation, StoreError, StoreErrorKind};
 
@@ -83,6 +84,7 @@ pub struct PostgresStoreBuilder {
     max_connections: u32,
     check_idle_after: Option<Duration>,
     wait_for_flush: bool,
+    group_commit: Option<usize>,
     /// The setters called that configure the store's own pool.
     pool_settings: Vec<&'static str>,
     pub(super) tls: super::tls::TlsSettings,
@@ -109,6 +111,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("max_connections", &self.max_connections)
             .field("check_idle_after", &self.check_idle_after)
             .field("wait_for_flush", &self.wait_for_flush)
+            .field("group_commit", &self.group_commit)
             .field("tls", &self.tls)
             .finish()
     }
@@ -125,6 +128,7 @@ impl PostgresStoreBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             check_idle_after: Some(DEFAULT_CHECK_IDLE_AFTER),
             wait_for_flush: true,
+            group_commit: Some(DEFAULT_GROUP_COMMIT_BATCH),
             pool_settings: Vec::new(),
             tls: super::tls::TlsSettings::default(),
         }
@@ -231,6 +235,28 @@ impl PostgresStoreBuilder {
         self.pool_setting("with_commits_not_waiting_for_flush")
     }
 
+    /// Commits concurrent writes of different sessions together, at most
+    /// `max_batch` (at least 2) in one transaction: one WAL flush for the
+    /// group instead of one each. Default: on, with batches of at most
+    /// [`DEFAULT_GROUP_COMMIT_BATCH`](super::DEFAULT_GROUP_COMMIT_BATCH).
+    ///
+    /// A write that finds no batch in flight goes at once, alone; writes
+    /// that arrive while batches are in flight (at most as many as the pool
+    /// has connections) go together in the next one. Each write keeps its
+    /// own checks and answer, and is answered only once its transaction
+    /// committed. Writes that bind a session to a principal always go
+    /// alone. See the [module docs](super#group-commit).
+    pub fn with_group_commit(mut self, max_batch: usize) -> Self {
+        self.group_commit = Some(max_batch.max(2));
+        self
+    }
+
+    /// Commits every write in a transaction of its own.
+    pub fn without_group_commit(mut self) -> Self {
+        self.group_commit = None;
+        self
+    }
+
     /// Checks the settings that every source shares, and those of the
     /// source.
     fn check(&self) -> Result<(), StoreError> {
@@ -333,6 +359,7 @@ impl PostgresStoreBuilder {
             pool,
             self.schema,
             self.operation_timeout,
+            self.group_commit,
         ))
     }
 
@@ -360,6 +387,7 @@ impl PostgresStoreBuilder {
             pool,
             self.schema,
             self.operation_timeout,
+            self.group_commit,
         ))
     }
 }

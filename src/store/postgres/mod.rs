@@ -4,7 +4,8 @@
 //! [`DEFAULT_SCHEMA`]): one row per session, and one row per attribute keyed
 //! by (session, name). A request that changes one attribute writes that one
 //! row and the session's timestamps, nothing else; every operation is one
-//! SQL statement, so one round trip. See `migrations/` for the schema.
+//! SQL statement (concurrent writes share transactions: see below). See
+//! `migrations/` for the schema.
 //!
 //! A touch changes no indexed column, so the session row is updated in
 //! place (a HOT update: no new index entries, the old version pruned within
@@ -58,6 +59,18 @@
 //! Connections carry an `application_name` ([`DEFAULT_APPLICATION_NAME`]) so
 //! that they are easy to find in `pg_stat_activity`.
 //!
+//! # Group commit
+//!
+//! A durable commit waits for its WAL to reach the disk, and with small
+//! writes that wait is most of a write's time. So concurrent writes of
+//! different sessions share a transaction: a write that finds no batch in
+//! flight goes at once, alone; writes that arrive meanwhile queue and go
+//! together in the next batch (at most as many batches in flight as the
+//! pool has connections), in key order, each with its own statement and
+//! answer, answered once the batch committed. A batch whose statement fails
+//! is rolled back and its writes run alone. Writes that bind a principal
+//! go alone. See [`PostgresStoreBuilder::with_group_commit`].
+//!
 //! # Principals
 //!
 //! The store [supports principals](SessionStore::supports_principals): a
@@ -75,6 +88,7 @@
 mod builder;
 mod cleanup;
 mod error;
+mod group;
 mod principals;
 mod rows;
 mod sql;
@@ -90,18 +104,19 @@ use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
 
 use self::error::{from_migrate, from_sqlx, timed_out};
-use self::rows::{Attempt, LoadedRow, millis, record_from_row};
+use self::rows::{Attempt, LoadedRow, record_from_row};
 use self::sql::Statements;
 use super::{
     Applied, ChangeSet, Created, Operation, PartialRecord, Principal, PrincipalSession, Record,
     Revocation, SessionLimit, SessionStore, StoreError, StoreErrorKind, StoreHealth, StoreKey,
-    Swap, VerifierHash, duration_millis,
+    Swap, VerifierHash,
 };
 
 pub use self::builder::PostgresStoreBuilder;
 pub use self::cleanup::{
     CleanupHandle, CleanupOptions, DEFAULT_CLEANUP_PAUSE_PERCENT, MAX_CLEANUP_BATCH, SweepBatch,
 };
+pub use self::group::DEFAULT_GROUP_COMMIT_BATCH;
 pub use self::tls::{SslMode, UnknownSslMode};
 
 /// The name this store gives in errors and health reports.
@@ -151,6 +166,8 @@ struct Inner {
     schema: String,
     sql: Statements,
     operation_timeout: Duration,
+    /// Concurrent plain applies share transactions, unless `None`.
+    group: Option<group::Group>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -161,6 +178,7 @@ impl fmt::Debug for PostgresStore {
             .field("pool_idle", &self.inner.pool.num_idle())
             .field("pool_closed", &self.inner.pool.is_closed())
             .field("operation_timeout", &self.inner.operation_timeout)
+            .field("group_commit", &self.inner.group)
             .finish()
     }
 }
@@ -196,10 +214,20 @@ impl PostgresStore {
     /// [`builder_for_pool`](Self::builder_for_pool).
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self::from_parts(pool, DEFAULT_SCHEMA.to_owned(), DEFAULT_OPERATION_TIMEOUT)
+        Self::from_parts(
+            pool,
+            DEFAULT_SCHEMA.to_owned(),
+            DEFAULT_OPERATION_TIMEOUT,
+            Some(DEFAULT_GROUP_COMMIT_BATCH),
+        )
     }
 
-    fn from_parts(pool: PgPool, schema: String, operation_timeout: Duration) -> Self {
+    fn from_parts(
+        pool: PgPool,
+        schema: String,
+        operation_timeout: Duration,
+        group_commit: Option<usize>,
+    ) -> Self {
         let sql = Statements::new(&schema);
         Self {
             inner: Arc::new(Inner {
@@ -207,6 +235,7 @@ impl PostgresStore {
                 schema,
                 sql,
                 operation_timeout,
+                group: group_commit.map(group::Group::new),
             }),
         }
     }
@@ -381,38 +410,13 @@ impl SessionStore for PostgresStore {
     async fn apply(&self, key: &StoreKey, changes: &ChangeSet) -> Result<Applied, StoreError> {
         let op = Operation::Apply;
         self.bounded(op, async {
-            let (set_names, set_values): (Vec<&str>, Vec<&str>) = changes.attributes_set().unzip();
-            let removed: Vec<&str> = changes.attributes_removed().collect();
-            let touch = changes.touch();
-            let (statement, bind) = self.apply_statement(changes);
-            let query = sqlx::query_scalar(statement)
-                .bind(key.as_str())
-                .bind(touch.map(|t| millis(t.last_accessed)))
-                .bind(touch.and_then(|t| t.absolute_timeout).map(duration_millis))
-                .bind(changes.max_inactive().map(duration_millis))
-                .bind(changes.new_verifier().map(|h| h.as_bytes().as_slice()))
-                .bind(set_names.as_slice())
-                .bind(set_values.as_slice())
-                .bind(removed.as_slice())
-                .bind(changes.required_verifier().map(|h| h.as_bytes().as_slice()))
-                .bind(
-                    changes
-                        .attribute_limit()
-                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-                )
-                .bind(touch.and_then(|t| t.interval).map(duration_millis));
-            let query = match bind {
-                Some(bind) => query
-                    .bind(bind.principal)
-                    .bind(bind.label)
-                    .bind(bind.max)
-                    .bind(bind.evict),
-                None => query,
+            let state = match self.apply_statement(changes) {
+                (_, None) => self.apply_plain(key, changes).await?,
+                (statement, bind) => group::apply_query(statement, key, changes, bind)
+                    .fetch_one(self.pool())
+                    .await
+                    .map_err(|e| from_sqlx(op, e))?,
             };
-            let state: i32 = query
-                .fetch_one(self.pool())
-                .await
-                .map_err(|e| from_sqlx(op, e))?;
             Ok(principals::applied(state))
         })
         .await
