@@ -483,7 +483,7 @@ impl Figures {
     pub(crate) fn table(&self) -> String {
         let mut out = format!(
             "\n### App CPU time per request, out of process\n\n\
-             - Each app in a child process on one tokio worker; {}; {}\n\
+             - One tokio worker per app; {}; {}\n\
              - App CPU time: the child's threads' time on a CPU (`/proc/<pid>/task/*/schedstat`) \
              over a window, divided by the requests answered in it; every session holds {ATTRIBUTES} \
              attributes of {READ_BYTES} bytes, `/read` returns one of them, `/bare` touches no session \
