@@ -11,7 +11,9 @@
 //! Server and load generator share the machine in one process: the apps run
 //! on a tokio runtime of one worker thread, the load generator on a second,
 //! single-threaded runtime on the main thread. Store servers (Redis,
-//! PostgreSQL) are separate processes on the same machine.
+//! PostgreSQL) are separate processes on the same machine. The last phase
+//! (`load/cpu.rs`) runs the memory apps in child processes of their own and
+//! measures their CPU time per request.
 
 #[path = "load/accounting.rs"]
 #[allow(clippy::cast_precision_loss, reason = "counters are far below 2^52")]
@@ -26,6 +28,12 @@ mod ceiling;
     reason = "request counts are far below 2^52"
 )]
 mod client;
+#[path = "load/cpu.rs"]
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "counts and times are far below 2^52"
+)]
+mod cpu;
 #[path = "load/report.rs"]
 #[allow(clippy::cast_precision_loss, reason = "chart coordinates are small")]
 mod report;
@@ -53,6 +61,9 @@ const RESULTS_START: &str =
 const RESULTS_END: &str = "<!-- results:end -->";
 
 fn main() -> Result<(), BoxError> {
+    if let Some(app) = cpu::child_app() {
+        return cpu::serve(&app);
+    }
     let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
         || std::env::args().any(|a| a == "--quick");
     let settings = if quick {
@@ -147,11 +158,26 @@ fn main() -> Result<(), BoxError> {
     for app in running {
         app.stop(&server);
     }
+    let cpu = only.scenario_named("cpu").then(|| {
+        let began = Instant::now();
+        eprintln!("== cpu: app CPU time per request, each app in its own process");
+        let figures = cpu::run(&if quick {
+            cpu::CpuSettings::quick()
+        } else {
+            cpu::CpuSettings::full()
+        });
+        eprintln!("   ({:.1} s)", began.elapsed().as_secs_f64());
+        figures
+    });
     let elapsed = started.elapsed();
 
     let facts = machine_facts(quick, &settings, elapsed, &noise);
-    let table = results.table();
-    let checks = results.checks();
+    let mut table = results.table();
+    let mut checks = results.checks();
+    if let Some(cpu) = &cpu {
+        table.push_str(&cpu.table());
+        checks.push_str(&cpu.checks());
+    }
     let notes = results.notes();
     println!("\n{facts}\n{table}\n{checks}");
     if !notes.is_empty() {
@@ -182,7 +208,8 @@ fn main() -> Result<(), BoxError> {
 /// for every app, or `BENCH_PG_GROUP_COMMIT=off`): `BENCH_APP`
 /// (substrings of app names, separated by commas, such as
 /// `axum,httpsession / memory`) and
-/// `BENCH_SCENARIO` (scenario names, separated by commas). A partial run writes its report
+/// `BENCH_SCENARIO` (scenario names, separated by commas, or `cpu` for the
+/// out-of-process phase). A partial run writes its report
 /// under `target/`. Built with the feature `metrics`, `BENCH_APP` may also
 /// name `tower-httpsession + metrics / memory` or `… / redis`: this crate
 /// with a Prometheus recorder installed, which no full run measures.
@@ -211,6 +238,14 @@ impl Only {
         self.scenario
             .as_ref()
             .is_none_or(|names| names.split(',').any(|name| scenario.label() == name.trim()))
+    }
+
+    /// Whether a phase outside [`Scenario::ALL`] runs: always, unless
+    /// `BENCH_SCENARIO` leaves it out.
+    fn scenario_named(&self, phase: &str) -> bool {
+        self.scenario
+            .as_ref()
+            .is_none_or(|names| names.split(',').any(|name| name.trim() == phase))
     }
 
     fn is_partial(&self) -> bool {

@@ -7,24 +7,48 @@ use http::{HeaderMap, HeaderValue, header};
 use crate::config::SessionConfig;
 use crate::session::SessionId;
 
-/// The first cookie named `name` whose value is a well-formed id.
-///
-/// The header is read as bytes, as browsers send it: another cookie whose
-/// value holds UTF-8 or Latin-1 bytes, and pairs that are empty or have no
-/// `=`, never hide the session cookie. Each `;`-separated pair is trimmed of
-/// spaces and tabs and split at its first `=`; the name is compared byte for
-/// byte, and only the value of a pair with that name is read, without one
-/// pair of surrounding double quotes (RFC 6265 allows them).
-pub(super) fn session_cookie(headers: &HeaderMap, name: &str) -> Option<SessionId> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| value_named(pair, name.as_bytes()))
-        .find_map(|value| {
-            let value = std::str::from_utf8(unquote(value)).ok()?;
-            SessionId::from_cookie_value(value)
-        })
+/// The request's `Cookie` header lines, kept as they came: cloning a line
+/// the server parsed shares its bytes, so keeping them costs no copy. The
+/// session cookie is looked for in them only when the session is first
+/// used, so a route that never uses its session parses no cookie.
+#[derive(Default)]
+pub(crate) struct CookieLines {
+    first: Option<HeaderValue>,
+    /// Any further `Cookie` lines (HTTP/2 may split the cookies).
+    rest: Vec<HeaderValue>,
+}
+
+impl CookieLines {
+    /// The `Cookie` lines of `headers`.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut lines = headers.get_all(header::COOKIE).iter();
+        let first = lines.next().cloned();
+        Self {
+            first,
+            rest: lines.cloned().collect(),
+        }
+    }
+
+    /// The first cookie named `name` whose value is a well-formed id.
+    ///
+    /// The header is read as bytes, as browsers send it: another cookie
+    /// whose value holds UTF-8 or Latin-1 bytes, and pairs that are empty or
+    /// have no `=`, never hide the session cookie. Each `;`-separated pair
+    /// is trimmed of spaces and tabs and split at its first `=`; the name is
+    /// compared byte for byte, and only the value of a pair with that name
+    /// is read, without one pair of surrounding double quotes (RFC 6265
+    /// allows them).
+    pub(crate) fn session_id(&self, name: &str) -> Option<SessionId> {
+        self.first
+            .iter()
+            .chain(&self.rest)
+            .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
+            .filter_map(|pair| value_named(pair, name.as_bytes()))
+            .find_map(|value| {
+                let value = std::str::from_utf8(unquote(value)).ok()?;
+                SessionId::from_cookie_value(value)
+            })
+    }
 }
 
 /// The value of one `name=value` pair if its name is `name`.
@@ -99,6 +123,10 @@ pub(super) fn append_cookie(headers: &mut HeaderMap, cookie: &Cookie<'static>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session_cookie(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+        CookieLines::of(headers).session_id(name)
+    }
 
     #[test]
     fn cookie_is_found_among_others() {

@@ -1,6 +1,6 @@
 //! The middleware: cookie in, session handle for the handler, commit out.
 
-mod cookie;
+pub(crate) mod cookie;
 
 use std::any::Any;
 use std::fmt;
@@ -14,7 +14,7 @@ use http::{HeaderValue, Request, Response, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use self::cookie::{append_cookie, removal_cookie, session_cookie, session_cookie_value};
+use self::cookie::{CookieLines, append_cookie, removal_cookie, session_cookie_value};
 use crate::config::{ConfigError, SessionConfig};
 use crate::error::{SessionError, SessionFailure};
 use crate::session::{CookieAction, Session, Shared};
@@ -195,7 +195,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let cookie = session_cookie(request.headers(), &self.shared.config.cookie_name);
+        let cookie = CookieLines::of(request.headers());
         let session = Session::new(self.shared.clone(), cookie);
         request.extensions_mut().insert(session.clone());
         // The clone that was made ready is the one to call.
@@ -203,26 +203,29 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         Box::pin(async move {
-            let response = inner.call(request).await?.map(Body::new);
-            Ok(finish(&shared, &session, response).await)
+            let mut response = inner.call(request).await?.map(Body::new);
+            let counted = answer_failure(&shared, &mut response);
+            if session.is_untouched() {
+                // Nothing to commit and no cookie to send: the response
+                // goes out as the handler made it.
+                return Ok(response);
+            }
+            // Boxed: the commit's future is large, and a request that never
+            // used its session should not carry it.
+            Ok(Box::pin(finish(&shared, &session, response, counted)).await)
         })
     }
 }
 
-/// Commits the session and sets the cookie, or replaces the response with
-/// the error's if the commit failed.
-async fn finish(
-    shared: &Shared,
-    session: &Session,
-    mut response: Response<Body>,
-) -> Response<Body> {
-    let config = &shared.config;
+/// Adds `Retry-After` to a 503 a handler made of a session error, and
+/// counts a store outage; returns whether it counted one.
+fn answer_failure(shared: &Shared, response: &mut Response<Body>) -> bool {
     let failure = response.extensions().get::<SessionFailure>();
     // One 503 response counts once, whether the handler's or the commit's.
     let counted = failure.is_some_and(|failure| store_out(&failure.0));
     if response.status() == http::StatusCode::SERVICE_UNAVAILABLE && failure.is_some() {
         // A handler returned a session error: the configured delay applies.
-        let secs = config.retry_after.as_secs().max(1);
+        let secs = shared.config.retry_after.as_secs().max(1);
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -230,6 +233,19 @@ async fn finish(
     if counted {
         shared.metrics.unavailable();
     }
+    counted
+}
+
+/// Commits the session and sets the cookie, or replaces the response with
+/// the error's if the commit failed. `counted`: whether the handler's
+/// response was already counted as a store outage.
+async fn finish(
+    shared: &Shared,
+    session: &Session,
+    mut response: Response<Body>,
+    counted: bool,
+) -> Response<Body> {
+    let config = &shared.config;
     if !config.commit_on_server_error && response.status().is_server_error() {
         session.discard_changes().await;
     }
@@ -386,6 +402,29 @@ mod tests {
         );
         let response = app.oneshot(request(Some(&cookie))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_untouched_session_leaves_the_response_as_the_handler_made_it() {
+        let app = Router::new()
+            .route("/", get(|| async { "fine" }))
+            .layer(SessionLayer::new(Unreachable));
+        let well_formed = SessionId::generate().unwrap().expose_cookie_value();
+        for cookie in [
+            None,
+            Some(format!("SESSION={well_formed}")),
+            Some("SESSION=malformed; other=1".to_owned()),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(request(cookie.as_deref()))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{cookie:?}");
+            let headers = response.headers();
+            assert!(headers.get(header::SET_COOKIE).is_none(), "{cookie:?}");
+            assert!(headers.get(header::CACHE_CONTROL).is_none(), "{cookie:?}");
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@ mod state;
 mod update;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -21,6 +22,7 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::{MAX_INACTIVE_LIMIT, SessionConfig};
 use crate::error::SessionError;
+use crate::layer::cookie::CookieLines;
 use crate::store::instrumented::Instrumented;
 use crate::store::{self, SessionStore};
 use crate::telemetry::SessionMetrics;
@@ -95,29 +97,53 @@ pub struct Session {
 
 struct Inner {
     shared: Arc<Shared>,
-    cookie: Option<SessionId>,
-    /// What the request knows of its session, once a method asked.
-    state: Mutex<Option<Loaded>>,
+    /// The request's `Cookie` lines, read for the session cookie when a
+    /// method first needs it.
+    cookie_lines: CookieLines,
+    /// The session cookie's id, once looked for.
+    cookie: OnceLock<Option<SessionId>>,
+    /// What the request knows of its session, once a method asked. Boxed:
+    /// a request that never uses its session neither builds nor copies it.
+    state: Mutex<Option<Box<Loaded>>>,
+    /// Whether a method has set out to build the state: until then the
+    /// commit has nothing to do.
+    used: AtomicBool,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("store", &self.inner.shared.store.backend())
-            .field("has_cookie", &self.inner.cookie.is_some())
+            .field("has_cookie", &self.cookie().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<SessionId>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, cookie_lines: CookieLines) -> Self {
         Self {
             inner: Arc::new(Inner {
                 shared,
-                cookie,
+                cookie_lines,
+                cookie: OnceLock::new(),
                 state: Mutex::new(None),
+                used: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The id the request's session cookie carries, if it has a
+    /// well-formed one: looked for in the `Cookie` lines on the first call.
+    fn cookie(&self) -> Option<&SessionId> {
+        let inner = &*self.inner;
+        inner
+            .cookie
+            .get_or_init(|| {
+                inner
+                    .cookie_lines
+                    .session_id(&inner.shared.config.cookie_name)
+            })
+            .as_ref()
     }
 
     fn config(&self) -> &SessionConfig {
@@ -196,7 +222,7 @@ impl Session {
             .state(|| async {
                 let config = self.config();
                 let now = store::now();
-                match &self.inner.cookie {
+                match self.cookie() {
                     Some(id) => Ok(Loaded::unread(id.clone(), config, now)),
                     None => Loaded::new(config, now, Predecessor::None),
                 }
@@ -213,13 +239,31 @@ impl Session {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Loaded, SessionError>>,
     {
-        match MutexGuard::try_map(self.inner.state.lock().await, Option::as_mut) {
+        match MutexGuard::try_map(self.lock_state().await, Option::as_deref_mut) {
             Ok(state) => Ok(state),
             Err(empty) => {
+                self.inner.used.store(true, Ordering::Release);
                 let loaded = init().await?;
-                Ok(MutexGuard::map(empty, |state| state.insert(loaded)))
+                Ok(MutexGuard::map(empty, |state| {
+                    &mut **state.insert(Box::new(loaded))
+                }))
             }
         }
+    }
+
+    /// Locks the state: at once if nobody holds or waits for it, as is the
+    /// rule, else in turn.
+    async fn lock_state(&self) -> MutexGuard<'_, Option<Box<Loaded>>> {
+        match self.inner.state.try_lock() {
+            Ok(state) => state,
+            Err(_) => self.inner.state.lock().await,
+        }
+    }
+
+    /// Whether no method has used the session: the commit has nothing to
+    /// write and no cookie to send.
+    pub(crate) fn is_untouched(&self) -> bool {
+        !self.inner.used.load(Ordering::Acquire)
     }
 
     /// Reads the session an unverified state stands for, with the
@@ -235,7 +279,7 @@ impl Session {
     async fn load(&self, names: Option<&[&str]>) -> Result<Loaded, SessionError> {
         let config = self.config();
         let now = store::now();
-        let Some(id) = &self.inner.cookie else {
+        let Some(id) = self.cookie() else {
             return Loaded::new(config, now, Predecessor::None);
         };
         let key = id.store_key();
@@ -443,7 +487,7 @@ impl Session {
     /// Forgets what the request changed, but an invalidation: called by
     /// the layer for a 5xx response when configured to.
     pub(crate) async fn discard_changes(&self) {
-        if let Some(loaded) = self.inner.state.lock().await.as_mut() {
+        if let Some(loaded) = self.lock_state().await.as_mut() {
             loaded.discard();
         }
     }
@@ -452,7 +496,7 @@ impl Session {
     /// handler has answered. What it writes is the commit engine's
     /// (`session/commit.rs`).
     pub(crate) async fn commit(&self) -> Result<CookieAction, SessionError> {
-        let Ok(mut loaded) = MutexGuard::try_map(self.inner.state.lock().await, Option::as_mut)
+        let Ok(mut loaded) = MutexGuard::try_map(self.lock_state().await, Option::as_deref_mut)
         else {
             return Ok(CookieAction::Keep);
         };

@@ -58,7 +58,7 @@ impl Session {
         // A request without a cookie has a session nobody else knows, and
         // one that changed the attribute itself must start from its own
         // change: neither combines.
-        let Some(cookie) = self.inner.cookie.as_ref() else {
+        let Some(cookie) = self.cookie() else {
             return self.update_alone(name, &mut f, None).await;
         };
         if self.changed_here(name).await {
@@ -212,11 +212,7 @@ impl Session {
         F: FnMut(Option<T>) -> T,
     {
         let config = self.config();
-        let cookie_verifier = self
-            .inner
-            .cookie
-            .as_ref()
-            .map(super::SessionId::verifier_hash);
+        let cookie_verifier = self.cookie().map(super::SessionId::verifier_hash);
         for attempt in 0..UPDATE_ATTEMPTS {
             let mut loaded = self.loaded(&[name]).await?;
             if loaded.needs_count_for(name) {

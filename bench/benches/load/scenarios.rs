@@ -180,7 +180,7 @@ impl Accounting {
 
 /// Starts a session of `count` attributes of `size` bytes and returns its
 /// cookie pair.
-async fn seed(addr: SocketAddr, count: usize, size: usize) -> Result<String, BoxError> {
+pub(crate) async fn seed(addr: SocketAddr, count: usize, size: usize) -> Result<String, BoxError> {
     let mut conn = Conn::open(addr, None).await?;
     let answer = conn
         .expect_ok(Method::POST, &format!("/seed/{count}/{size}"))
