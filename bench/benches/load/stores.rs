@@ -62,7 +62,7 @@ impl Env {
     /// the bench database.
     pub(crate) async fn ensure_services(&self) -> Result<(), BoxError> {
         if self.check().await.is_err() {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
             eprintln!("== a store server does not answer; running {script}");
             let status = std::process::Command::new("bash").arg(script).status()?;
             if !status.success() {
