@@ -238,7 +238,7 @@ fn main() -> Result<(), BoxError> {
     dropped?;
     let elapsed = started.elapsed();
 
-    let partial = parts.len() < Part::ALL.len();
+    let partial = parts.len() < Part::ALL.len() || !results.failures.is_empty();
     let facts = report::facts(&settings, &parts, elapsed);
     let markdown = results.markdown(&settings, &facts);
     println!("\n{markdown}");
@@ -254,6 +254,9 @@ fn main() -> Result<(), BoxError> {
     results.chart(&chart, &report::subtitle(&settings))?;
     report::write_section(&doc, &markdown)?;
     println!("wrote {} and {}", doc.display(), chart.display());
+    if let Some((part, error)) = results.failures.first() {
+        return Err(format!("part {part} failed: {error}").into());
+    }
     Ok(())
 }
 
@@ -268,37 +271,62 @@ fn run_parts(
     for part in parts {
         let began = Instant::now();
         eprintln!("==== {}", part.label());
-        match part {
-            Part::Throughput => {
-                results.throughput = Some(throughput::run(server, client, pg, settings)?);
-            }
-            Part::Memory => {
-                results.memory = Some(memory::run(server, client, pg, settings.memory_sessions)?);
-            }
-            Part::Cleanup => {
-                results.cleanup = Some(cleanup::run(
-                    server,
-                    client,
-                    pg,
-                    settings.expired,
-                    settings.cleanup_window,
-                    settings.cleanup_limit,
-                )?);
-            }
-            Part::Hot => {
-                results.hot = Some(hot::run(
-                    server,
-                    client,
-                    pg,
-                    settings.hot,
-                    settings.hot_every,
-                    settings.connections,
-                )?);
+        let done = run_part(*part, server, client, pg, settings, &mut results);
+        let took = began.elapsed();
+        match done {
+            Ok(()) => eprintln!("==== {} took {:.0} s", part.label(), took.as_secs_f64()),
+            Err(error) => {
+                // The other parts still run; the run counts as partial.
+                eprintln!(
+                    "==== {} FAILED after {:.0} s: {error}",
+                    part.label(),
+                    took.as_secs_f64()
+                );
+                results.failures.push((part.label(), error.to_string()));
             }
         }
-        let took = began.elapsed();
-        eprintln!("==== {} took {:.0} s", part.label(), took.as_secs_f64());
         results.durations.push((part.label(), took));
+        // What is known so far, in case a later part ends the process.
+        eprintln!("{}", results.markdown(settings, "(results so far)"));
     }
     Ok(results)
+}
+
+fn run_part(
+    part: Part,
+    server: &tokio::runtime::Runtime,
+    client: &tokio::runtime::Runtime,
+    pg: &servers::Postgres,
+    settings: &Settings,
+    results: &mut Results,
+) -> Result<(), BoxError> {
+    match part {
+        Part::Throughput => {
+            results.throughput = Some(throughput::run(server, client, pg, settings)?);
+        }
+        Part::Memory => {
+            results.memory = Some(memory::run(server, client, pg, settings.memory_sessions)?);
+        }
+        Part::Cleanup => {
+            results.cleanup = Some(cleanup::run(
+                server,
+                client,
+                pg,
+                settings.expired,
+                settings.cleanup_window,
+                settings.cleanup_limit,
+            )?);
+        }
+        Part::Hot => {
+            results.hot = Some(hot::run(
+                server,
+                client,
+                pg,
+                settings.hot,
+                settings.hot_every,
+                settings.connections,
+            )?);
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ pub(crate) struct Results {
     pub(crate) cleanup: Option<Cleanup>,
     pub(crate) hot: Option<Hot>,
     pub(crate) durations: Vec<(&'static str, Duration)>,
+    /// Parts that failed, with their errors.
+    pub(crate) failures: Vec<(&'static str, String)>,
 }
 
 /// One bar: what it asks, what was measured, and whether it passed
@@ -42,6 +44,9 @@ impl Results {
             .map(|(part, took)| format!("{part} {:.0} s", took.as_secs_f64()))
             .collect();
         let mut out = format!("{facts}\n- Durations: {}\n", durations.join(", "));
+        for (part, error) in &self.failures {
+            let _ = writeln!(out, "- **Part {part} FAILED**: {error}");
+        }
         let mut bars = Vec::new();
         if let Some(t) = &self.throughput {
             out.push_str(&throughput_table(t, settings, &mut bars));

@@ -11,6 +11,9 @@ use tower_sessions_sqlx_store::sqlx::{self, PgPool, postgres::PgPoolOptions};
 
 use crate::BoxError;
 
+/// The most one command of the bench's own to a private Redis may take.
+const BULK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A `redis-server` of the bench's own on a free loopback port, with no
 /// persistence, stopped when dropped.
 pub(crate) struct RedisServer {
@@ -64,7 +67,12 @@ impl RedisServer {
         db: u8,
     ) -> Result<redis::aio::MultiplexedConnection, BoxError> {
         let client = redis::Client::open(self.url(db))?;
-        Ok(client.get_multiplexed_async_connection().await?)
+        // A pipeline of big `RESTORE`s, or a `FLUSHDB` of a million keys,
+        // takes far longer than the client's default of 500 ms.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(BULK_TIMEOUT));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 
     /// `used_memory` from `INFO memory`, in bytes.
