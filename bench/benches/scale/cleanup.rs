@@ -1,0 +1,183 @@
+//! Part 3: the PostgreSQL store's expiry cleanup deleting a million expired
+//! sessions while reads and writes run on live ones.
+//!
+//! The expired sessions are copies of a template of a few attributes whose
+//! expiry is set in the past as they are inserted: expired, and left for
+//! the cleanup task. Load runs in three windows: before the cleanup task
+//! starts, while it runs (until no expired session is left), and after it
+//! stopped.
+
+use std::time::{Duration, Instant};
+
+use tower_sessions_sqlx_store::sqlx::{self, PgPool};
+
+use crate::BoxError;
+use crate::fleet::{self, App, Backend, Krate, Namespace, Options};
+use crate::mixed::{self, Window};
+use crate::seed;
+use crate::servers::{self, Postgres};
+use crate::throughput::{ATTRIBUTE_BYTES, ATTRIBUTES};
+
+/// The cleanup task's settings, as the store's documentation starts it.
+pub(crate) const INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const BATCH: u32 = 1_000;
+/// Attributes of each expired session.
+pub(crate) const EXPIRED_ATTRIBUTES: usize = 3;
+
+/// How often the bench looks whether expired sessions are left.
+const POLL: Duration = Duration::from_millis(250);
+
+pub(crate) struct Cleanup {
+    pub(crate) expired: u64,
+    pub(crate) seeding: Duration,
+    pub(crate) before: Window,
+    pub(crate) during: Window,
+    pub(crate) after: Window,
+    /// From the task's start until no expired session was left, or `None`
+    /// if some were left at the time limit.
+    pub(crate) took: Option<Duration>,
+    pub(crate) expired_left: i64,
+    pub(crate) live_kept: i64,
+    pub(crate) live: i64,
+    pub(crate) stray_attributes: i64,
+}
+
+pub(crate) fn run(
+    server: &tokio::runtime::Runtime,
+    client: &tokio::runtime::Runtime,
+    pg: &Postgres,
+    expired: u64,
+    window: Duration,
+    limit: Duration,
+) -> Result<Cleanup, BoxError> {
+    let namespace = Namespace::new(Krate::Ours, Backend::Postgres, 0, "cleanup");
+    let app = server.block_on(App::start(namespace, None, pg, Options::default()))?;
+    let result = client.block_on(measure(server, &app, pg, expired, window, limit));
+    server.block_on(app.stop());
+    result
+}
+
+async fn measure(
+    server: &tokio::runtime::Runtime,
+    app: &App,
+    pg: &Postgres,
+    expired: u64,
+    window: Duration,
+    limit: Duration,
+) -> Result<Cleanup, BoxError> {
+    let namespace = &app.namespace;
+    let store = app.store.clone().ok_or("the cleanup app has a store")?;
+    let pool = servers::connect(&pg.url, 1).await?;
+    let seeding = Instant::now();
+    fleet::seed_http(app.addr, 1, EXPIRED_ATTRIBUTES, ATTRIBUTE_BYTES).await?;
+    let template = seed::pg_template(&pool, namespace).await?;
+    seed::pg_copies(
+        &pool,
+        namespace,
+        &template,
+        3,
+        expired,
+        &[("expires_at", "now() - interval '1 second'")],
+    )
+    .await?;
+    // The template was made through the app: it expires on its own time.
+    let live = fleet::seed_http(app.addr, 32, ATTRIBUTES, ATTRIBUTE_BYTES).await?;
+    let seeding = seeding.elapsed();
+    let (readers, writers) = live.split_at(live.len() / 2);
+    let sessions = format!("{}.sessions", namespace.schema);
+    let live_keys: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT key FROM {sessions} WHERE expires_at > now()"
+    ))
+    .fetch_all(&pool)
+    .await?;
+    eprintln!(
+        "== cleanup: {expired} expired sessions, {} live, seeded in {:.0} s",
+        live_keys.len(),
+        seeding.as_secs_f64()
+    );
+
+    let before = mixed::window(app.addr, readers, writers, window).await?;
+    eprintln!("   before: {}", describe(&before));
+
+    let running = mixed::start(app.addr, readers, writers, limit).await?;
+    let began = Instant::now();
+    let handle = {
+        let _entered = server.enter();
+        // On the app's runtime, as an app would run it.
+        store.spawn_cleanup(INTERVAL, BATCH)
+    };
+    let mut took = None;
+    while began.elapsed() < limit {
+        tokio::time::sleep(POLL).await;
+        if expired_left(&pool, &sessions, true).await? == 0 {
+            took = Some(began.elapsed());
+            break;
+        }
+    }
+    let during = running.finish().await?;
+    // The task lives on the server runtime; its handle is awaited here.
+    handle.stop().await;
+    eprintln!(
+        "   during ({}): {}",
+        took.map_or_else(
+            || "not done".to_owned(),
+            |t| format!("{:.1} s", t.as_secs_f64())
+        ),
+        describe(&during)
+    );
+
+    let after = mixed::window(app.addr, readers, writers, window).await?;
+    eprintln!("   after: {}", describe(&after));
+
+    let expired_left = expired_left(&pool, &sessions, false).await?;
+    let live_kept: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {sessions} WHERE key = ANY($1)"
+    ))
+    .bind(&live_keys)
+    .fetch_one(&pool)
+    .await?;
+    let stray_attributes: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.attributes WHERE NOT session_key = ANY($1)",
+        namespace.schema
+    ))
+    .bind(&live_keys)
+    .fetch_one(&pool)
+    .await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", namespace.schema))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(Cleanup {
+        expired,
+        seeding,
+        before,
+        during,
+        after,
+        took,
+        expired_left,
+        live_kept,
+        live: i64::try_from(live_keys.len())?,
+        stray_attributes,
+    })
+}
+
+/// Expired sessions left (with `any`: 1 if there is one, through the
+/// expiry index, which is cheap to ask often).
+async fn expired_left(pool: &PgPool, sessions: &str, any: bool) -> Result<i64, BoxError> {
+    let limit = if any { " LIMIT 1" } else { "" };
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM (SELECT 1 FROM {sessions} WHERE expires_at <= now(){limit}) e"
+    ))
+    .fetch_one(pool)
+    .await?)
+}
+
+pub(crate) fn describe(window: &Window) -> String {
+    format!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed",
+        window.requests_per_second(),
+        window.ms(0.50),
+        window.ms(0.99),
+        window.failed
+    )
+}
