@@ -153,7 +153,7 @@ fn rows(results: &Results) -> Vec<(String, f64, f64)> {
             if let (Some(ours), Some(peer)) = (find(Krate::Ours), find(Krate::Peer)) {
                 let name = match config {
                     RedisConfig::Default => "Redis",
-                    RedisConfig::Listpack => "Redis, listpack 1024",
+                    RedisConfig::Listpack => "Redis, listpack value 256",
                 };
                 rows.push((format!("{name}, {}", shape.label()), ours, peer));
             }
