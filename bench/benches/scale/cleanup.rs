@@ -25,7 +25,7 @@ pub(crate) const BATCH: u32 = 1_000;
 pub(crate) const EXPIRED_ATTRIBUTES: usize = 3;
 
 /// How often the bench looks whether expired sessions are left.
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Cleanup {
     pub(crate) expired: u64,
@@ -77,7 +77,12 @@ async fn measure(
         &template,
         3,
         expired,
-        &[("expires_at", "now() - interval '1 second'")],
+        &[
+            ("expires_at", "now() - interval '1 second'"),
+            // The cleanup's mark is never later than the expiry (the
+            // store's schema checks it).
+            ("sweep_at", "now() - interval '1 second'"),
+        ],
     )
     .await?;
     // The template was made through the app: it expires on its own time.
@@ -166,7 +171,11 @@ async fn measure(
 async fn expired_left(pool: &PgPool, sessions: &str, any: bool) -> Result<i64, BoxError> {
     let limit = if any { " LIMIT 1" } else { "" };
     Ok(sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM (SELECT 1 FROM {sessions} WHERE expires_at <= now(){limit}) e"
+        // An expired session's cleanup mark is due too (`sweep_at <=
+        // expires_at`), so the mark's index finds them without a scan of
+        // the table, which would weigh on the load being measured.
+        "SELECT count(*) FROM (SELECT 1 FROM {sessions} \
+         WHERE sweep_at <= now() AND expires_at <= now(){limit}) e"
     ))
     .fetch_one(pool)
     .await?)
