@@ -153,9 +153,23 @@ pub async fn start_shop(env: &[(&str, String)]) -> (super::Proc, String) {
         .env("SESSION_COOKIE_SECURE", "false")
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
-    let process = super::Proc(command.spawn().expect("start the shop"));
+    let mut process = super::Proc(command.spawn().expect("start the shop"));
+    // The shop logs to stdout; an error other than an outage is passed on,
+    // so that a failed test says what the shop answered it with.
+    if let Some(stdout) = process.0.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let line = plain(&line);
+                if line.contains("ERROR") && !line.contains("status=503") {
+                    eprintln!("shop: {line}");
+                }
+            }
+        });
+    }
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -167,6 +181,25 @@ pub async fn start_shop(env: &[(&str, String)]) -> (super::Proc, String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (process, base)
+}
+
+/// `line` without its terminal colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An escape sequence runs to its final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What a failover did to the load.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ::redis::Value;
 use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::connection::Connection;
 use super::{BACKEND, Problem, RedisStore, config_error, redis_error};
@@ -96,8 +96,9 @@ impl RedisStore {
         };
         let acked = match reply {
             Ok(Ok(Value::Int(acked))) => acked,
+            Ok(Ok(Value::ServerError(error))) => return Err(refused(operation, error.into())),
             Ok(Ok(_)) => return Err(super::unexpected(operation)),
-            Ok(Err(error)) => return Err(redis_error(operation, error)),
+            Ok(Err(error)) => return Err(refused(operation, error)),
             Err(_) => {
                 return Err(StoreError::new(
                     BACKEND,
@@ -124,9 +125,55 @@ impl RedisStore {
     }
 }
 
+/// Maps an error answer to `WAIT`. The write before it succeeded, so a
+/// node that refuses to count its replicas has changed role under the
+/// request (a replica now, or unblocked by a failover): the write's fate is
+/// unknown until the failover settles, which is an outage, not a bug. A
+/// user whose ACL forbids `WAIT` has a configuration error.
+fn refused(operation: Operation, error: RedisError) -> StoreError {
+    let kind = match error.kind() {
+        ErrorKind::Server(ServerErrorKind::NoPerm) => StoreErrorKind::Config,
+        ErrorKind::Server(_) | ErrorKind::Extension => StoreErrorKind::Unavailable,
+        _ => return redis_error(operation, error),
+    };
+    StoreError::new(BACKEND, operation, kind, error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait_refused(text: &'static str) -> StoreError {
+        let value = ::redis::parse_redis_value(text.as_bytes()).unwrap();
+        let Value::ServerError(error) = value else {
+            panic!("not an error reply: {value:?}");
+        };
+        refused(Operation::Apply, error.into())
+    }
+
+    #[test]
+    fn a_wait_refused_by_a_demoted_primary_is_an_outage() {
+        let error = wait_refused(
+            "-ERR WAIT cannot be used with replica instances. Please also note that \
+             since Redis 4.0 if a replica is configured to be writable (which is not \
+             the default) writes to replicas are just local and are not propagated.\r\n",
+        );
+        assert_eq!(error.kind(), StoreErrorKind::Unavailable);
+        let error = wait_refused(
+            "-UNBLOCKED force unblock from blocking operation, instance state changed \
+             (master -> replica?)\r\n",
+        );
+        assert_eq!(error.kind(), StoreErrorKind::Unavailable);
+        let error = wait_refused("-CLUSTERDOWN The cluster is down\r\n");
+        assert_eq!(error.kind(), StoreErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn a_wait_the_acl_forbids_is_a_configuration_error() {
+        let error =
+            wait_refused("-NOPERM User app has no permissions to run the 'wait' command\r\n");
+        assert_eq!(error.kind(), StoreErrorKind::Config);
+    }
 
     #[tokio::test]
     async fn impossible_acknowledgement_settings_are_config_errors() {
