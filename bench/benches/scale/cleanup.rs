@@ -5,7 +5,11 @@
 //! expiry is set in the past as they are inserted: expired, and left for
 //! the cleanup task. Load runs in three windows: before the cleanup task
 //! starts, while it runs (until no expired session is left), and after it
-//! stopped.
+//! stopped. Two rounds: first with every connection sending its next
+//! request as soon as the answer is in (the server saturated: whatever
+//! the cleanup takes of the CPU, the requests lose), then, on a million
+//! new expired sessions, at a fixed rate of half what the first round's
+//! window before the cleanup answered, as a service runs.
 
 use std::time::{Duration, Instant};
 
@@ -27,15 +31,33 @@ pub(crate) const EXPIRED_ATTRIBUTES: usize = 3;
 /// How often the bench looks whether expired sessions are left.
 const POLL: Duration = Duration::from_secs(1);
 
-pub(crate) struct Cleanup {
-    pub(crate) expired: u64,
-    pub(crate) seeding: Duration,
+/// The paced round's rate, as a share of the saturated round's requests a
+/// second before the cleanup.
+pub(crate) const PACED_SHARE: f64 = 0.5;
+
+/// One round's windows.
+pub(crate) struct Round {
     pub(crate) before: Window,
     pub(crate) during: Window,
     pub(crate) after: Window,
     /// From the task's start until no expired session was left, or `None`
     /// if some were left at the time limit.
     pub(crate) took: Option<Duration>,
+}
+
+/// The paced round: its rate and its windows.
+pub(crate) struct Paced {
+    pub(crate) rate: f64,
+    pub(crate) round: Round,
+}
+
+pub(crate) struct Cleanup {
+    pub(crate) expired: u64,
+    pub(crate) seeding: Duration,
+    /// The saturated round.
+    pub(crate) saturated: Round,
+    /// The round at a fixed rate.
+    pub(crate) paced: Paced,
     pub(crate) expired_left: i64,
     pub(crate) live_kept: i64,
     pub(crate) live: i64,
@@ -71,20 +93,7 @@ async fn measure(
     let seeding = Instant::now();
     fleet::seed_http(app.addr, 1, EXPIRED_ATTRIBUTES, ATTRIBUTE_BYTES).await?;
     let template = seed::pg_template(&pool, namespace).await?;
-    seed::pg_copies(
-        &pool,
-        namespace,
-        &template,
-        3,
-        expired,
-        &[
-            ("expires_at", "now() - interval '1 second'"),
-            // The cleanup's mark is never later than the expiry (the
-            // store's schema checks it).
-            ("sweep_at", "now() - interval '1 second'"),
-        ],
-    )
-    .await?;
+    seed_expired(&pool, namespace, &template, 3, expired).await?;
     // The template was made through the app: it expires on its own time.
     let live = fleet::seed_http(app.addr, 32, ATTRIBUTES, ATTRIBUTE_BYTES).await?;
     let seeding = seeding.elapsed();
@@ -101,38 +110,22 @@ async fn measure(
         seeding.as_secs_f64()
     );
 
-    let before = mixed::window(app.addr, readers, writers, window).await?;
-    eprintln!("   before: {}", describe(&before));
-
-    let running = mixed::start(app.addr, readers, writers, limit).await?;
-    let began = Instant::now();
-    let handle = {
-        let _entered = server.enter();
-        // On the app's runtime, as an app would run it.
-        store.spawn_cleanup(INTERVAL, BATCH)
+    let mut load = Load {
+        addr: app.addr,
+        readers,
+        writers,
+        window,
+        limit,
+        rate: None,
     };
-    let mut took = None;
-    while began.elapsed() < limit {
-        tokio::time::sleep(POLL).await;
-        if expired_left(&pool, &sessions, true).await? == 0 {
-            took = Some(began.elapsed());
-            break;
-        }
-    }
-    let during = running.finish().await?;
-    // The task lives on the server runtime; its handle is awaited here.
-    handle.stop().await;
-    eprintln!(
-        "   during ({}): {}",
-        took.map_or_else(
-            || "not done".to_owned(),
-            |t| format!("{:.1} s", t.as_secs_f64())
-        ),
-        describe(&during)
-    );
+    let saturated = round(server, &store, &pool, &sessions, &load).await?;
 
-    let after = mixed::window(app.addr, readers, writers, window).await?;
-    eprintln!("   after: {}", describe(&after));
+    let rate = saturated.before.requests_per_second() * PACED_SHARE;
+    // Keys of their own, should some of the first million be left.
+    seed_expired(&pool, namespace, &template, 4, expired).await?;
+    eprintln!("== cleanup at a fixed rate of {rate:.0} req/s: {expired} new expired sessions");
+    load.rate = Some(rate);
+    let paced = round(server, &store, &pool, &sessions, &load).await?;
 
     let expired_left = expired_left(&pool, &sessions, false).await?;
     let live_kept: i64 = sqlx::query_scalar(&format!(
@@ -155,14 +148,106 @@ async fn measure(
     Ok(Cleanup {
         expired,
         seeding,
-        before,
-        during,
-        after,
-        took,
+        saturated,
+        paced: Paced { rate, round: paced },
         expired_left,
         live_kept,
         live: i64::try_from(live_keys.len())?,
         stray_attributes,
+    })
+}
+
+/// Copies `template` `expired` times with an expiry in the past, with
+/// keys made from `salt`.
+async fn seed_expired(
+    pool: &PgPool,
+    namespace: &Namespace,
+    template: &str,
+    salt: u64,
+    expired: u64,
+) -> Result<(), BoxError> {
+    seed::pg_copies(
+        pool,
+        namespace,
+        template,
+        salt,
+        expired,
+        &[
+            ("expires_at", "now() - interval '1 second'"),
+            // The cleanup's mark is never later than the expiry (the
+            // store's schema checks it).
+            ("sweep_at", "now() - interval '1 second'"),
+        ],
+    )
+    .await
+}
+
+/// The load of a round.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    addr: std::net::SocketAddr,
+    readers: &'a [Option<String>],
+    writers: &'a [Option<String>],
+    /// The windows before and after the cleanup.
+    window: Duration,
+    /// The most the cleanup may take.
+    limit: Duration,
+    /// A fixed rate, or `None`: each connection as fast as it is answered.
+    rate: Option<f64>,
+}
+
+/// One round: a window of load, then the cleanup task under load until no
+/// expired session is left (or `limit`), then a window after it stopped.
+async fn round(
+    server: &tokio::runtime::Runtime,
+    store: &tower_httpsession::store::postgres::PostgresStore,
+    pool: &PgPool,
+    sessions: &str,
+    load: &Load<'_>,
+) -> Result<Round, BoxError> {
+    let Load {
+        addr,
+        readers,
+        writers,
+        window,
+        limit,
+        rate,
+    } = *load;
+    let before = mixed::window_at(addr, readers, writers, window, rate).await?;
+    eprintln!("   before: {}", describe(&before));
+    let running = mixed::start_at(addr, readers, writers, limit, rate).await?;
+    let began = Instant::now();
+    let handle = {
+        let _entered = server.enter();
+        // On the app's runtime, as an app would run it.
+        store.spawn_cleanup(INTERVAL, BATCH)
+    };
+    let mut took = None;
+    while began.elapsed() < limit {
+        tokio::time::sleep(POLL).await;
+        if expired_left(pool, sessions, true).await? == 0 {
+            took = Some(began.elapsed());
+            break;
+        }
+    }
+    let during = running.finish().await?;
+    // The task lives on the server runtime; its handle is awaited here.
+    handle.stop().await;
+    eprintln!(
+        "   during ({}): {}",
+        took.map_or_else(
+            || "not done".to_owned(),
+            |t| format!("{:.1} s", t.as_secs_f64())
+        ),
+        describe(&during)
+    );
+    let after = mixed::window_at(addr, readers, writers, window, rate).await?;
+    eprintln!("   after: {}", describe(&after));
+    Ok(Round {
+        before,
+        during,
+        after,
+        took,
     })
 }
 

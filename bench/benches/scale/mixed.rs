@@ -63,6 +63,22 @@ pub(crate) async fn start(
     writers: &[Option<String>],
     limit: Duration,
 ) -> Result<Running, BoxError> {
+    start_at(addr, readers, writers, limit, None).await
+}
+
+/// Like [`start`], at a fixed `rate` if one is given: `rate` requests a
+/// second in all, each connection sending its share on a schedule of its
+/// own (staggered against the others), whatever the answers' pace. A
+/// request that could not go when it was due, because the one before was
+/// still out, counts its latency from when it was due, so a stall of the
+/// server shows in full and is not hidden by the load slowing down with it.
+pub(crate) async fn start_at(
+    addr: SocketAddr,
+    readers: &[Option<String>],
+    writers: &[Option<String>],
+    limit: Duration,
+    rate: Option<f64>,
+) -> Result<Running, BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let deadline = started + limit;
@@ -71,12 +87,20 @@ pub(crate) async fn start(
         .iter()
         .map(|c| (false, c))
         .chain(writers.iter().map(|c| (true, c)));
+    let connections = readers.len() + writers.len();
+    // Each connection's gap between requests, at the fixed rate.
+    let gap = rate
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(|r| Duration::from_secs_f64(connections as f64 / r));
     for (index, (write, cookie)) in all.enumerate() {
         let mut conn = Conn::open(addr, cookie.clone()).await?;
         let stop = Arc::clone(&stop);
+        let first = gap.map(|gap| started + gap.mul_f64(index as f64 / connections as f64));
         tasks.push(tokio::spawn(async move {
             let mut window = Window::empty();
             let mut seq: u64 = 0;
+            let mut due = first;
+            let mut last_answer = started;
             while seq < MAX_REQUESTS_PER_CONNECTION
                 && !stop.load(Ordering::Relaxed)
                 && Instant::now() < deadline
@@ -87,8 +111,20 @@ pub(crate) async fn start(
                 } else {
                     (Method::GET, "/read".to_owned())
                 };
-                let sent = Instant::now();
-                match conn.send(method, &path).await {
+                let sent = match (due, gap) {
+                    (Some(at), Some(gap)) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        due = Some(at + gap);
+                        // Late because the answer before came after the
+                        // due time: the wait is the server's. Late only
+                        // because the timer woke late: it is not.
+                        if last_answer > at { at } else { Instant::now() }
+                    }
+                    _ => Instant::now(),
+                };
+                let answered = conn.send(method, &path).await;
+                last_answer = Instant::now();
+                match answered {
                     Ok(answer) if answer.status.is_success() => {
                         window.ok += 1;
                         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -138,14 +174,16 @@ impl Running {
     }
 }
 
-/// Runs the load for `duration` and measures it.
-pub(crate) async fn window(
+/// Runs the load for `duration`, at a fixed `rate` if one is given (see
+/// [`start_at`]), and measures it.
+pub(crate) async fn window_at(
     addr: SocketAddr,
     readers: &[Option<String>],
     writers: &[Option<String>],
     duration: Duration,
+    rate: Option<f64>,
 ) -> Result<Window, BoxError> {
-    let running = start(addr, readers, writers, duration).await?;
+    let running = start_at(addr, readers, writers, duration, rate).await?;
     tokio::time::sleep(duration).await;
     running.finish().await
 }
