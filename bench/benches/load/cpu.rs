@@ -42,10 +42,18 @@ const APPS: [AppSpec; 3] = [
 const BASELINE: &str = "BENCH_CPU_BASELINE";
 
 /// The routes of each app, in table order. `/read` returns one attribute of
-/// the session; `/bare` touches none.
-const PATHS: [&str; 2] = [BARE, READ];
+/// the session; `/bare` touches none; `/incr` increments a counter in one
+/// session that every connection shares (the counter scenario; the session
+/// apps only).
+const PATHS: [&str; 3] = [BARE, READ, COUNTER];
 const BARE: &str = "/bare";
 const READ: &str = "/read";
+const COUNTER: &str = "/incr";
+
+/// Whether the app of `spec` serves `path`.
+fn serves(spec: AppSpec, path: &str) -> bool {
+    path != COUNTER || spec.krate != Crate::Bare
+}
 
 /// One app of the phase: what it is, and which executable serves it.
 struct Served {
@@ -89,7 +97,7 @@ pub(crate) struct CpuSettings {
 }
 
 impl CpuSettings {
-    /// About 70 s: 6 routes, 7 rounds of 1.5 s each, after a warm-up.
+    /// About 90 s: 8 routes, 7 rounds of 1.5 s each, after a warm-up.
     pub(crate) fn full() -> Self {
         Self {
             connections: 32,
@@ -288,16 +296,21 @@ pub(crate) fn run(settings: &CpuSettings) -> Figures {
     };
     let mut figures = Figures {
         labels: apps.iter().map(|a| a.label.clone()).collect(),
-        cells: (0..apps.len())
-            .flat_map(|app| {
-                PATHS.map(|path| Cell {
-                    app,
-                    path,
-                    micros: Vec::new(),
-                    rates: Vec::new(),
-                    failed: 0,
-                    first_failure: None,
-                })
+        cells: apps
+            .iter()
+            .enumerate()
+            .flat_map(|(app, served)| {
+                PATHS
+                    .into_iter()
+                    .filter(|path| serves(served.spec, path))
+                    .map(move |path| Cell {
+                        app,
+                        path,
+                        micros: Vec::new(),
+                        rates: Vec::new(),
+                        failed: 0,
+                        first_failure: None,
+                    })
             })
             .collect(),
         pinning,
@@ -337,6 +350,8 @@ async fn measure(
     cells: &mut [Cell],
 ) -> Result<(), BoxError> {
     let mut conns = Vec::with_capacity(children.len());
+    // The counter's connections: one session, shared.
+    let mut shared = Vec::with_capacity(children.len());
     for (child, spec) in children.iter().zip(specs) {
         let mut mine = Vec::with_capacity(settings.connections);
         for i in 0..settings.connections {
@@ -350,21 +365,27 @@ async fn measure(
             mine.push(Conn::open(child.addr, Some(cookie)).await?);
         }
         conns.push(mine);
+        let mut counting = Vec::new();
+        if serves(*spec, COUNTER) {
+            let cookie = crate::scenarios::seed(child.addr, 1, READ_BYTES).await?;
+            for _ in 0..settings.connections {
+                counting.push(Conn::open(child.addr, Some(cookie.clone())).await?);
+            }
+        }
+        shared.push(counting);
     }
+    let mut pools = [conns, shared];
+    let pool = |path: &str| usize::from(path == COUNTER);
     for cell in cells.iter() {
-        window(
-            &children[cell.app],
-            &mut conns[cell.app],
-            cell.path,
-            settings.warmup,
-        )
-        .await?;
+        let conns = &mut pools[pool(cell.path)][cell.app];
+        window(&children[cell.app], conns, cell.path, settings.warmup).await?;
     }
     for round in 0..settings.rounds {
         for turn in 0..cells.len() {
             let cell = &mut cells[(round + turn) % cells.len()];
             let (app, path) = (cell.app, cell.path);
-            let measured = window(&children[app], &mut conns[app], path, settings.window).await?;
+            let conns = &mut pools[pool(path)][app];
+            let measured = window(&children[app], conns, path, settings.window).await?;
             cell.failed += measured.failed;
             if cell.first_failure.is_none() {
                 cell.first_failure = measured.first_failure;
@@ -398,8 +419,13 @@ async fn window(
     path: &'static str,
     duration: Duration,
 ) -> Result<Window, BoxError> {
-    // The length of every answer's body: the attribute, or "ok".
-    let expected = if path == READ { READ_BYTES } else { 2 };
+    // The length of every answer's body: the attribute, "ok", or a count
+    // (any length).
+    let expected = match path {
+        READ => Some(READ_BYTES),
+        COUNTER => None,
+        _ => Some(2),
+    };
     let before = child.cpu_ns()?;
     let start = Instant::now();
     let deadline = start + duration;
@@ -408,8 +434,16 @@ async fn window(
         tasks.spawn(async move {
             let (mut ok, mut failed, mut first_failure) = (0_u64, 0_u64, None);
             while Instant::now() < deadline && ok + failed < 10_000_000 {
-                match conn.send(Method::GET, path).await {
-                    Ok(answer) if answer.status.is_success() && answer.body.len() == expected => {
+                let method = if path == COUNTER {
+                    Method::POST
+                } else {
+                    Method::GET
+                };
+                match conn.send(method, path).await {
+                    Ok(answer)
+                        if answer.status.is_success()
+                            && expected.is_none_or(|n| answer.body.len() == n) =>
+                    {
                         ok += 1;
                     }
                     Ok(answer) => {
@@ -465,6 +499,7 @@ impl Figures {
     /// seconds apart: a change in the machine's load between rounds weighs
     /// on both sides of a difference.
     fn added(&self, app: usize, path: &str) -> Option<f64> {
+        // Bare axum serves no counter: `None` there.
         let (ours, bare) = (self.cell(app, path)?, self.cell(0, path)?);
         if ours.micros.len() != bare.micros.len() {
             // A round failed on one side: the medians are all there is.
@@ -487,7 +522,9 @@ impl Figures {
              - App CPU time: the child's threads' time on a CPU (`/proc/<pid>/task/*/schedstat`) \
              over a window, divided by the requests answered in it; every session holds {ATTRIBUTES} \
              attributes of {READ_BYTES} bytes, `/read` returns one of them, `/bare` touches no session \
-             (bare axum gets a cookie of the same size)\n\n\
+             (bare axum gets a cookie of the same size); `/incr` increments one counter in one session \
+             every connection shares (this crate: `update`; tower-sessions: `get` then `insert`, which \
+             loses increments)\n\n\
              | app | route | app CPU µs per request | min – max | added over axum, µs (median of the rounds' differences) | req/s |\n\
              |---|---|--:|--:|--:|--:|\n",
             self.pinning, self.settings_line
