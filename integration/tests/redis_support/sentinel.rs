@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{cli, scratch_dir, wait_until, watchdog};
@@ -243,6 +244,106 @@ impl Sentinels {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Sentinels {
+    /// Starts watching the replicas' roles (every 20 ms), to learn when
+    /// the sentinels' decisions last changed them.
+    ///
+    /// Sentinels on a loaded machine may fail over twice: one marks the
+    /// newly promoted replica down before it answers its first ping, and
+    /// the other replica is promoted in turn; the first stays a primary of
+    /// its own until the sentinels turn it back into a replica, seconds
+    /// later. A store can only follow the sentinels' last word, so recovery
+    /// is measured from then.
+    pub fn watch(&self) -> Watch {
+        let ports: Vec<u16> = self.replicas.iter().map(|r| r.port).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let changes = Arc::new(Mutex::new(Changes::default()));
+        let thread = {
+            let (stop, changes) = (Arc::clone(&stop), Arc::clone(&changes));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let (roles, synced) = topology(&ports);
+                    changes.lock().unwrap().saw(roles, synced, Instant::now());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Watch {
+            stop,
+            changes,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The replicas' roles, and the roles with each primary's count of
+/// replicas in sync; a node that does not answer counts as `down`.
+fn topology(ports: &[u16]) -> (String, String) {
+    let mut roles = String::new();
+    let mut synced = String::new();
+    for port in ports {
+        let info = cli(*port, &["info", "replication"]).unwrap_or_default();
+        let role = if info.contains("role:master") {
+            "master"
+        } else if info.contains("role:slave") {
+            "replica"
+        } else {
+            "down"
+        };
+        let online = info.matches("state=online").count();
+        roles.push_str(&format!("{port}:{role} "));
+        synced.push_str(&format!("{port}:{role}:{online} "));
+    }
+    (roles, synced)
+}
+
+#[derive(Default)]
+struct Changes {
+    roles: Option<(String, Instant)>,
+    synced: Option<(String, Instant)>,
+}
+
+impl Changes {
+    /// Records a sample taken at `at`; keeps when each state was first seen.
+    fn saw(&mut self, roles: String, synced: String, at: Instant) {
+        if self.roles.as_ref().is_none_or(|(seen, _)| *seen != roles) {
+            self.roles = Some((roles, at));
+        }
+        if self.synced.as_ref().is_none_or(|(seen, _)| *seen != synced) {
+            self.synced = Some((synced, at));
+        }
+    }
+}
+
+/// A running [`Sentinels::watch`].
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    changes: Arc<Mutex<Changes>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Stops watching; says when the replicas last changed role, and when
+    /// the last change of roles or of the replicas in sync happened.
+    pub fn last_changes(mut self) -> (Instant, Instant) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the topology watcher");
+        }
+        let changes = self.changes.lock().unwrap();
+        let at = |seen: &Option<(String, Instant)>| seen.as_ref().map(|(_, at)| *at);
+        let roles = at(&changes.roles).expect("at least one sample");
+        let synced = at(&changes.synced).expect("at least one sample");
+        (roles, synced)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 

@@ -157,14 +157,17 @@ pub async fn start_shop(env: &[(&str, String)]) -> (super::Proc, String) {
         .stderr(std::process::Stdio::inherit());
     let mut process = super::Proc(command.spawn().expect("start the shop"));
     // The shop logs to stdout; an error other than an outage is passed on,
-    // so that a failed test says what the shop answered it with.
+    // so that a failed test says what the shop answered it with
+    // (`SHOP_ALL_LOGS=1` passes every line on, outages included).
     if let Some(stdout) = process.0.stdout.take() {
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let line = plain(&line);
-                if line.contains("ERROR") && !line.contains("status=503") {
+                if std::env::var_os("SHOP_ALL_LOGS").is_some()
+                    || (line.contains("ERROR") && !line.contains("status=503"))
+                {
                     eprintln!("shop: {line}");
                 }
             }
