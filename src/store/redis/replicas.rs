@@ -51,7 +51,10 @@ impl super::RedisStoreBuilder {
     /// the same connection (on a cluster, on the node that holds the
     /// session), so an acknowledged write sits on at least `replicas`
     /// replicas as well. It costs one more round trip plus the replication
-    /// delay on every write; reads are unchanged.
+    /// delay on every write. Reads send nothing more, but a `WAIT` holds up
+    /// the commands behind it on the same connection, so while a replica
+    /// lags, reads wait too (up to `timeout` for each `WAIT` ahead of them,
+    /// within the command timeout).
     ///
     /// If fewer replicas acknowledge within `timeout`, the write fails as
     /// [unavailable](StoreErrorKind::Unavailable) (503 with `Retry-After`
