@@ -143,15 +143,28 @@ async fn resharding_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_a_slot_being_moved_is_read_and_written() {
+    slot_moves_under_a_session(false).await;
+}
+
+/// With replica acknowledgement, a write and its `WAIT` travel together
+/// in one pipeline, which follows ASK and MOVED as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_acknowledgement_a_session_in_a_slot_being_moved_is_written() {
+    slot_moves_under_a_session(true).await;
+}
+
+/// Reads and writes a session while its slot is marked as moving, once
+/// its key is on the target (ASK), and once the slot has moved (MOVED).
+async fn slot_moves_under_a_session(acks: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let cluster = tokio::task::spawn_blocking(|| ReplicatedCluster::start(0))
         .await
         .unwrap();
-    let store = RedisStore::builder_for_cluster(cluster.urls())
-        .with_key_prefix("moving:")
-        .connect()
-        .await
-        .unwrap();
+    let mut builder = RedisStore::builder_for_cluster(cluster.urls()).with_key_prefix("moving:");
+    if acks {
+        builder = builder.with_replica_acknowledgement(1, Duration::from_millis(500));
+    }
+    let store = builder.connect().await.unwrap();
     let (verifier, key) = fresh_key();
     let stored = record(&verifier, Duration::from_secs(60), &[("n", "0")]);
     assert_eq!(

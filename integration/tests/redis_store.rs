@@ -301,3 +301,98 @@ async fn a_wrong_password_fails_without_hanging() {
         .await
         .expect("the right password connects");
 }
+
+/// With replica acknowledgement, each write and its `WAIT` leave together,
+/// in one pipeline on one connection. `WAIT` counts the replicas that have
+/// the last write of its own connection: one sent apart, after a
+/// reconnection or once a Sentinel store has moved to a new primary, would
+/// count replicas that never saw this write and could acknowledge a write
+/// that a failover then loses. A proxy between the store and a server of
+/// the test's own records what the store sends; the server has no replica,
+/// so the write fails as unavailable, and says why.
+#[tokio::test]
+async fn a_write_and_its_wait_leave_together() {
+    let server = RedisServer::start();
+    let (proxy, sent) = recording_proxy(server.port).await;
+    let store = RedisStore::builder(&format!("redis://{proxy}"))
+        .with_replica_acknowledgement(1, Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let (verifier, key) = tower_httpsession::store::testing::fresh_key();
+    let record = tower_httpsession::store::testing::record(
+        &verifier,
+        Duration::from_secs(60),
+        &[("cart", "[]")],
+    );
+    let error = store.create(&key, &record, None).await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error:?}");
+    assert!(
+        redis_support::error_chain(&error).contains("0 of 1 replicas"),
+        "{error}"
+    );
+    // A fresh server knows no script, so the first pair met NOSCRIPT and
+    // the script was loaded before the pair went again.
+    let sent = sent.lock().unwrap();
+    let writes: Vec<&[u8]> = sent
+        .iter()
+        .filter_map(|chunk| find(chunk, b"EVALSHA").map(|at| &chunk[at..]))
+        .collect();
+    assert_eq!(writes.len(), 2, "two writes: before and after SCRIPT LOAD");
+    for write in writes {
+        assert!(
+            find(write, b"WAIT").is_some(),
+            "a write left without its WAIT ({} bytes)",
+            write.len()
+        );
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A TCP proxy on loopback to the Redis on `port`; records each chunk a
+/// client sends, as read (a pipeline is written at once, so it arrives in
+/// one chunk of this size on loopback).
+async fn recording_proxy(
+    port: u16,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&sent);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut from_client, mut to_server) = (client, server);
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = from_client.split();
+                let (mut server_read, mut server_write) = to_server.split();
+                let upstream = async {
+                    let mut buffer = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = client_read.read(&mut buffer).await {
+                        record.lock().unwrap().push(buffer[..n].to_vec());
+                        if server_write.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let downstream = tokio::io::copy(&mut server_read, &mut client_write);
+                tokio::select! {
+                    () = upstream => {}
+                    _ = downstream => {}
+                }
+            });
+        }
+    });
+    (address, sent)
+}

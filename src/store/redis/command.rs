@@ -2,12 +2,14 @@
 //! sent again when a cluster node redirected it, and pipelines and fans of
 //! commands sent once.
 
-use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use std::time::Duration;
+
+use ::redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
 use super::connection::Connection;
 use super::{
     BACKEND, Operation, Problem, REDIRECT_PAUSE, REDIRECT_RETRIES, RedisStore, StoreError,
-    StoreErrorKind, StoreKey, redis_error,
+    StoreErrorKind, StoreKey, redis_error, replicas,
 };
 
 impl RedisStore {
@@ -22,6 +24,21 @@ impl RedisStore {
     pub(super) async fn run<T, F, Fut>(
         &self,
         operation: Operation,
+        command: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_within(operation, self.inner.command_timeout, command)
+            .await
+    }
+
+    /// As [`run`](Self::run), bounded by `limit`.
+    pub(super) async fn run_within<T, F, Fut>(
+        &self,
+        operation: Operation,
+        limit: Duration,
         mut command: F,
     ) -> Result<T, StoreError>
     where
@@ -40,7 +57,7 @@ impl RedisStore {
                 }
             }
         };
-        self.bounded(operation, attempts).await
+        self.bounded(operation, limit, attempts).await
     }
 
     /// Runs a pipeline, or several commands sent at once, under the command
@@ -53,21 +70,27 @@ impl RedisStore {
     where
         F: Future<Output = Result<T, RedisError>>,
     {
-        self.bounded(operation, command).await
+        self.bounded(operation, self.inner.command_timeout, command)
+            .await
     }
 
-    async fn bounded<T, F>(&self, operation: Operation, command: F) -> Result<T, StoreError>
+    async fn bounded<T, F>(
+        &self,
+        operation: Operation,
+        limit: Duration,
+        command: F,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
-        match tokio::time::timeout(self.inner.command_timeout, command).await {
+        match tokio::time::timeout(limit, command).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(redis_error(operation, error)),
             Err(_) => Err(StoreError::new(
                 BACKEND,
                 operation,
                 StoreErrorKind::Unavailable,
-                Problem::NoAnswer(self.inner.command_timeout),
+                Problem::NoAnswer(limit),
             )),
         }
     }
@@ -100,16 +123,36 @@ impl RedisStore {
             invocation.arg(arg.as_slice());
         }
         let invocation = &invocation;
-        let reply = self
-            .run(operation, |mut c| async move {
-                invocation.invoke_async(&mut c).await
+        let (Some((wait, limit)), Some(slot_key)) = (self.wait_command(), keys.first()) else {
+            return self
+                .run(operation, |mut c| async move {
+                    invocation.invoke_async(&mut c).await
+                })
+                .await;
+        };
+        let eval = evalsha(script, keys, args);
+        let (eval, wait) = (&eval, &wait);
+        let (reply, acknowledged) = self
+            .run_within(operation, limit, |c| {
+                replicas::write_then_wait(c, script, eval, wait, slot_key)
             })
             .await?;
-        if let Some(slot_key) = keys.first() {
-            self.acknowledge(operation, slot_key).await?;
-        }
+        self.check_acknowledgement(operation, acknowledged)?;
         Ok(reply)
     }
+}
+
+/// `EVALSHA` of `script` on `keys` with `args`.
+fn evalsha(script: &Script, keys: &[String], args: &[Vec<u8>]) -> Cmd {
+    let mut eval = ::redis::cmd("EVALSHA");
+    eval.arg(script.get_hash()).arg(keys.len());
+    for key in keys {
+        eval.arg(key);
+    }
+    for arg in args {
+        eval.arg(arg.as_slice());
+    }
+    eval
 }
 
 /// Whether a cluster node refused the command, sending it elsewhere.

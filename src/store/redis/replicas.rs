@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+use ::redis::aio::ConnectionLike;
+use ::redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::connection::Connection;
 use super::{BACKEND, Problem, RedisStore, config_error, redis_error};
@@ -47,11 +48,13 @@ impl super::RedisStoreBuilder {
     /// Redis replicates asynchronously: without this, a primary that dies
     /// right after answering may take writes with it that the new primary
     /// never got, and a request that was answered "added to cart" loses its
-    /// item. With it, each write is followed by `WAIT replicas timeout` on
-    /// the same connection (on a cluster, on the node that holds the
-    /// session), so an acknowledged write sits on at least `replicas`
-    /// replicas as well. It costs one more round trip plus the replication
-    /// delay on every write. Reads send nothing more, but a `WAIT` holds up
+    /// item. With it, each write is followed by `WAIT replicas timeout` in
+    /// the same pipeline, on the same connection (on a cluster, to the node
+    /// that holds the session), so an acknowledged write sits on at least
+    /// `replicas` replicas as well. The write and its `WAIT` together may
+    /// take the command timeout plus `timeout`. Every write then waits
+    /// until its replicas have it (no extra round trip from the app).
+    /// Reads send nothing more, but a `WAIT` holds up
     /// the commands behind it on the same connection, so while a replica
     /// lags, reads wait too (up to `timeout` for each `WAIT` ahead of them,
     /// within the command timeout).
@@ -65,8 +68,7 @@ impl super::RedisStoreBuilder {
     ///
     /// `replicas` must be at least 1, and `timeout` at least a millisecond
     /// and shorter than the [command
-    /// timeout](super::RedisStoreBuilder::with_command_timeout), which
-    /// bounds the `WAIT` too.
+    /// timeout](super::RedisStoreBuilder::with_command_timeout).
     pub fn with_replica_acknowledgement(mut self, replicas: u32, timeout: Duration) -> Self {
         self.replica_acks = Some(ReplicaAcks { replicas, timeout });
         self
@@ -74,42 +76,30 @@ impl super::RedisStoreBuilder {
 }
 
 impl RedisStore {
-    /// Waits for the replicas the store was told to wait for, after a write
-    /// under `key` (the full Redis key).
-    pub(super) async fn acknowledge(
+    /// The `WAIT` to send after each write, if the store waits for
+    /// replicas, and how long the write and its `WAIT` may take together:
+    /// the command timeout plus the acknowledgement timeout.
+    pub(super) fn wait_command(&self) -> Option<(Cmd, Duration)> {
+        let acks = self.inner.replica_acks?;
+        let millis = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(acks.replicas).arg(millis);
+        Some((wait, self.inner.command_timeout + acks.timeout))
+    }
+
+    /// Checks the answer to the `WAIT` that followed a write.
+    pub(super) fn check_acknowledgement(
         &self,
         operation: Operation,
-        key: &str,
+        reply: Value,
     ) -> Result<(), StoreError> {
         let Some(acks) = self.inner.replica_acks else {
             return Ok(());
         };
-        let millis = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut wait = ::redis::cmd("WAIT");
-        wait.arg(acks.replicas).arg(millis);
-        let limit = self.inner.command_timeout;
-        let mut connection = self.inner.connection.clone();
-        let reply = match &mut connection {
-            Connection::Cluster(cluster) => {
-                let node = Route::with_key(key, SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(node));
-                tokio::time::timeout(limit, cluster.route_command(wait, routing)).await
-            }
-            other => tokio::time::timeout(limit, wait.query_async(other)).await,
-        };
         let acked = match reply {
-            Ok(Ok(Value::Int(acked))) => acked,
-            Ok(Ok(Value::ServerError(error))) => return Err(refused(operation, error.into())),
-            Ok(Ok(_)) => return Err(super::unexpected(operation)),
-            Ok(Err(error)) => return Err(refused(operation, error)),
-            Err(_) => {
-                return Err(StoreError::new(
-                    BACKEND,
-                    operation,
-                    StoreErrorKind::Unavailable,
-                    Problem::NoAnswer(limit),
-                ));
-            }
+            Value::Int(acked) => acked,
+            Value::ServerError(error) => return Err(refused(operation, error.into())),
+            _ => return Err(super::unexpected(operation)),
         };
         if acked >= i64::from(acks.replicas) {
             Ok(())
@@ -125,6 +115,72 @@ impl RedisStore {
                 },
             ))
         }
+    }
+}
+
+/// Sends the write `eval` (an `EVALSHA` of `script`) and `wait` as one
+/// pipeline, so that both take the same connection: `WAIT` counts the
+/// replicas that have the last write of its own connection, and one sent
+/// on another (after a reconnection, or once a Sentinel store has moved
+/// to a new primary, or a cluster's slot map to a new node) would count
+/// replicas that never saw this write. On a cluster both go to the primary
+/// of `slot_key`'s slot. A script the server does not know yet is loaded
+/// and the pair sent again. Answers the script's reply and the
+/// `WAIT`'s; an error reply to the script is an error.
+pub(super) async fn write_then_wait(
+    mut connection: Connection,
+    script: &Script,
+    eval: &Cmd,
+    wait: &Cmd,
+    slot_key: &str,
+) -> RedisResult<(Value, Value)> {
+    let mut replies = send_pair(&mut connection, eval, wait, slot_key).await;
+    let unknown_script = match &replies {
+        Err(error) => error.kind() == ErrorKind::Server(ServerErrorKind::NoScript),
+        Ok((Value::ServerError(error), _)) => error.kind() == Some(ServerErrorKind::NoScript),
+        Ok(_) => false,
+    };
+    if unknown_script {
+        script.load_async(&mut connection).await?;
+        replies = send_pair(&mut connection, eval, wait, slot_key).await;
+    }
+    match replies? {
+        (Value::ServerError(error), _) => Err(error.into()),
+        replies => Ok(replies),
+    }
+}
+
+/// Sends `eval` and `wait` in one pipeline on one connection; on a
+/// cluster, to the primary of `slot_key`'s slot (the `redis` crate sends
+/// the whole pipeline on where a MOVED or ASK points).
+async fn send_pair(
+    connection: &mut Connection,
+    eval: &Cmd,
+    wait: &Cmd,
+    slot_key: &str,
+) -> RedisResult<(Value, Value)> {
+    let mut pipe = ::redis::pipe();
+    pipe.add_command(eval.clone()).add_command(wait.clone());
+    let replies = match connection {
+        Connection::Cluster(cluster) => {
+            let node = Route::with_key(slot_key, SlotAddr::Master);
+            let routing = SingleNodeRoutingInfo::SpecificNode(node);
+            cluster.route_pipeline(pipe, 0, 2, routing).await?
+        }
+        other => other.req_packed_commands(&pipe, 0, 2).await?,
+    };
+    two(replies)
+}
+
+/// The two replies of a pipeline of two commands.
+fn two(replies: Vec<Value>) -> RedisResult<(Value, Value)> {
+    let mut replies = replies.into_iter();
+    match (replies.next(), replies.next(), replies.next()) {
+        (Some(written), Some(waited), None) => Ok((written, waited)),
+        _ => Err(RedisError::from((
+            ErrorKind::Parse,
+            "a pipeline of a write and WAIT answered other than two replies",
+        ))),
     }
 }
 
