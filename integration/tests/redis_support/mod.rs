@@ -127,6 +127,12 @@ impl RedisServer {
         Self::start_with(port, &[])
     }
 
+    /// Starts a replica of the server on `primary_port`, on a free port.
+    pub fn start_replica_of(primary_port: u16) -> Self {
+        let primary = primary_port.to_string();
+        Self::start_with(free_port(), &["--replicaof", "127.0.0.1", &primary])
+    }
+
     /// Starts a server that refuses every client without `password`.
     pub fn start_with_password(password: &str) -> Self {
         Self::start_with(free_port(), &["--requirepass", password])
