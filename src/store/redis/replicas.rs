@@ -54,10 +54,10 @@ impl super::RedisStoreBuilder {
     /// `replicas` replicas as well. The write and its `WAIT` together may
     /// take the command timeout plus `timeout`. Every write then waits
     /// until its replicas have it (no extra round trip from the app).
-    /// Reads send nothing more, but a `WAIT` holds up
-    /// the commands behind it on the same connection, so while a replica
-    /// lags, reads wait too (up to `timeout` for each `WAIT` ahead of them,
-    /// within the command timeout).
+    /// Reads send nothing more, but a `WAIT` holds up the commands behind
+    /// it on the same connection, so while a replica lags, reads wait too
+    /// (up to `timeout` for each `WAIT` ahead of them, within the command
+    /// timeout).
     ///
     /// If fewer replicas acknowledge within `timeout`, the write fails as
     /// [unavailable](StoreErrorKind::Unavailable) (503 with `Retry-After`
