@@ -121,7 +121,7 @@ impl Settings {
             runs: 5,
             memory_sessions: 10_000,
             expired: 1_000_000,
-            cleanup_window: Duration::from_secs(15),
+            cleanup_window: Duration::from_secs(30),
             cleanup_limit: Duration::from_secs(15 * 60),
             hot: hot_duration(600)?,
             hot_every: Duration::from_secs(30),
