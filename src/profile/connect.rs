@@ -165,7 +165,7 @@ pub(super) async fn postgres(
 /// How often the PostgreSQL store's expired sessions are deleted, and
 /// how many at a time.
 #[cfg(feature = "postgres")]
-const CLEANUP: (Duration, u32) = (Duration::from_secs(60), 1_000);
+const CLEANUP: (Duration, u32) = (Duration::from_secs(60), 100);
 
 #[cfg(feature = "postgres")]
 pub(super) async fn postgres(

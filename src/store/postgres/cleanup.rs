@@ -163,6 +163,17 @@ impl PostgresStore {
     ///
     /// Must be called within a tokio runtime. The task runs until the
     /// returned handle is stopped or dropped, or the pool is closed.
+    ///
+    /// # Choosing `batch`
+    ///
+    /// Keep batches small; 100 is a good start. A batch's deletions enter
+    /// the write-ahead log as it runs (a full page image for each page it
+    /// touches first after a checkpoint), and a concurrent request's commit
+    /// waits until the log in front of it is flushed. On a 2-core server at
+    /// half load, with a million sessions expiring at once, batches of 100
+    /// deleted them in about five minutes and kept the p99 latency of the
+    /// requests meanwhile at 8.6 to 10.2 ms; batches of 1,000 took three
+    /// minutes and raised it to 17.5 ms (BENCHMARKS.md, "Cost at scale").
     pub fn spawn_cleanup(&self, interval: Duration, batch: u32) -> CleanupHandle {
         self.spawn_cleanup_with(CleanupOptions::new(interval, batch))
     }

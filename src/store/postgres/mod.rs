@@ -37,7 +37,7 @@
 //!     .connect()
 //!     .await?;
 //! store.migrate().await?; // safe when several instances start at once
-//! let _cleanup = store.spawn_cleanup(Duration::from_secs(60), 1_000);
+//! let _cleanup = store.spawn_cleanup(Duration::from_secs(60), 100);
 //!
 //! let app: Router = Router::new()
 //!     .route("/", get(visit))
