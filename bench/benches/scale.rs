@@ -15,6 +15,10 @@
 //! the chart `docs/scaling.svg`; `SCALE_QUICK=1` (or `-- --quick`) walks
 //! the same code paths at small sizes in well under a minute and, like a
 //! run of some parts only, writes its report under `target/bench-scale/`.
+//! So does a run with settings of its own: `SCALE_CLEANUP_EXPIRED`
+//! (expired sessions of the cleanup part, per round), `SCALE_CLEANUP_BATCH`
+//! and `SCALE_CLEANUP_PAUSE` (the cleanup task's batch and pause, in
+//! percent of a batch's time) and `SCALE_HOT_SECS` (the length of part 4).
 //!
 //! The apps run on a tokio runtime of one worker thread, the load
 //! generator and the bulk seeding on a single-threaded runtime on the main
@@ -81,6 +85,8 @@ mod throughput;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tower_httpsession::store::postgres::{CleanupOptions, DEFAULT_CLEANUP_PAUSE_PERCENT};
+
 use crate::report::Results;
 
 /// The error type of the bench's plumbing.
@@ -102,6 +108,8 @@ pub(crate) struct Settings {
     pub(crate) memory_sessions: u64,
     /// Expired sessions the cleanup part leaves to the cleanup task.
     pub(crate) expired: u64,
+    /// How the cleanup part starts the cleanup task.
+    pub(crate) cleanup_options: CleanupOptions,
     /// The load windows before and after the cleanup.
     pub(crate) cleanup_window: Duration,
     /// The most the cleanup may take before the bench gives up on it.
@@ -120,10 +128,11 @@ impl Settings {
             run: Duration::from_secs(2),
             runs: 5,
             memory_sessions: 10_000,
-            expired: 1_000_000,
+            expired: env_number("SCALE_CLEANUP_EXPIRED", 1_000_000)?,
+            cleanup_options: cleanup_options()?,
             cleanup_window: Duration::from_secs(30),
-            cleanup_limit: Duration::from_secs(15 * 60),
-            hot: hot_duration(600)?,
+            cleanup_limit: Duration::from_secs(30 * 60),
+            hot: Duration::from_secs(env_number("SCALE_HOT_SECS", 600)?),
             hot_every: Duration::from_secs(30),
         })
     }
@@ -137,25 +146,48 @@ impl Settings {
             run: Duration::from_millis(300),
             runs: 2,
             memory_sessions: 300,
-            expired: 5_000,
+            expired: env_number("SCALE_CLEANUP_EXPIRED", 5_000)?,
+            cleanup_options: cleanup_options()?,
             cleanup_window: Duration::from_secs(1),
             cleanup_limit: Duration::from_secs(30),
-            hot: hot_duration(6)?,
+            hot: Duration::from_secs(env_number("SCALE_HOT_SECS", 6)?),
             hot_every: Duration::from_secs(2),
         })
     }
 }
 
-/// `SCALE_HOT_SECS`, or `default` seconds.
-fn hot_duration(default: u64) -> Result<Duration, BoxError> {
-    match std::env::var("SCALE_HOT_SECS") {
-        Ok(secs) if !secs.is_empty() => {
-            Ok(Duration::from_secs(secs.parse().map_err(|_| {
-                format!("SCALE_HOT_SECS={secs}: expected whole seconds")
-            })?))
-        }
-        _ => Ok(Duration::from_secs(default)),
+/// The environment variables that change the settings of a full run.
+const CUSTOM_SETTINGS: [&str; 4] = [
+    "SCALE_CLEANUP_EXPIRED",
+    "SCALE_CLEANUP_BATCH",
+    "SCALE_CLEANUP_PAUSE",
+    "SCALE_HOT_SECS",
+];
+
+/// The whole number in the environment variable `name`, or `default` if
+/// it is unset or empty.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value
+            .parse()
+            .map_err(|_| format!("{name}={value}: expected a whole number").into()),
+        _ => Ok(default),
     }
+}
+
+/// The cleanup task's options: the store's documented start,
+/// `spawn_cleanup(60 s, 100)` with its default pause, unless
+/// `SCALE_CLEANUP_BATCH` or `SCALE_CLEANUP_PAUSE` (percent of a batch's
+/// time) say otherwise.
+fn cleanup_options() -> Result<CleanupOptions, BoxError> {
+    Ok(CleanupOptions::new(
+        cleanup::INTERVAL,
+        env_number("SCALE_CLEANUP_BATCH", cleanup::BATCH)?,
+    )
+    .with_pause_percent(env_number(
+        "SCALE_CLEANUP_PAUSE",
+        DEFAULT_CLEANUP_PAUSE_PERCENT,
+    )?))
 }
 
 /// The parts of a run.
@@ -238,7 +270,11 @@ fn main() -> Result<(), BoxError> {
     dropped?;
     let elapsed = started.elapsed();
 
-    let partial = parts.len() < Part::ALL.len() || !results.failures.is_empty();
+    // A run with sizes or settings of its own is not the documented one.
+    let own_settings = CUSTOM_SETTINGS
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    let partial = parts.len() < Part::ALL.len() || !results.failures.is_empty() || own_settings;
     let facts = report::facts(&settings, &parts, elapsed);
     let markdown = results.markdown(&settings, &facts);
     println!("\n{markdown}");
@@ -313,6 +349,7 @@ fn run_part(
                 client,
                 pg,
                 settings.expired,
+                settings.cleanup_options,
                 settings.cleanup_window,
                 settings.cleanup_limit,
             )?);

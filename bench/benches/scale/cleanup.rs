@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tower_sessions_sqlx_store::sqlx::{self, PgPool};
 
+use tower_httpsession::store::postgres::CleanupOptions;
+
 use crate::BoxError;
 use crate::fleet::{self, App, Backend, Krate, Namespace, Options};
 use crate::mixed::{self, Window};
@@ -22,7 +24,8 @@ use crate::seed;
 use crate::servers::{self, Postgres};
 use crate::throughput::{ATTRIBUTE_BYTES, ATTRIBUTES};
 
-/// The cleanup task's settings, as the store's documentation starts it.
+/// The cleanup task's settings, as the store's documentation starts it
+/// (`SCALE_CLEANUP_BATCH` and `SCALE_CLEANUP_PAUSE` change them).
 pub(crate) const INTERVAL: Duration = Duration::from_secs(60);
 pub(crate) const BATCH: u32 = 100;
 /// Attributes of each expired session.
@@ -53,6 +56,8 @@ pub(crate) struct Paced {
 
 pub(crate) struct Cleanup {
     pub(crate) expired: u64,
+    /// How the task ran.
+    pub(crate) options: CleanupOptions,
     pub(crate) seeding: Duration,
     /// The saturated round.
     pub(crate) saturated: Round,
@@ -69,12 +74,13 @@ pub(crate) fn run(
     client: &tokio::runtime::Runtime,
     pg: &Postgres,
     expired: u64,
+    options: CleanupOptions,
     window: Duration,
     limit: Duration,
 ) -> Result<Cleanup, BoxError> {
     let namespace = Namespace::new(Krate::Ours, Backend::Postgres, 0, "cleanup");
     let app = server.block_on(App::start(namespace, None, pg, Options::default()))?;
-    let result = client.block_on(measure(server, &app, pg, expired, window, limit));
+    let result = client.block_on(measure(server, &app, pg, expired, options, window, limit));
     server.block_on(app.stop());
     result
 }
@@ -84,6 +90,7 @@ async fn measure(
     app: &App,
     pg: &Postgres,
     expired: u64,
+    options: CleanupOptions,
     window: Duration,
     limit: Duration,
 ) -> Result<Cleanup, BoxError> {
@@ -117,6 +124,7 @@ async fn measure(
         window,
         limit,
         rate: None,
+        options,
     };
     let saturated = round(server, &store, &pool, &sessions, &load).await?;
 
@@ -147,6 +155,7 @@ async fn measure(
     pool.close().await;
     Ok(Cleanup {
         expired,
+        options,
         seeding,
         saturated,
         paced: Paced { rate, round: paced },
@@ -228,6 +237,8 @@ struct Load<'a> {
     limit: Duration,
     /// A fixed rate, or `None`: each connection as fast as it is answered.
     rate: Option<f64>,
+    /// How the cleanup task runs.
+    options: CleanupOptions,
 }
 
 /// One round: a window of load, then the cleanup task under load until no
@@ -246,6 +257,7 @@ async fn round(
         window,
         limit,
         rate,
+        options,
     } = *load;
     let before = mixed::window_at(addr, readers, writers, window, rate).await?;
     eprintln!("   before: {}", describe(&before));
@@ -254,7 +266,7 @@ async fn round(
     let handle = {
         let _entered = server.enter();
         // On the app's runtime, as an app would run it.
-        store.spawn_cleanup(INTERVAL, BATCH)
+        store.spawn_cleanup_with(options)
     };
     let mut took = None;
     while began.elapsed() < limit {

@@ -228,7 +228,7 @@ fn memory_table(m: &Memory, bars: &mut Vec<Bar>) -> String {
 fn cleanup_table(c: &Cleanup, bars: &mut Vec<Bar>) -> String {
     let mut out = format!(
         "\n### Expiry cleanup under load (PostgreSQL)\n\n{} expired sessions of {} attributes, twice, {} live ones under load \
-         (half reading, half writing); `spawn_cleanup({} s, {})`; the first set seeded in {:.0} s. First round: \
+         (half reading, half writing); the cleanup task every {} s in batches of {}, pausing {}% of each batch's time after it; the first set seeded in {:.0} s. First round: \
          each connection sends its next request as soon as the answer is in (the server saturated). Second round: \
          a fixed rate of {} req/s ({:.0}% of the first round's before the cleanup), latency counted from when a \
          request was due.\n\n\
@@ -236,8 +236,9 @@ fn cleanup_table(c: &Cleanup, bars: &mut Vec<Bar>) -> String {
         thousands(c.expired as f64),
         cleanup::EXPIRED_ATTRIBUTES,
         c.live - 1,
-        cleanup::INTERVAL.as_secs(),
-        thousands(f64::from(cleanup::BATCH)),
+        c.options.interval().as_secs(),
+        thousands(f64::from(c.options.batch())),
+        thousands(f64::from(c.options.pause_percent())),
         c.seeding.as_secs_f64(),
         thousands(c.paced.rate),
         cleanup::PACED_SHARE * 100.0,
