@@ -163,6 +163,23 @@ async fn add(browser: &Client, item: &str) -> String {
     text(browser, "instance").await
 }
 
+/// Clicks what `css` finds. The instances panel redraws its rows as it
+/// polls, so a button found can be replaced before the click reaches it
+/// (a stale element): then it is found again, at most five times more.
+async fn click_fresh(browser: &Client, css: &str) -> Result<(), fantoccini::error::CmdError> {
+    let mut retries = 0;
+    loop {
+        let clicked = match browser.find(Locator::Css(css)).await {
+            Ok(button) => button.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Err(e) if e.is_stale_element_reference() && retries < 5 => retries += 1,
+            done => return done,
+        }
+    }
+}
+
 /// Waits until the instances panel shows `name` with `ready`.
 async fn wait_for_row(browser: &Client, name: &str, ready: bool) {
     let css = format!("tr[data-name='{name}'][data-ready='{ready}']");
@@ -255,13 +272,7 @@ async fn drive(
     let field = browser.find(Locator::Id("token")).await?;
     field.send_keys(token).await?;
     wait_for_row(browser, "shop-1", true).await;
-    browser
-        .find(Locator::Css(
-            "button[data-name='shop-1'][data-action='out']",
-        ))
-        .await?
-        .click()
-        .await?;
+    click_fresh(browser, "button[data-name='shop-1'][data-action='out']").await?;
     browser
         .wait()
         .for_element(Locator::XPath(
@@ -282,11 +293,7 @@ async fn drive(
 
     // Back in rotation: shop-1 answers again.
     wait_for_row(browser, "shop-1", false).await;
-    browser
-        .find(Locator::Css("button[data-name='shop-1'][data-action='in']"))
-        .await?
-        .click()
-        .await?;
+    click_fresh(browser, "button[data-name='shop-1'][data-action='in']").await?;
     wait_for_row(browser, "shop-1", true).await;
     let mut answered = std::collections::BTreeSet::new();
     for i in 8..12 {
