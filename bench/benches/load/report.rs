@@ -250,6 +250,16 @@ impl Results {
                     }),
             );
         }
+        for backend in [Backend::Redis, Backend::Postgres] {
+            let ratio = self
+                .rps(Crate::Ours, backend, Scenario::Counter)
+                .zip(self.rps(Crate::Peer, backend, Scenario::Counter))
+                .map(|(o, p)| o / p);
+            check(
+                format!("counter on {}: ≥ 2× the peer's req/s", backend.label()),
+                ratio.map(|r| (format!("{r:.2}×"), r >= 2.0)),
+            );
+        }
         out
     }
 
