@@ -1,6 +1,6 @@
-//! Group commit on the PostgreSQL store: concurrent writes of different
-//! sessions share transactions, and each still gets its own answer, only
-//! for what committed.
+//! Group commit on the PostgreSQL store: concurrent writes share
+//! transactions (of different sessions, and of one session in the order
+//! sent), and each still gets its own answer, only for what committed.
 #![cfg(all(feature = "postgres", feature = "testing"))]
 
 mod postgres_support;
@@ -219,6 +219,58 @@ async fn concurrent_writes_share_commits_and_keep_their_answers() {
     assert!(
         transactions * 2 <= written,
         "{written} writes committed in {transactions} transactions: no group commit"
+    );
+}
+
+/// Concurrent writes of one session (a page's parallel calls) share
+/// transactions too, in the order they were sent: each sets an attribute
+/// of its own and `last`, which must end as the last write sent set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_one_session_share_commits_in_their_order() {
+    const WRITES: usize = 24;
+    let (store, schema) = small_store(true).await;
+    let (verifier, key) = create(&store, &[]).await;
+    let changes: Vec<ChangeSet> = (0..WRITES)
+        .map(|i| {
+            ChangeSet::builder()
+                .with_attribute(format!("w{i:02}"), format!("{i}"))
+                .with_attribute("last", format!("{i}"))
+                .with_required_verifier(verifier)
+                .with_attribute_limit(1024)
+                .build()
+        })
+        .collect();
+    let answers = apply_in_order(&store, changes.iter().map(|c| (&key, c)).collect()).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.expect("apply"), Applied::Written, "write {i}");
+    }
+    let stored = store.load(&key).await.expect("load").expect("the session");
+    assert_eq!(
+        stored.attributes.get("last").map(String::as_str),
+        Some("23"),
+        "the last write sent is the last applied"
+    );
+    for i in 0..WRITES {
+        assert_eq!(
+            stored.attributes.get(&format!("w{i:02}")),
+            Some(&format!("{i}")),
+            "write {i} stored"
+        );
+    }
+    let mut conn = connect().await;
+    let transactions: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT xmin::text) FROM {}.attributes WHERE name LIKE 'w%'",
+        schema.name
+    ))
+    .fetch_one(&mut conn)
+    .await
+    .expect("count transactions");
+    let _ = conn.close().await;
+    let transactions = usize::try_from(transactions).expect("a count");
+    eprintln!("{WRITES} writes of one session in {transactions} transactions");
+    assert!(
+        transactions * 4 <= WRITES,
+        "{WRITES} writes of one session committed in {transactions} transactions"
     );
 }
 

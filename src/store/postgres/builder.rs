@@ -235,9 +235,10 @@ impl PostgresStoreBuilder {
         self.pool_setting("with_commits_not_waiting_for_flush")
     }
 
-    /// Commits concurrent writes of different sessions together, at most
-    /// `max_batch` (at least 2) in one transaction: one WAL flush for the
-    /// group instead of one each. Default: on, with batches of at most
+    /// Commits concurrent writes together, of different sessions and of
+    /// one session (in the order they came), at most `max_batch` (at least
+    /// 2) in one transaction: one WAL flush for the group instead of one
+    /// each. Default: on, with batches of at most
     /// [`DEFAULT_GROUP_COMMIT_BATCH`](super::DEFAULT_GROUP_COMMIT_BATCH).
     ///
     /// A write that finds no batch in flight goes at once, alone; writes

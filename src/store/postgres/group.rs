@@ -1,5 +1,5 @@
-//! Group commit: concurrent `apply` calls of different sessions share one
-//! transaction, so one WAL flush, instead of waiting for one flush each.
+//! Group commit: concurrent `apply` calls share one transaction, so one WAL
+//! flush, instead of waiting for one flush each.
 //!
 //! A call queues its change and, if fewer batches are in flight than the
 //! pool has connections, starts a task that runs batches until the queue is
@@ -12,12 +12,16 @@
 //! same text and parameters as alone, so the same guards and answers), then
 //! `COMMIT`; every caller gets its answer only after the commit succeeded.
 //! Within a batch the sessions go in key order, so two batches never wait
-//! for each other in a cycle, and a batch holds at most one change per
-//! session: a change of a session that a batch in flight (or the one being
-//! formed) already holds waits for a later batch, so changes of one session
-//! keep their arrival order. If a member's statement fails, the transaction
-//! is rolled back and every member runs alone, each getting its own answer
-//! or error; if the `COMMIT` fails, nobody knows whether it committed, and
+//! for each other in a cycle. Changes of one session keep their arrival
+//! order: a batch takes several changes of one session, one after the other
+//! (each statement sees the ones before it, as if they had committed in
+//! turn), but none of a session that a batch in flight holds, nor one
+//! behind a change of its session left for a later batch. So concurrent
+//! requests of one session (a page's parallel calls) share a flush too,
+//! instead of waiting for the session's row lock and a flush each. If a
+//! member's statement fails, the transaction is rolled back and every
+//! member runs alone, in the batch's order, each getting its own answer or
+//! error; if the `COMMIT` fails, nobody knows whether it committed, and
 //! every member gets that error. Only the plain statement is batched: the
 //! principal-binding one takes advisory locks and goes alone.
 
@@ -83,28 +87,29 @@ impl Group {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the next batch: up to `max_batch` queued members, at most one
-    /// per session and none of a session in flight, in key order. The
-    /// members passed over keep their places.
+    /// Takes the next batch: up to `max_batch` queued members, none of a
+    /// session in flight, in key order and, within a session, in arrival
+    /// order. The members passed over keep their places.
     fn take(&self, state: &mut State) -> Vec<Member> {
         let mut batch: Vec<Member> = Vec::new();
         let mut kept = VecDeque::with_capacity(state.queue.len());
-        let mut chosen = HashSet::new();
+        // Sessions with a change left for a later batch: their later
+        // changes must not overtake it.
+        let mut held_back = HashSet::new();
         while let Some(member) = state.queue.pop_front() {
             if batch.len() < self.max_batch
                 && !state.busy.contains(&member.key)
-                && chosen.insert(member.key.clone())
+                && !held_back.contains(&member.key)
             {
                 batch.push(member);
             } else {
-                // A later change of a session in this batch, or of one in
-                // flight, must not overtake any earlier change.
-                chosen.insert(member.key.clone());
+                held_back.insert(member.key.clone());
                 kept.push_back(member);
             }
         }
         state.queue = kept;
         state.busy.extend(batch.iter().map(|m| m.key.clone()));
+        // A stable sort: changes of one session stay in arrival order.
         batch.sort_by(|a, b| a.key.cmp(&b.key));
         batch
     }
@@ -254,7 +259,8 @@ impl PostgresStore {
                     })
                     .collect()
             }
-            // Nothing committed: each member alone.
+            // Nothing committed: each member alone, one after the other, so
+            // that changes of one session keep their order.
             Err(Failure::Member) => {
                 let mut answers = Vec::with_capacity(batch.len());
                 for member in batch {

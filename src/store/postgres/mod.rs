@@ -62,12 +62,12 @@
 //! # Group commit
 //!
 //! A durable commit waits for its WAL to reach the disk, and with small
-//! writes that wait is most of a write's time. So concurrent writes of
-//! different sessions share a transaction: a write that finds no batch in
-//! flight goes at once, alone; writes that arrive meanwhile queue and go
-//! together in the next batch (at most as many batches in flight as the
-//! pool has connections), in key order, each with its own statement and
-//! answer, answered once the batch committed. A batch whose statement fails
+//! writes that wait is most of a write's time. So concurrent writes share
+//! a transaction: a write that finds no batch in flight goes at once,
+//! alone; writes that arrive meanwhile queue and go together in the next
+//! batch (at most as many batches in flight as the pool has connections),
+//! in key order (writes of one session in the order they came), each with
+//! its own statement and answer, answered once the batch committed. A batch whose statement fails
 //! is rolled back and its writes run alone. Writes that bind a principal
 //! go alone. See [`PostgresStoreBuilder::with_group_commit`].
 //!
