@@ -9,6 +9,9 @@
 //! from its request, so it never leaves it), and writes the last result
 //! with one compare-and-set. One read and one write serve the whole batch,
 //! where each request used to wait for the one before it to read and write.
+//! Once it is written, the leader gathers the members that queued meanwhile
+//! and writes for them too, up to three more batches: it knows the stored
+//! value, since it wrote it, so each costs a compare-and-set and no read.
 //! A batch is linearizable: its members' updates apply one after the other,
 //! in queue order, each seeing the value the one before it produced.
 //!

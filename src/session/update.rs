@@ -5,13 +5,21 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use super::Session;
 use super::combine::{self, Batch, Leader, Role, ToMember};
+use super::state::Loaded;
 use crate::error::SessionError;
-use crate::store::Swap;
+use crate::store::{StoreError, Swap, VerifierHash};
 
 /// How many times [`Session::update`] retries a lost compare-and-set.
 const UPDATE_ATTEMPTS: usize = 128;
+
+/// How many more batches a leader writes, after its own, for the members
+/// that queued meanwhile, before it answers its own request and hands the
+/// lead on.
+const MORE_BATCHES: usize = 3;
 
 /// Waits a random while, growing with `attempt`, after a lost
 /// compare-and-set, so that contending requests spread out instead of
@@ -36,7 +44,9 @@ impl Session {
     /// process are combined: one request reads the value, each applies its
     /// `f` in turn to the value the one before produced, and one
     /// compare-and-set writes the result, so a burst of updates costs one
-    /// read and one write, not one of each per request.
+    /// read and one write, not one of each per request. Updates that queued
+    /// meanwhile go in up to three more such writes, each against the value
+    /// just written, without a read.
     ///
     /// ```
     /// # use tower_httpsession::{Session, SessionError};
@@ -262,24 +272,17 @@ impl Session {
                 return Err(Self::end(&mut loaded));
             };
             let swap = self
-                .store()
-                .compare_and_set(
-                    &loaded.id.store_key(),
-                    &verifier,
-                    name,
-                    expected.as_deref(),
-                    Some(&json),
-                )
+                .swap(&loaded, verifier, name, expected.as_deref(), &json)
                 .await?;
-            let lost = matches!(swap, Swap::Mismatch { .. });
-            self.inner.shared.metrics.compare_and_set(lost);
             loaded.changes.forget_attribute(name);
             match swap {
                 Swap::Swapped => {
                     loaded.known.insert(name, Some(json.clone()));
-                    if let Some((_, batch)) = lead.as_mut() {
-                        let written: std::sync::Arc<str> = json.into();
+                    if let Some((leader, batch)) = lead.as_mut() {
+                        let written: Arc<str> = json.into();
                         batch.finish(|| ToMember::Written(written.clone()));
+                        self.write_on(name, &mut loaded, verifier, leader, batch, written)
+                            .await;
                     }
                     return Ok(new);
                 }
@@ -294,5 +297,82 @@ impl Session {
         Err(SessionError::Contended {
             name: name.to_owned(),
         })
+    }
+
+    /// One compare-and-set of `name` from `expected` to `json`, counted in
+    /// the metrics.
+    async fn swap(
+        &self,
+        loaded: &Loaded,
+        verifier: VerifierHash,
+        name: &str,
+        expected: Option<&str>,
+        json: &str,
+    ) -> Result<Swap, StoreError> {
+        let swap = self
+            .store()
+            .compare_and_set(
+                &loaded.id.store_key(),
+                &verifier,
+                name,
+                expected,
+                Some(json),
+            )
+            .await?;
+        let lost = matches!(swap, Swap::Mismatch { .. });
+        self.inner.shared.metrics.compare_and_set(lost);
+        Ok(swap)
+    }
+
+    /// After its own batch is written, a leader writes for the members that
+    /// queued meanwhile, at most [`MORE_BATCHES`] more batches. It knows
+    /// what the store holds, since it just wrote it: each batch costs one
+    /// compare-and-set against that value, and no read, where a new
+    /// leader would read first. If the store holds something else (another
+    /// process wrote), or the call fails, the batch goes on alone, each
+    /// member reading and writing for itself; if the session ended, the
+    /// batch is told so.
+    async fn write_on(
+        &self,
+        name: &str,
+        loaded: &mut Loaded,
+        verifier: VerifierHash,
+        leader: &Leader<'_>,
+        batch: &mut Batch,
+        mut current: Arc<str>,
+    ) {
+        for _ in 0..MORE_BATCHES {
+            leader.gather(batch);
+            if batch.is_empty() {
+                return;
+            }
+            let json = batch.compute(current.to_string()).await;
+            if batch.is_empty() {
+                // Every member failed on its own closure, or went away.
+                return;
+            }
+            if *json == *current {
+                batch.finish(|| ToMember::Written(current.clone()));
+                continue;
+            }
+            match self
+                .swap(loaded, verifier, name, Some(&current), &json)
+                .await
+            {
+                Ok(Swap::Swapped) => {
+                    loaded.known.insert(name, Some(json.clone()));
+                    current = json.into();
+                    batch.finish(|| ToMember::Written(current.clone()));
+                }
+                Ok(Swap::Gone) => {
+                    batch.finish(|| ToMember::Ended);
+                    return;
+                }
+                Ok(Swap::Mismatch { .. }) | Err(_) => {
+                    batch.finish(|| ToMember::Alone);
+                    return;
+                }
+            }
+        }
     }
 }
