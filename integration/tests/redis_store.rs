@@ -396,3 +396,127 @@ async fn recording_proxy(
     });
     (address, sent)
 }
+
+/// The encoding of a session's hash and its fields, sorted.
+async fn layout(
+    store: &CleanStore,
+    key: &tower_httpsession::store::StoreKey,
+) -> (String, Vec<String>) {
+    let client = redis::Client::open(local_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let name = format!("{}{{{}}}", store.store().key_prefix(), key.as_str());
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&name)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    fields.retain(|field| !field.starts_with("m:"));
+    fields.sort();
+    (encoding, fields)
+}
+
+fn json(len: usize) -> String {
+    format!("\"{}\"", "v".repeat(len - 2))
+}
+
+/// Under Redis's default `hash-max-listpack-value` (64, the local
+/// server's), a value of up to 128 bytes is stored in two fields so that
+/// the hash stays a listpack; a value written whole again takes its rest
+/// with it; once a longer value makes the hash a hashtable, nothing more is
+/// split; and a store with splitting off reads what another split.
+#[tokio::test]
+async fn values_up_to_twice_the_listpack_limit_are_split_and_the_hash_stays_compact() {
+    use tower_httpsession::store::{Applied, ChangeSet};
+    let store = clean_store("split").await;
+    let (key, mut record) = contract::stored(
+        &store,
+        &[
+            ("short", &json(64)),
+            ("long", &json(100)),
+            ("max", &json(128)),
+        ],
+    )
+    .await;
+    let (encoding, fields) = layout(&store, &key).await;
+    assert_eq!(encoding, "listpack");
+    assert_eq!(fields, ["a:long", "a:max", "a:short", "b:long", "b:max"]);
+    assert_eq!(store.load(&key).await.unwrap().unwrap(), record);
+
+    let unsplit = RedisStore::builder(&local_url())
+        .with_key_prefix(store.store().key_prefix().to_owned())
+        .with_split_values(false)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(unsplit.load(&key).await.unwrap().unwrap(), record);
+    let some = unsplit.load_some(&key, &["long"]).await.unwrap().unwrap();
+    assert_eq!(some.record.attributes["long"], json(100));
+
+    // Whole again: the rest goes; split again by a compare-and-set.
+    let changes = ChangeSet::builder()
+        .with_attribute("long", json(10))
+        .build();
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    let swapped = store
+        .compare_and_set(
+            &key,
+            &record.verifier,
+            "short",
+            Some(&json(64)),
+            Some(&json(90)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(swapped, tower_httpsession::store::Swap::Swapped);
+    let (encoding, fields) = layout(&store, &key).await;
+    assert_eq!(encoding, "listpack");
+    assert_eq!(fields, ["a:long", "a:max", "a:short", "b:max", "b:short"]);
+    record.attributes.insert("long".into(), json(10));
+    record.attributes.insert("short".into(), json(90));
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap().attributes,
+        record.attributes
+    );
+
+    // A long value makes it a hashtable: new values are no longer split,
+    // the ones split before still read whole.
+    let changes = ChangeSet::builder()
+        .with_attribute("huge", json(1_000))
+        .with_attribute("long", json(100))
+        .build();
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    let changes = ChangeSet::builder()
+        .with_attribute("later", json(100))
+        .build();
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    let (encoding, fields) = layout(&store, &key).await;
+    assert_eq!(encoding, "hashtable");
+    assert_eq!(
+        fields,
+        [
+            "a:huge", "a:later", "a:long", "a:max", "a:short", "b:max", "b:short"
+        ]
+    );
+    record.attributes.insert("huge".into(), json(1_000));
+    record.attributes.insert("long".into(), json(100));
+    record.attributes.insert("later".into(), json(100));
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap().attributes,
+        record.attributes
+    );
+
+    // Removing an attribute removes both its fields.
+    let changes = ChangeSet::builder().with_removed_attribute("max").build();
+    assert_eq!(store.apply(&key, &changes).await.unwrap(), Applied::Written);
+    let (_, fields) = layout(&store, &key).await;
+    assert_eq!(
+        fields,
+        ["a:huge", "a:later", "a:long", "a:short", "b:short"]
+    );
+}

@@ -866,6 +866,156 @@ pub async fn stale_verifier_changes_nothing(store: &dyn SessionStore) {
     assert!(store.load(&key).await.expect("load").is_none());
 }
 
+/// A JSON string of `len` bytes whose two-byte character `é` straddles a
+/// cut after the first `cut` bytes (when there is room), so that a store
+/// cutting values there must join bytes, not characters.
+fn json_of_len(len: usize, cut: usize, fill: char) -> String {
+    let inner = len.saturating_sub(2);
+    let mut text = String::with_capacity(inner);
+    while text.len() + 1 < inner {
+        // The opening quote is byte 0: `é` takes bytes `cut - 1` and `cut`.
+        if text.len() + 2 == cut && text.len() + 3 <= inner {
+            text.push('é');
+        } else {
+            text.push(fill);
+        }
+    }
+    while text.len() < inner {
+        text.push(fill);
+    }
+    format!("\"{text}\"")
+}
+
+/// Values of every length a store might cut into parts (around 64, 128
+/// and 256 bytes, with a two-byte character across the cut) come back
+/// whole through `create`, `apply` and `compare_and_set`, from `load` and
+/// `load_some`, when a long value is replaced by a short one and the other
+/// way round, and when removed; and the attribute limit counts attributes,
+/// not the parts of their values.
+pub async fn values_of_any_length_round_trip(store: &dyn SessionStore) {
+    // A session of short values only, then one with long values too (a
+    // Redis hash of either kind).
+    values_of_lengths_round_trip(store, &[2, 63, 64, 65, 66, 100, 127, 128]).await;
+    values_of_lengths_round_trip(
+        store,
+        &[
+            2, 63, 64, 65, 66, 100, 127, 128, 129, 130, 200, 256, 257, 513, 1000,
+        ],
+    )
+    .await;
+}
+
+async fn values_of_lengths_round_trip(store: &dyn SessionStore, lengths: &[usize]) {
+    let long: Vec<(String, String)> = lengths
+        .iter()
+        .map(|&len| (format!("v{len}"), json_of_len(len, 64, 'x')))
+        .collect();
+    let pairs: Vec<(&str, &str)> = long.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (id, key) = stored(store, &pairs).await;
+    let expected: HashMap<String, String> = long.iter().cloned().collect();
+    assert_eq!(attributes(store, &key).await, expected, "after create");
+    let names: Vec<&str> = long.iter().map(|(k, _)| k.as_str()).collect();
+    let some = store
+        .load_some(&key, &names)
+        .await
+        .expect("load_some")
+        .expect("stored");
+    assert_eq!(some.record.attributes, expected, "load_some after create");
+
+    // Each value replaced by one of another length, through apply.
+    let mut expected = expected;
+    let mut changes = ChangeSet::new();
+    for (i, (name, _)) in long.iter().enumerate() {
+        let len = lengths[(i + 5) % lengths.len()];
+        let value = json_of_len(len, 128, 'y');
+        changes.set_attribute(name.clone(), value.clone());
+        expected.insert(name.clone(), value);
+    }
+    changes.set_attribute("fresh", json_of_len(100, 64, 'z'));
+    expected.insert("fresh".to_owned(), json_of_len(100, 64, 'z'));
+    changes.remove_attribute("v100");
+    expected.remove("v100");
+    assert_eq!(
+        store.apply(&key, &changes).await.expect("apply"),
+        Applied::Written
+    );
+    assert_eq!(attributes(store, &key).await, expected, "after apply");
+    let mut asked: Vec<&str> = expected.keys().map(String::as_str).collect();
+    asked.push("v100");
+    let some = store
+        .load_some(&key, &asked)
+        .await
+        .expect("load_some")
+        .expect("stored");
+    assert_eq!(some.record.attributes, expected, "load_some after apply");
+
+    // compare_and_set of long values, from long to short and back.
+    for (from, to) in [(100, 10), (10, 120), (120, 70), (70, 128), (128, 90)] {
+        let current = expected.get("fresh").cloned();
+        assert_eq!(current.as_deref().map(str::len), Some(from));
+        let next = json_of_len(to, 64, 'w');
+        let stale = json_of_len(from, 64, 'q');
+        assert_eq!(
+            store
+                .compare_and_set(&key, &id, "fresh", Some(&stale), Some(&next))
+                .await
+                .expect("cas"),
+            Swap::Mismatch {
+                current: current.clone()
+            },
+            "a mismatch answers the whole current value"
+        );
+        assert_eq!(
+            store
+                .compare_and_set(&key, &id, "fresh", current.as_deref(), Some(&next))
+                .await
+                .expect("cas"),
+            Swap::Swapped
+        );
+        expected.insert("fresh".to_owned(), next);
+        assert_eq!(attributes(store, &key).await, expected, "after cas to {to}");
+    }
+    let current = expected.remove("fresh");
+    assert_eq!(
+        store
+            .compare_and_set(&key, &id, "fresh", current.as_deref(), None)
+            .await
+            .expect("cas"),
+        Swap::Swapped
+    );
+    assert_eq!(attributes(store, &key).await, expected, "after cas to none");
+
+    // The limit counts attributes: as many as there are, however long.
+    let count = expected.len();
+    let mut same = set(&[("v65", json_of_len(90, 64, 'k').as_str())]);
+    same.limit_attributes(Some(count));
+    assert_eq!(
+        store.apply(&key, &same).await.expect("apply"),
+        Applied::Written
+    );
+    let mut more = set(&[("another", json_of_len(90, 64, 'k').as_str())]);
+    more.limit_attributes(Some(count));
+    assert_eq!(
+        store.apply(&key, &more).await.expect("apply"),
+        Applied::TooManyAttributes
+    );
+    let mut swap = set(&[("another", json_of_len(90, 64, 'k').as_str())]);
+    swap.remove_attribute("v66");
+    swap.limit_attributes(Some(count));
+    assert_eq!(
+        store.apply(&key, &swap).await.expect("apply"),
+        Applied::Written
+    );
+    expected.insert("v65".to_owned(), json_of_len(90, 64, 'k'));
+    expected.insert("another".to_owned(), json_of_len(90, 64, 'k'));
+    expected.remove("v66");
+    assert_eq!(
+        attributes(store, &key).await,
+        expected,
+        "after limited writes"
+    );
+}
+
 /// Values and names round-trip exactly: escapes, NUL escapes, non-ASCII,
 /// characters that matter to stores (`:`, `{`, `'`, `%`), and a long value.
 pub async fn values_round_trip_exactly(store: &dyn SessionStore) {
@@ -945,6 +1095,7 @@ macro_rules! store_suite {
             compare_and_set_semantics,
             delete_is_idempotent,
             values_round_trip_exactly,
+            values_of_any_length_round_trip,
             empty_session_round_trips,
             health_is_up;
             concurrent_distinct_writes_all_kept,

@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::{Client, IntoConnectionInfo, RedisError};
 
+use super::encoding::DEFAULT_LISTPACK_VALUE;
 use super::replicas::ReplicaAcks;
 use super::sentinel::{SentinelConnection, Target};
 use super::{
@@ -55,6 +57,7 @@ pub struct RedisStoreBuilder {
     #[cfg(feature = "tls")]
     pub(super) tls: super::tls::TlsSettings,
     pub(super) replica_acks: Option<ReplicaAcks>,
+    split_values: bool,
 }
 
 /// Where the store connects.
@@ -78,7 +81,8 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("key_prefix", &self.key_prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("replica_acks", &self.replica_acks);
+            .field("replica_acks", &self.replica_acks)
+            .field("split_values", &self.split_values);
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls);
         f.finish()
@@ -95,6 +99,7 @@ impl RedisStoreBuilder {
             #[cfg(feature = "tls")]
             tls: super::tls::TlsSettings::default(),
             replica_acks: None,
+            split_values: true,
         }
     }
 
@@ -139,6 +144,37 @@ impl RedisStoreBuilder {
     /// up. Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether a value a little longer than the server's
+    /// `hash-max-listpack-value` is stored in two fields, so that the
+    /// session's hash stays in Redis's compact encoding. Default: on.
+    ///
+    /// Redis keeps a hash as a listpack, a few bytes of framing per field,
+    /// only while every value is at most `hash-max-listpack-value` bytes (64
+    /// by default); one longer value makes it a hashtable, some 60 bytes more
+    /// per field. With this on, an attribute value (as serde_json text) of
+    /// up to twice the setting is stored as two fields, and read back as
+    /// one: a session of 20 values of 100 bytes takes about what
+    /// tower-sessions' whole-record string takes, where a hashtable takes
+    /// about 1.4 times as much. The store reads the setting when it
+    /// connects ([`connect_lazy`](Self::connect_lazy) assumes Redis's
+    /// default, 64). Nothing is split in a hash that is a hashtable already.
+    ///
+    /// Every version of the store that knows this reads both forms,
+    /// whatever this setting. Versions before it read a session holding a
+    /// split value as corrupt: when a rolling deploy replaces such a
+    /// version, turn this off until no instance of it is left.
+    ///
+    /// ```
+    /// use tower_httpsession::store::redis::RedisStore;
+    ///
+    /// let builder = RedisStore::builder("redis://127.0.0.1:6379").with_split_values(false);
+    /// # let _ = builder;
+    /// ```
+    pub fn with_split_values(mut self, enabled: bool) -> Self {
+        self.split_values = enabled;
         self
     }
 
@@ -201,6 +237,11 @@ impl RedisStoreBuilder {
                 command_timeout: self.command_timeout,
                 replica_acks: self.replica_acks,
                 headroom: Default::default(),
+                split: AtomicU64::new(if self.split_values {
+                    DEFAULT_LISTPACK_VALUE
+                } else {
+                    0
+                }),
             }),
         }
     }
@@ -238,6 +279,7 @@ impl RedisStoreBuilder {
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         self.validate()?;
         self.check_handshake().await?;
+        let split_values = self.split_values;
         let store = match &self.nodes {
             Nodes::Single(url) => {
                 let (client, nodes) = self.single_client(url)?;
@@ -267,7 +309,7 @@ impl RedisStoreBuilder {
                 self.store(Connection::Sentinel(connection), nodes)
             }
         };
-        store.advise_on_hash_encoding().await;
+        store.learn_hash_encoding(split_values).await;
         Ok(store)
     }
 

@@ -14,6 +14,14 @@
 //! | `m:principal`    | the principal's name, if bound          |
 //! | `m:label`        | the session's label, if any             |
 //! | `a:<name>`       | the attribute's serde_json text         |
+//! | `b:<name>`       | the rest of a value stored in two parts |
+//!
+//! A value a little longer than the server's `hash-max-listpack-value` is
+//! stored in two parts, its first bytes under `a:<name>` and the rest under
+//! `b:<name>`, so that the hash stays compact (see the `encoding` module
+//! and [`EXPAND`](super::scripts::EXPAND)). Readers always ask for both
+//! fields and join their bytes before decoding them as UTF-8, since the
+//! split may fall inside a character.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,6 +42,9 @@ pub(super) const EXPIRES: &[u8] = b"m:expires";
 pub(super) const PRINCIPAL: &[u8] = b"m:principal";
 pub(super) const LABEL: &[u8] = b"m:label";
 pub(super) const ATTRIBUTE: &[u8] = b"a:";
+/// The prefix of the field that holds the rest of a value stored in two
+/// parts.
+pub(super) const REST: &[u8] = b"b:";
 const METADATA: &[u8] = b"m:";
 /// Every metadata field, in the order [`record`] takes their values.
 pub(super) const METADATA_FIELDS: [&[u8]; 5] = [VERIFIER, CREATED, ACCESSED, MAX_INACTIVE, EXPIRES];
@@ -54,15 +65,25 @@ pub(super) fn attribute_field(name: &str) -> Vec<u8> {
     field
 }
 
+/// The field that holds the rest of attribute `name`'s value, when it is
+/// stored in two parts.
+pub(super) fn rest_field(name: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(REST.len() + name.len());
+    field.extend_from_slice(REST);
+    field.extend_from_slice(name.as_bytes());
+    field
+}
+
 fn millis(t: OffsetDateTime) -> Vec<u8> {
     unix_millis(t).to_string().into_bytes()
 }
 
-/// The arguments of the create script after the key: the expiry, then every
-/// field and value of the record.
-pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
-    let mut args = Vec::with_capacity(11 + 2 * record.attributes.len());
+/// The arguments of the create script after the key: the expiry, the split
+/// length (`0`: never split), then every field and value of the record.
+pub(super) fn create_args(record: &Record, split: u64) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(12 + 2 * record.attributes.len());
     args.push(millis(record.expires_at));
+    args.push(split.to_string().into_bytes());
     for (field, value) in [
         (VERIFIER, record.verifier.as_bytes().to_vec()),
         (CREATED, millis(record.created)),
@@ -96,11 +117,12 @@ pub(super) fn create_args(record: &Record) -> Vec<Vec<u8>> {
 /// The arguments of the apply script after the key: the required verifier
 /// hash, the touch's access time, absolute timeout and interval (`0` when
 /// the change sets metadata, which makes the touch due), the attribute
-/// limit (each empty when absent), the number of set arguments, the fields
-/// and values to set, the fields to delete. Only what changed is sent.
-pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
+/// limit (each empty when absent), the number of set arguments, the split
+/// length (`0`: never split), the fields and values to set, the fields to
+/// delete. Only what changed is sent.
+pub(super) fn apply_args(changes: &ChangeSet, split: u64) -> Vec<Vec<u8>> {
     let mut args: Vec<Vec<u8>> = Vec::with_capacity(
-        9 + 2 * changes.attributes_set().len() + changes.attributes_removed().len(),
+        10 + 2 * changes.attributes_set().len() + changes.attributes_removed().len(),
     );
     let touch = changes.touch();
     args.push(
@@ -126,6 +148,7 @@ pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
             .map_or_else(Vec::new, |n| n.to_string().into_bytes()),
     );
     args.push(Vec::new());
+    args.push(split.to_string().into_bytes());
     for (name, json) in changes.attributes_set() {
         args.push(attribute_field(name));
         args.push(json.as_bytes().to_vec());
@@ -146,7 +169,7 @@ pub(super) fn apply_args(changes: &ChangeSet) -> Vec<Vec<u8>> {
         args.push(LABEL.to_vec());
         args.push(label.as_str().as_bytes().to_vec());
     }
-    args[5] = (args.len() - 6).to_string().into_bytes();
+    args[5] = (args.len() - 7).to_string().into_bytes();
     args.extend(changes.attributes_removed().map(attribute_field));
     args
 }
@@ -180,17 +203,18 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
     let mut expires = None;
     let mut principal = None;
     let mut label = None;
-    let mut attributes = HashMap::with_capacity(pairs.len().saturating_sub(5));
+    let mut parts: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(pairs.len());
+    let mut rests = Vec::new();
     for (field, value) in pairs {
         let (Value::BulkString(field), Value::BulkString(value)) = (field, value) else {
             return Err(Malformed("a field or value is not a string"));
         };
         if let Some(name) = field.strip_prefix(ATTRIBUTE) {
-            let name = String::from_utf8(name.to_vec())
-                .map_err(|_| Malformed("attribute name is not UTF-8"))?;
-            let json =
-                String::from_utf8(value).map_err(|_| Malformed("attribute value is not UTF-8"))?;
-            attributes.insert(name, json);
+            parts.insert(name.to_vec(), value);
+            continue;
+        }
+        if let Some(name) = field.strip_prefix(REST) {
+            rests.push((name.to_vec(), value));
             continue;
         }
         let slot = match field.as_slice() {
@@ -204,9 +228,22 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
             other if other.starts_with(METADATA) => {
                 return Err(Malformed("unknown metadata field"));
             }
-            _ => return Err(Malformed("field outside the m: and a: namespaces")),
+            _ => return Err(Malformed("field outside the m:, a: and b: namespaces")),
         };
         *slot = Some(value);
+    }
+    // A rest without its first part is never written; it is ignored.
+    for (name, rest) in rests {
+        if let Some(first) = parts.get_mut(&name) {
+            first.extend_from_slice(&rest);
+        }
+    }
+    let mut attributes = HashMap::with_capacity(parts.len());
+    for (name, json) in parts {
+        let name = String::from_utf8(name).map_err(|_| Malformed("attribute name is not UTF-8"))?;
+        let json =
+            String::from_utf8(json).map_err(|_| Malformed("attribute value is not UTF-8"))?;
+        attributes.insert(name, json);
     }
 
     record(
@@ -219,12 +256,17 @@ pub(super) fn decode(reply: Value) -> Result<Option<Record>, Malformed> {
 
 /// The fields `HMGET` asks for to load the metadata and the attributes in
 /// `names`: the metadata fields in [`record`]'s order (the optional ones
-/// last), then one `a:` field per name. The `a:` prefix keeps a name such as `m:verifier` an attribute.
+/// last), then per name its `a:` field and its `b:` field (the rest of a
+/// value stored in two parts). The `a:` prefix keeps a name such as
+/// `m:verifier` an attribute.
 pub(super) fn load_some_fields(names: &[&str]) -> Vec<Vec<u8>> {
-    let mut fields = Vec::with_capacity(METADATA_FIELDS.len() + 2 + names.len());
+    let mut fields = Vec::with_capacity(METADATA_FIELDS.len() + 2 + 2 * names.len());
     fields.extend(METADATA_FIELDS.iter().map(|field| field.to_vec()));
     fields.extend(OPTIONAL_FIELDS.iter().map(|field| field.to_vec()));
-    fields.extend(names.iter().map(|name| attribute_field(name)));
+    for name in names {
+        fields.push(attribute_field(name));
+        fields.push(rest_field(name));
+    }
     fields
 }
 
@@ -241,7 +283,7 @@ pub(super) fn decode_some(reply: Value, names: &[&str]) -> Result<Option<Record>
     let Value::Array(items) = reply else {
         return Err(Malformed("not a list of values"));
     };
-    if items.len() != METADATA_FIELDS.len() + OPTIONAL_FIELDS.len() + names.len() {
+    if items.len() != METADATA_FIELDS.len() + OPTIONAL_FIELDS.len() + 2 * names.len() {
         return Err(Malformed("wrong number of values"));
     }
     let mut items = items.into_iter();
@@ -258,14 +300,23 @@ pub(super) fn decode_some(reply: Value, names: &[&str]) -> Result<Option<Record>
         return Ok(None);
     }
     let mut attributes = HashMap::with_capacity(names.len());
-    for (name, value) in names.iter().zip(items) {
-        match value {
-            Value::BulkString(json) => {
+    for name in names {
+        let (Some(first), Some(rest)) = (items.next(), items.next()) else {
+            return Err(Malformed("wrong number of values"));
+        };
+        match (first, rest) {
+            (Value::BulkString(mut json), rest) => {
+                match rest {
+                    Value::BulkString(rest) => json.extend_from_slice(&rest),
+                    Value::Nil => {}
+                    _ => return Err(Malformed("an attribute value is not a string")),
+                }
                 let json = String::from_utf8(json)
                     .map_err(|_| Malformed("attribute value is not UTF-8"))?;
                 attributes.insert((*name).to_owned(), json);
             }
-            Value::Nil => {}
+            // A rest without its first part is never written; it is ignored.
+            (Value::Nil, Value::Nil | Value::BulkString(_)) => {}
             _ => return Err(Malformed("an attribute value is not a string")),
         }
     }

@@ -9,25 +9,38 @@
 //! string for the name and a string for the value per field, some 60 to
 //! 70 bytes more per field than the listpack.
 //!
-//! That matters for sessions of many small values just over 64 bytes. On
-//! Redis 7.0, a session of 20 attributes of 100 bytes takes about 4,060
-//! bytes as a hashtable and 2,680 as a listpack, about what tower-sessions'
-//! whole-record string of the same attributes takes (2,700); a session of
-//! 50 attributes of 1,000 bytes takes about 54,700 bytes as a hashtable,
-//! less than the whole record (57,700), since the framing is small beside
-//! such values (`integration/tests/redis_memory.rs`). A listpack is read and written by scanning it,
-//! so it suits small hashes; Redis's thresholds exist to keep large ones in
-//! hashtables.
+//! That matters for sessions of many small values just over 64 bytes, so
+//! the write scripts store a value longer than the setting, and at most
+//! twice as long, as two fields (see [`EXPAND`](super::scripts::EXPAND)).
+//! On Redis 7.0, under the default setting, a session of 20 attributes of
+//! 100 bytes then stays a listpack of 2,600 to 3,260 bytes (the second
+//! field of each value costs its name and a few bytes, and the allocation
+//! rounds up to the allocator's size classes), where unsplit it is a
+//! hashtable of about 4,000 bytes, and tower-sessions' whole-record string
+//! of the same attributes takes 2,700; a session of 50 attributes of 1,000
+//! bytes takes about 54,700 bytes as a hashtable, less than the whole
+//! record (57,700), since the framing is small beside such values
+//! (`integration/tests/redis_memory.rs`). A listpack is read and written by
+//! scanning it, so it suits small hashes; Redis's thresholds exist to keep
+//! large ones in hashtables.
 //!
 //! The store does not change the server's configuration, which belongs to
 //! whoever runs the server and is often closed on managed services. When it
-//! connects, it reads `hash-max-listpack-value` and, if the server answers
-//! with less than [`RECOMMENDED_LISTPACK_VALUE`], logs once (at `info`) what
-//! raising it saves. A server that refuses `CONFIG GET` is left alone.
+//! connects, it reads `hash-max-listpack-value`, splits values at it, and,
+//! if the server answers with less than [`RECOMMENDED_LISTPACK_VALUE`],
+//! logs once (at `info`) what raising it saves. A server that refuses
+//! `CONFIG GET` is left alone, and values are split at Redis's default.
+
+use std::sync::atomic::Ordering;
 
 use ::redis::Value;
 
 use super::{Operation, RedisStore};
+
+/// Redis's default `hash-max-listpack-value`: the split length of a store
+/// that has not read the server's (built by `connect_lazy`, or on a server
+/// that refuses `CONFIG GET`).
+pub(super) const DEFAULT_LISTPACK_VALUE: u64 = 64;
 
 /// The `hash-max-listpack-value` the README recommends: attribute values of
 /// up to this many bytes (as serde_json text) keep a session compact, while
@@ -39,21 +52,30 @@ pub(super) const RECOMMENDED_LISTPACK_VALUE: u64 = 256;
 const SETTINGS: [&str; 2] = ["hash-max-listpack-value", "hash-max-ziplist-value"];
 
 impl RedisStore {
-    /// Reads the server's `hash-max-listpack-value` and logs, at `info`,
-    /// when it is below [`RECOMMENDED_LISTPACK_VALUE`]. Never fails: the
-    /// setting is advice, and a server may refuse `CONFIG`.
-    pub(super) async fn advise_on_hash_encoding(&self) {
+    /// Reads the server's `hash-max-listpack-value`: with `split_values`,
+    /// the write scripts split values at it from now on (see
+    /// [`EXPAND`](super::scripts::EXPAND)); logs, at `info`, when it is
+    /// below [`RECOMMENDED_LISTPACK_VALUE`]. Never fails: a server may
+    /// refuse `CONFIG`, and the store then splits at Redis's default.
+    pub(super) async fn learn_hash_encoding(&self, split_values: bool) {
         match self.listpack_value_limit().await {
-            Some(limit) if limit < RECOMMENDED_LISTPACK_VALUE => tracing::info!(
-                hash_max_listpack_value = limit,
-                recommended = RECOMMENDED_LISTPACK_VALUE,
-                "Redis stores a session hash that holds an attribute value over \
-                 {limit} bytes as a hashtable, about 1.5 times the memory of the \
-                 compact listpack for sessions of small values; setting \
-                 hash-max-listpack-value to {RECOMMENDED_LISTPACK_VALUE} on the \
-                 server keeps them compact (see the README, Redis memory)"
-            ),
-            Some(_) => {}
+            Some(limit) => {
+                if split_values {
+                    self.inner.split.store(limit, Ordering::Relaxed);
+                }
+                if limit < RECOMMENDED_LISTPACK_VALUE {
+                    let kept = if split_values { 2 * limit } else { limit };
+                    tracing::info!(
+                        hash_max_listpack_value = limit,
+                        recommended = RECOMMENDED_LISTPACK_VALUE,
+                        "Redis stores a session hash that holds an attribute value over \
+                         {kept} bytes as a hashtable, about 1.5 times the memory of the \
+                         compact listpack for sessions of small values; setting \
+                         hash-max-listpack-value to {RECOMMENDED_LISTPACK_VALUE} on the \
+                         server keeps them compact (see the README, Redis memory)"
+                    );
+                }
+            }
             None => tracing::debug!(
                 "Redis did not tell its hash-max-listpack-value; the session \
                  hashes' encoding is not checked"

@@ -4,11 +4,14 @@
 //! braces are a hash tag, so everything about one session sits in one
 //! cluster slot and every write is a single-key script. Metadata fields and
 //! attribute fields live in separate namespaces (`m:` and `a:`), so an
-//! attribute name can never overwrite metadata.
+//! attribute name can never overwrite metadata. A value a little longer than
+//! the server's `hash-max-listpack-value` is stored in two fields (the rest
+//! under `b:`) so that the hash stays in Redis's compact encoding; see
+//! [`RedisStoreBuilder::with_split_values`].
 //!
 //! - [`load`](SessionStore::load) is one `HGETALL`;
 //!   [`load_some`](SessionStore::load_some) is one `HMGET` of the metadata
-//!   fields and the named attribute fields, so a request that touches a few
+//!   fields and the named attribute fields (each with its rest), so a request that touches a few
 //!   attributes of a large session reads only those bytes. It does not count
 //!   the session's attributes (`attribute_count` is `None`): that would take
 //!   a second command.
@@ -103,6 +106,7 @@ mod tls;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
@@ -164,6 +168,10 @@ struct Inner {
     command_timeout: Duration,
     replica_acks: Option<replicas::ReplicaAcks>,
     headroom: index_ttl::Headroom,
+    /// The split length of the write scripts (see
+    /// [`EXPAND`](scripts::EXPAND)): the server's `hash-max-listpack-value`
+    /// once read, 0 when splitting is off.
+    split: AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -267,6 +275,11 @@ impl RedisStore {
     fn key(&self, key: &StoreKey) -> String {
         format!("{}{{{}}}", self.inner.key_prefix, key.as_str())
     }
+
+    /// The split length the write scripts take (0: never split).
+    fn split(&self) -> u64 {
+        self.inner.split.load(Ordering::Relaxed)
+    }
 }
 
 /// Maps a Redis error to a store error of the right kind.
@@ -363,7 +376,7 @@ impl SessionStore for RedisStore {
         if let Some(principal) = &record.principal {
             return self.create_bound(key, record, principal, limit).await;
         }
-        let args = codec::create_args(record);
+        let args = codec::create_args(record, self.split());
         match self
             .invoke(Operation::Create, &scripts::CREATE, key, &args)
             .await?
@@ -380,7 +393,7 @@ impl SessionStore for RedisStore {
                 .apply_bound(key, changes, &binding.principal, binding.limit.as_ref())
                 .await;
         }
-        let args = codec::apply_args(changes);
+        let args = codec::apply_args(changes, self.split());
         match self
             .invoke(Operation::Apply, &scripts::APPLY, key, &args)
             .await?
@@ -407,6 +420,7 @@ impl SessionStore for RedisStore {
             scripts::tagged(expected),
             scripts::tagged(new),
             verifier.as_bytes().to_vec(),
+            self.split().to_string().into_bytes(),
         ];
         let reply = self
             .invoke(

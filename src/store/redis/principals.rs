@@ -65,7 +65,7 @@ impl RedisStore {
         let Some((admission, _)) = self.enter(op, principal, key, limit, deadline).await? else {
             return Ok(Created::LimitReached);
         };
-        let args = codec::create_args(record);
+        let args = codec::create_args(record, self.split());
         let keys = [self.key(key), self.tombstone(key)];
         match self
             .invoke_keys(op, &scripts::CREATE_BOUND, &keys, &args)
@@ -108,7 +108,7 @@ impl RedisStore {
         else {
             return Ok(Applied::LimitReached);
         };
-        let mut args = codec::apply_args(changes);
+        let mut args = codec::apply_args(changes, self.split());
         args.push(Vec::new());
         args.push(principal.digest_hex().into_bytes());
         let keys = [self.key(key), self.tombstone(key)];

@@ -16,7 +16,8 @@ use super::codec;
 ///
 /// - `KEYS[1]`: the session's hash.
 /// - `ARGV[1]`: the expiry, Unix milliseconds.
-/// - `ARGV[2..]`: field, value, field, value, ...
+/// - `ARGV[2]`: the split length (see [`EXPAND`]), `0` for none.
+/// - `ARGV[3..]`: field, value, field, value, ...
 ///
 /// Answers 1 when stored, 0 when the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(&create_script("")));
@@ -37,17 +38,86 @@ pub(super) static CREATE_BOUND: LazyLock<Script> = LazyLock::new(|| {
 fn create_script(preamble: &str) -> String {
     format!(
         r"{preamble}
+{EXPAND}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-for i = 2, #ARGV, 200 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, #ARGV)))
-end
+local sets = expand(KEYS[1], 3, #ARGV, tonumber(ARGV[2]), true)
+batched('HSET', KEYS[1], sets)
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 "
     )
 }
+
+/// Lua shared by the scripts that write attributes: `expand` turns the
+/// field-value pairs `ARGV[first..=last]` into the arguments of `HSET`,
+/// splitting an attribute's value in two when that keeps the hash a
+/// listpack, and lists the continuation fields that a value written whole
+/// leaves stale; `batched` sends a long argument list in slices that Lua's
+/// `unpack` can hold.
+///
+/// Redis keeps a hash compact (a listpack) only while every name and value
+/// is at most `hash-max-listpack-value` bytes (64 by default); one longer
+/// value turns it into a hashtable, about 60 bytes more per field, for
+/// good. With a split length `split` (the server's setting, or 0 for
+/// none), an attribute value longer than `split` and at most twice as long
+/// is stored as its first `split` bytes under `a:<name>` and the rest under
+/// `b:<name>`; readers join the two. Nothing is split when the hash is a
+/// hashtable already (`fresh` is false and `OBJECT ENCODING` says so), or
+/// when this write holds a name or value the split cannot keep compact,
+/// since the hash then becomes a hashtable anyway. An attribute written
+/// whole deletes its continuation, so no stale rest outlives its value.
+pub(super) const EXPAND: &str = r"
+local function expand(key, first, last, split, fresh)
+  local long = false
+  if split > 0 then
+    for i = first, last, 2 do
+      local n = string.len(ARGV[i + 1])
+      local attribute = string.sub(ARGV[i], 1, 2) == 'a:'
+      if string.len(ARGV[i]) > split or n > 2 * split or (n > split and not attribute) then
+        split = 0
+        break
+      end
+      if n > split then
+        long = true
+      end
+    end
+  end
+  if long and split > 0 and not fresh then
+    local encoding = redis.call('OBJECT', 'ENCODING', key)
+    if encoding ~= 'listpack' and encoding ~= 'ziplist' then
+      split = 0
+    end
+  end
+  local sets, stale = {}, {}
+  for i = first, last, 2 do
+    local field, value = ARGV[i], ARGV[i + 1]
+    if string.sub(field, 1, 2) == 'a:' then
+      local rest = 'b:' .. string.sub(field, 3)
+      if split > 0 and string.len(value) > split then
+        table.insert(sets, field)
+        table.insert(sets, string.sub(value, 1, split))
+        table.insert(sets, rest)
+        table.insert(sets, string.sub(value, split + 1))
+      else
+        table.insert(sets, field)
+        table.insert(sets, value)
+        table.insert(stale, rest)
+      end
+    else
+      table.insert(sets, field)
+      table.insert(sets, value)
+    end
+  end
+  return sets, stale
+end
+local function batched(command, key, items)
+  for i = 1, #items, 200 do
+    redis.call(command, key, unpack(items, i, math.min(i + 199, #items)))
+  end
+end
+";
 
 /// Applies a change set to a live session; writes nothing to a missing one,
 /// to one whose verifier hash is not the required one, or when the change
@@ -61,14 +131,17 @@ return 1
 /// - `ARGV[4]`: the touch interval in milliseconds, or empty for a
 ///   twentieth of the idle timeout.
 /// - `ARGV[5]`: the attribute limit, or empty for none.
-/// - `ARGV[6]`: how many of the following arguments are fields and values
-///   to set (twice the number of fields).
-/// - then the fields and values to set, then the fields to delete.
+/// - `ARGV[6]`: how many of the arguments after `ARGV[7]` are fields and
+///   values to set (twice the number of fields).
+/// - `ARGV[7]`: the split length (see [`EXPAND`]), `0` for none.
+/// - then the fields and values to set, then the attribute fields to
+///   delete (their continuations go with them).
 ///
 /// One `HMGET` reads what every check needs: whether the session exists,
 /// its verifier hash, and the times a touch works from. The attribute limit
 /// counts fields one by one only when the session's size plus the names set
-/// could pass it.
+/// could pass it (`HLEN` also counts continuation fields, so it is an upper
+/// bound; the script then counts the `a:` fields).
 ///
 /// The touch is applied only once it is due, the interval after the stored
 /// access. It moves the expiry to the earlier of the access time plus the
@@ -127,6 +200,7 @@ end",
 fn apply_script(preamble: &str, argc: &str, check: &str, written: &str) -> String {
     format!(
         r"{preamble}
+{EXPAND}
 local key = KEYS[1]
 local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}', '{expires}')
 if not meta[1] then
@@ -135,10 +209,10 @@ end
 if ARGV[1] ~= '' and meta[1] ~= ARGV[1] then
   return 3
 end
-local last = 6 + tonumber(ARGV[6])
+local last = 7 + tonumber(ARGV[6])
 local idle = tonumber(meta[3])
 local names = 0
-for i = 7, last, 2 do
+for i = 8, last, 2 do
   if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' then
     names = names + 1
   elseif ARGV[i] == '{max_inactive}' then
@@ -151,8 +225,16 @@ if ARGV[5] ~= '' then
   if meta[5] then stored = stored - 1 end
   if meta[6] then stored = stored - 1 end
   if stored + names > limit then
+    stored = 0
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.sub(field, 1, {prefix_len}) == '{attribute}' then
+        stored = stored + 1
+      end
+    end
+  end
+  if stored + names > limit then
     local added = 0
-    for i = 7, last, 2 do
+    for i = 8, last, 2 do
       if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' and redis.call('HEXISTS', key, ARGV[i]) == 0 then
         added = added + 1
       end
@@ -183,12 +265,13 @@ if ARGV[2] ~= '' then
   end
 end
 {check}
-for i = 7, last, 200 do
-  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 199, last)))
+local sets, stale = expand(key, 8, last, tonumber(ARGV[7]), false)
+batched('HSET', key, sets)
+for i = last + 1, {argc} do
+  table.insert(stale, ARGV[i])
+  table.insert(stale, '{rest}' .. string.sub(ARGV[i], {prefix_len} + 1))
 end
-for i = last + 1, {argc}, 200 do
-  redis.call('HDEL', key, unpack(ARGV, i, math.min(i + 199, {argc})))
-end
+batched('HDEL', key, stale)
 if expires then
   local at = string.format('%.0f', expires)
   redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
@@ -204,6 +287,7 @@ end
         principal = field(codec::PRINCIPAL),
         label = field(codec::LABEL),
         attribute = field(codec::ATTRIBUTE),
+        rest = field(codec::REST),
         prefix_len = codec::ATTRIBUTE.len(),
         metadata_count = codec::METADATA_FIELDS.len(),
         touch_divisor = crate::store::policy::TOUCH_DIVISOR,
@@ -224,18 +308,23 @@ pub(super) fn field(name: &[u8]) -> &str {
 ///   value.
 /// - `ARGV[3]`: the new value, encoded the same way (`0`: delete the field).
 /// - `ARGV[4]`: the verifier hash the stored one must equal.
+/// - `ARGV[5]`: the split length (see [`EXPAND`]), `0` for none.
 ///
-/// One `HMGET` reads the verifier and the field. Answers `{1}` when
+/// One `HMGET` reads the verifier, the field and its continuation. Answers `{1}` when
 /// swapped, `{2, current}` (or `{2}` when the field is absent) on a
 /// mismatch, and `{0}` when the session is gone or its verifier differs.
 pub(super) static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
-local found = redis.call('HMGET', KEYS[1], '{verifier}', ARGV[1])
+local rest = '{rest}' .. string.sub(ARGV[1], {prefix_len} + 1)
+local found = redis.call('HMGET', KEYS[1], '{verifier}', ARGV[1], rest)
 if found[1] ~= ARGV[4] then
   return {{0}}
 end
 local current = found[2]
+if current and found[3] then
+  current = current .. found[3]
+end
 local expected = ARGV[2]
 local matches
 if current then
@@ -250,13 +339,33 @@ if not matches then
   return {{2}}
 end
 if string.sub(ARGV[3], 1, 1) == '1' then
-  redis.call('HSET', KEYS[1], ARGV[1], string.sub(ARGV[3], 2))
+  local value = string.sub(ARGV[3], 2)
+  local split = tonumber(ARGV[5])
+  local n = string.len(value)
+  if split > 0 and n > split and n <= 2 * split and string.len(ARGV[1]) <= split then
+    local encoding = redis.call('OBJECT', 'ENCODING', KEYS[1])
+    if encoding ~= 'listpack' and encoding ~= 'ziplist' then
+      split = 0
+    end
+  else
+    split = 0
+  end
+  if split > 0 then
+    redis.call('HSET', KEYS[1], ARGV[1], string.sub(value, 1, split), rest, string.sub(value, split + 1))
+  else
+    redis.call('HSET', KEYS[1], ARGV[1], value)
+    if found[3] then
+      redis.call('HDEL', KEYS[1], rest)
+    end
+  end
 else
-  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1], rest)
 end
 return {{1}}
 ",
         verifier = field(codec::VERIFIER),
+        rest = field(codec::REST),
+        prefix_len = codec::ATTRIBUTE.len(),
     ))
 });
 
