@@ -138,7 +138,8 @@ end
 ///   delete (their continuations go with them).
 ///
 /// One `HMGET` reads what every check needs: whether the session exists,
-/// its verifier hash, and the times a touch works from. The attribute limit
+/// its verifier hash, the times a touch works from, and which attributes set
+/// have a rest to delete. The attribute limit
 /// counts fields one by one only when the session's size plus the names set
 /// could pass it (`HLEN` also counts continuation fields, so it is an upper
 /// bound; the script then counts the `a:` fields).
@@ -193,6 +194,12 @@ end",
     ))
 });
 
+/// How many of the attributes a change sets the apply script asks about
+/// their rest (`b:`) in the `HMGET` it starts with, so that it deletes only
+/// the rests that exist; the rests of any further ones it deletes blindly.
+/// Bounded, since Lua's `unpack` holds some thousands of values.
+const PROBED_RESTS: usize = 64;
+
 /// The apply script: `preamble` runs first, the delete list ends at
 /// argument `argc`, `check` runs before anything is written (with the
 /// touch's new expiry in `expires`, `nil` when the touch is not due) and
@@ -202,14 +209,26 @@ fn apply_script(preamble: &str, argc: &str, check: &str, written: &str) -> Strin
         r"{preamble}
 {EXPAND}
 local key = KEYS[1]
-local meta = redis.call('HMGET', key, '{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}', '{expires}')
+local last = 7 + tonumber(ARGV[6])
+local probe = {{'{verifier}', '{created}', '{max_inactive}', '{accessed}', '{principal}', '{label}', '{expires}'}}
+for i = 8, math.min(last, 7 + 2 * {probed}), 2 do
+  if string.sub(ARGV[i], 1, {prefix_len}) == '{attribute}' then
+    table.insert(probe, '{rest}' .. string.sub(ARGV[i], {prefix_len} + 1))
+  end
+end
+local meta = redis.call('HMGET', key, unpack(probe))
 if not meta[1] then
   return 0
 end
 if ARGV[1] ~= '' and meta[1] ~= ARGV[1] then
   return 3
 end
-local last = 7 + tonumber(ARGV[6])
+local absent = {{}}
+for j = 8, #probe do
+  if not meta[j] then
+    absent[probe[j]] = true
+  end
+end
 local idle = tonumber(meta[3])
 local names = 0
 for i = 8, last, 2 do
@@ -265,16 +284,28 @@ if ARGV[2] ~= '' then
   end
 end
 {check}
-local sets, stale = expand(key, 8, last, tonumber(ARGV[7]), false)
+local sets, candidates = expand(key, 8, last, tonumber(ARGV[7]), false)
+local at = nil
+if expires then
+  at = string.format('%.0f', expires)
+  table.insert(sets, '{accessed}')
+  table.insert(sets, ARGV[2])
+  table.insert(sets, '{expires}')
+  table.insert(sets, at)
+end
 batched('HSET', key, sets)
+local stale = {{}}
+for _, field in ipairs(candidates) do
+  if not absent[field] then
+    table.insert(stale, field)
+  end
+end
 for i = last + 1, {argc} do
   table.insert(stale, ARGV[i])
   table.insert(stale, '{rest}' .. string.sub(ARGV[i], {prefix_len} + 1))
 end
 batched('HDEL', key, stale)
-if expires then
-  local at = string.format('%.0f', expires)
-  redis.call('HSET', key, '{accessed}', ARGV[2], '{expires}', at)
+if at then
   redis.call('PEXPIREAT', key, at)
 end
 {written}
@@ -288,6 +319,7 @@ end
         label = field(codec::LABEL),
         attribute = field(codec::ATTRIBUTE),
         rest = field(codec::REST),
+        probed = PROBED_RESTS,
         prefix_len = codec::ATTRIBUTE.len(),
         metadata_count = codec::METADATA_FIELDS.len(),
         touch_divisor = crate::store::policy::TOUCH_DIVISOR,
