@@ -172,6 +172,9 @@ pub struct Counting {
     /// How long partial loads and compare-and-sets take, in microseconds,
     /// as over a network: lets concurrent requests interleave.
     pub latency_us: AtomicU64,
+    /// Compare-and-sets wait while a test holds this for writing (after
+    /// they are counted), so that the test can queue requests behind one.
+    pub swap_gate: tokio::sync::RwLock<()>,
 }
 
 impl Counting {
@@ -232,6 +235,7 @@ impl SessionStore for Counting {
     ) -> Result<Swap, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.swaps.fetch_add(1, Ordering::SeqCst);
+        drop(self.swap_gate.read().await);
         self.network().await;
         self.inner
             .compare_and_set(key, verifier, name, expected, new)
