@@ -205,7 +205,8 @@ fn main() -> Result<(), BoxError> {
 
 /// A part of the matrix, for profiling one app or scenario (or a run with
 /// `BENCH_PG_SYNCHRONOUS_COMMIT` set, which changes the server's commits
-/// for every app, or `BENCH_PG_GROUP_COMMIT=off`): `BENCH_APP`
+/// for every app, or `BENCH_PG_GROUP_COMMIT=off`, or `BENCH_CPU_STORE`,
+/// which measures the out-of-process phase over Redis): `BENCH_APP`
 /// (substrings of app names, separated by commas, such as
 /// `axum,httpsession / memory`) and
 /// `BENCH_SCENARIO` (scenario names, separated by commas, or `cpu` for the
@@ -253,6 +254,7 @@ impl Only {
             || self.scenario.is_some()
             || stores::synchronous_commit().is_ok_and(|setting| setting.is_some())
             || std::env::var_os("BENCH_PG_GROUP_COMMIT").is_some()
+            || std::env::var_os(cpu::STORE).is_some()
     }
 }
 

@@ -36,6 +36,20 @@ const APPS: [AppSpec; 3] = [
     AppSpec::ALL[2], // tower-sessions 0.14 / memory
 ];
 
+/// Set in the bench's process to `redis`: the two session apps over Redis
+/// instead of their memory stores, to see what the store's client costs
+/// the app (a partial run).
+pub(crate) const STORE: &str = "BENCH_CPU_STORE";
+
+/// The apps of this run: [`APPS`], or their Redis counterparts.
+fn apps() -> [AppSpec; 3] {
+    if std::env::var(STORE).is_ok_and(|v| v == "redis") {
+        [AppSpec::ALL[0], AppSpec::ALL[3], AppSpec::ALL[4]]
+    } else {
+        APPS
+    }
+}
+
 /// Set in the bench's process: another build of this bench (its `load`
 /// executable), whose tower-httpsession memory app is measured beside this
 /// build's, in the same rounds: to compare a change with the code before it.
@@ -66,7 +80,8 @@ struct Served {
 /// [`BASELINE`] names one.
 fn served() -> Result<Vec<Served>, BoxError> {
     let exe = std::env::current_exe()?;
-    let mut apps: Vec<Served> = APPS
+    let chosen = apps();
+    let mut apps: Vec<Served> = chosen
         .into_iter()
         .map(|spec| Served {
             spec,
@@ -76,9 +91,9 @@ fn served() -> Result<Vec<Served>, BoxError> {
         .collect();
     if let Some(baseline) = std::env::var_os(BASELINE).filter(|v| !v.is_empty()) {
         apps.push(Served {
-            spec: APPS[1],
+            spec: chosen[1],
             exe: baseline.into(),
-            label: format!("{} (baseline build, {BASELINE})", APPS[1]),
+            label: format!("{} (baseline build, {BASELINE})", chosen[1]),
         });
     }
     Ok(apps)
@@ -127,7 +142,7 @@ pub(crate) fn child_app() -> Option<String> {
 /// [`CHILD_CPU`] names, on one tokio worker; prints the port on a line of
 /// its own and exits when its standard input closes.
 pub(crate) fn serve(name: &str) -> Result<(), BoxError> {
-    let spec = APPS
+    let spec = AppSpec::ALL
         .into_iter()
         .find(|spec| spec.to_string() == name)
         .ok_or_else(|| format!("{CHILD_APP}={name}: no such app"))?;
