@@ -339,12 +339,13 @@ async fn sustained_increments(bases: &[String], cookie: &str) -> u32 {
     total
 }
 
-/// A leader that has written its batch writes on for the members that
-/// queued meanwhile, against the value it wrote, without reading it again:
-/// two updates queued behind a compare-and-set in flight cost one more
-/// compare-and-set and no read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_writes_on_for_those_queued_without_reading_again() {
+/// Increments one counter through the layer over a [`counting`] store
+/// that holds each compare-and-set until the test lets it go: first one
+/// request, then, for each `queued[i]`, that many more sent while the
+/// `i + 1`-th compare-and-set is held, given 300 ms to queue behind it
+/// before it goes on. Answers the counts the requests got, sorted, and the
+/// reads and compare-and-sets they took.
+async fn increments_queued_behind_held_swaps(queued: &[usize]) -> (Vec<u32>, usize, usize) {
     let store = counting();
     let base = server_with(store.clone()).await;
     let cookie = started(&base, "base", "0").await;
@@ -364,30 +365,60 @@ async fn a_leader_writes_on_for_those_queued_without_reading_again() {
         })
     };
 
-    // The first update reads and reaches its compare-and-set, held there.
-    let gate = store.swap_gate.write().await;
-    let first = increment();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.swaps.load(Ordering::SeqCst) == swaps_before {
-        assert!(std::time::Instant::now() < deadline, "no compare-and-set");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    store.swaps_one_by_one.store(true, Ordering::SeqCst);
+    let mut requests = vec![increment()];
+    for (held, &more) in (1..).zip(queued) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.swaps.load(Ordering::SeqCst) - swaps_before < held {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no compare-and-set {held}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        requests.extend((0..more).map(|_| increment()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.swap_permits.0.add_permits(1);
     }
-    // Two more queue behind it as members of the next batch.
-    let queued = [increment(), increment()];
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(gate);
+    // The compare-and-sets still to come go through (one may be waiting).
+    store.swaps_one_by_one.store(false, Ordering::SeqCst);
+    store.swap_permits.0.add_permits(1);
 
-    let mut answered = vec![first.await.unwrap()];
-    for request in queued {
-        answered.push(request.await.unwrap());
+    let mut answered = Vec::new();
+    for request in requests {
+        answered.push(request.await.expect("the request task"));
     }
     answered.sort_unstable();
-    assert_eq!(answered, [1, 2, 3], "every count answered once");
     let loads = store.counts().0 - loads_before;
     let swaps = store.swaps.load(Ordering::SeqCst) - swaps_before;
+    (answered, loads, swaps)
+}
+
+/// A leader that has written its batch writes on for the members that
+/// queued meanwhile, against the value it wrote, without reading it again:
+/// two updates queued behind a compare-and-set in flight cost one more
+/// compare-and-set and no read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_writes_on_for_those_queued_without_reading_again() {
+    let (answered, loads, swaps) = increments_queued_behind_held_swaps(&[2]).await;
+    assert_eq!(answered, [1, 2, 3], "every count answered once");
     println!("3 increments: {swaps} compare-and-sets, {loads} reads");
     // Before, the queued batch was read again by a new leader: 2 reads.
     assert_eq!((loads, swaps), (1, 2), "(reads, compare-and-sets)");
+}
+
+/// A leader writes on for at most three more batches, then hands the lead
+/// to the next request queued, with the value it wrote: the new leader
+/// starts its compare-and-set from it, without reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_leader_starts_from_what_the_last_one_wrote() {
+    // Each request queues while the one before is held: the leader writes
+    // its own batch and three more (the most it writes on), and the fifth
+    // is queued when it hands the lead on.
+    let (answered, loads, swaps) = increments_queued_behind_held_swaps(&[1, 1, 1, 1]).await;
+    assert_eq!(answered, [1, 2, 3, 4, 5], "every count answered once");
+    // A new leader that read first would make it 2 reads.
+    assert_eq!((loads, swaps), (1, 5), "(reads, compare-and-sets)");
 }
 
 /// Two instances over one store: their leaders' compare-and-sets meet in

@@ -62,8 +62,10 @@ pub(crate) enum ToMember {
     /// Update without combining: the leader's session is not the stored
     /// one the cookie names (it is new, or gone).
     Alone,
-    /// Lead the slot now.
-    Lead,
+    /// Lead the slot now. With a value: the leader before wrote it, and
+    /// the store held it then, so start from it without reading (the
+    /// compare-and-set still checks it in the store).
+    Lead(Option<Arc<str>>),
 }
 
 type Outbox = mpsc::UnboundedSender<ToMember>;
@@ -92,8 +94,10 @@ impl Drop for Inbox<'_> {
         // drops its senders when it finishes.
         self.rx.close();
         while let Ok(message) = self.rx.try_recv() {
-            if let ToMember::Lead = message {
-                drop(self.combiner.leader(&self.id));
+            if let ToMember::Lead(written) = message {
+                let mut leader = self.combiner.leader(&self.id);
+                leader.hand_over(written);
+                drop(leader);
             }
         }
     }
@@ -152,6 +156,7 @@ impl Combiner {
         Leader {
             combiner: self,
             id: id.clone(),
+            written: None,
         }
     }
 
@@ -168,15 +173,24 @@ impl Combiner {
 pub(crate) struct Leader<'a> {
     combiner: &'a Combiner,
     id: SlotId,
+    /// What the next leader is told the store holds.
+    written: Option<Arc<str>>,
 }
 
-/// The members of a leader's batch.
+/// The members of a leader's batch, and the value the leader last wrote.
 #[derive(Default)]
 pub(crate) struct Batch {
     members: Vec<Outbox>,
+    written: Option<Arc<str>>,
 }
 
 impl Leader<'_> {
+    /// Tells the next leader that the store held `written` when this one
+    /// last wrote it (`None`: tell it nothing, it reads).
+    pub(crate) fn hand_over(&mut self, written: Option<Arc<str>>) {
+        self.written = written;
+    }
+
     /// Takes the members queued so far into `batch`.
     pub(crate) fn gather(&self, batch: &mut Batch) {
         let mut slots = self
@@ -204,7 +218,7 @@ impl Drop for Leader<'_> {
             return;
         };
         while let Some(next) = slot.queue.pop_front() {
-            if next.send(ToMember::Lead).is_ok() {
+            if next.send(ToMember::Lead(self.written.clone())).is_ok() {
                 return;
             }
         }
@@ -242,6 +256,18 @@ impl Batch {
         for member in self.members.drain(..) {
             let _ = member.send(message());
         }
+    }
+
+    /// Tells every member the store now holds `json`, and keeps it for the
+    /// next leader.
+    pub(crate) fn written(&mut self, json: &Arc<str>) {
+        self.finish(|| ToMember::Written(json.clone()));
+        self.written = Some(json.clone());
+    }
+
+    /// What the leader last wrote, or found written.
+    pub(crate) fn take_written(&mut self) -> Option<Arc<str>> {
+        self.written.take()
     }
 
     /// Whether the batch has no member.
@@ -312,7 +338,7 @@ mod tests {
         };
         drop(gone);
         drop(leader);
-        assert!(matches!(next.recv().await, Some(ToMember::Lead)));
+        assert!(matches!(next.recv().await, Some(ToMember::Lead(None))));
         assert_eq!(combiner.in_use(), 1, "the slot now has the new leader");
         drop(combiner.leader(&id));
         assert_eq!(combiner.in_use(), 0);
@@ -337,7 +363,7 @@ mod tests {
         drop(cancelled);
         let handed = tokio::time::timeout(std::time::Duration::from_secs(1), next.recv()).await;
         assert!(
-            matches!(handed, Ok(Some(ToMember::Lead))),
+            matches!(handed, Ok(Some(ToMember::Lead(None)))),
             "the lead reached the next member"
         );
         drop(combiner.leader(&id));

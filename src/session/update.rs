@@ -69,17 +69,17 @@ impl Session {
         // one that changed the attribute itself must start from its own
         // change: neither combines.
         let Some(cookie) = self.cookie() else {
-            return self.update_alone(name, &mut f, None).await;
+            return self.update_alone(name, &mut f, None, None).await;
         };
         if self.changed_here(name).await {
-            return self.update_alone(name, &mut f, None).await;
+            return self.update_alone(name, &mut f, None, None).await;
         }
         let id = combine::slot_id(cookie.store_key(), &cookie.verifier_hash(), name);
         let combiner = &self.inner.shared.combiner;
         let mut last: Option<T> = None;
         for _ in 0..UPDATE_ATTEMPTS {
             let mut inbox = match combiner.join(&id) {
-                Role::Lead(leader) => return self.lead(name, &mut f, leader).await,
+                Role::Lead(leader) => return self.lead(name, &mut f, leader, None).await,
                 Role::Member(inbox) => inbox,
             };
             while let Some(message) = inbox.recv().await {
@@ -111,9 +111,10 @@ impl Session {
                             name: name.to_owned(),
                         });
                     }
-                    ToMember::Alone => return self.update_alone(name, &mut f, None).await,
-                    ToMember::Lead => {
-                        return self.lead(name, &mut f, combiner.leader(&id)).await;
+                    ToMember::Alone => return self.update_alone(name, &mut f, None, None).await,
+                    ToMember::Lead(written) => {
+                        let leader = combiner.leader(&id);
+                        return self.lead(name, &mut f, leader, written).await;
                     }
                 }
             }
@@ -186,18 +187,26 @@ impl Session {
         Ok(())
     }
 
-    /// Leads a slot: reads, passes the value through the batch, writes.
-    async fn lead<T, F>(&self, name: &str, f: &mut F, leader: Leader<'_>) -> Result<T, SessionError>
+    /// Leads a slot: reads (unless the leader before handed over what it
+    /// wrote), passes the value through the batch, writes.
+    async fn lead<T, F>(
+        &self,
+        name: &str,
+        f: &mut F,
+        mut leader: Leader<'_>,
+        written: Option<Arc<str>>,
+    ) -> Result<T, SessionError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> T,
     {
         let mut batch = Batch::default();
         let outcome = self
-            .update_alone(name, f, Some((&leader, &mut batch)))
+            .update_alone(name, f, Some((&leader, &mut batch)), written)
             .await;
         match &outcome {
-            Ok(_) => {}
+            // The next leader starts from what this one wrote.
+            Ok(_) => leader.hand_over(batch.take_written()),
             Err(SessionError::Ended) => batch.finish(|| ToMember::Ended),
             Err(SessionError::Contended { .. }) => batch.finish(|| ToMember::Contended),
             // The leader's own failure (its closure, the store) is not the
@@ -210,12 +219,16 @@ impl Session {
 
     /// The compare-and-set loop. With a leader and its batch, each attempt
     /// takes in the members queued so far and passes the value through
-    /// them after `f`, and a written value is told to them.
+    /// them after `f`, and a written value is told to them. `handed`: the
+    /// value the leader before wrote, which the first attempt starts from
+    /// instead of reading the store; the compare-and-set checks it there,
+    /// with the cookie's verifier, as it checks a value read.
     async fn update_alone<T, F>(
         &self,
         name: &str,
         f: &mut F,
         mut lead: Option<(&Leader<'_>, &mut Batch)>,
+        mut handed: Option<Arc<str>>,
     ) -> Result<T, SessionError>
     where
         T: Serialize + DeserializeOwned,
@@ -224,7 +237,19 @@ impl Session {
         let config = self.config();
         let cookie_verifier = self.cookie().map(super::SessionId::verifier_hash);
         for attempt in 0..UPDATE_ATTEMPTS {
-            let mut loaded = self.loaded(&[name]).await?;
+            let mut loaded = match handed.take() {
+                Some(written) => {
+                    let mut loaded = self.for_write().await?;
+                    if loaded.is_stored() {
+                        loaded.known.insert(name, Some(written.to_string()));
+                    } else {
+                        drop(loaded);
+                        loaded = self.loaded(&[name]).await?;
+                    }
+                    loaded
+                }
+                None => self.loaded(&[name]).await?,
+            };
             if loaded.needs_count_for(name) {
                 drop(loaded);
                 loaded = self.loaded_whole().await?;
@@ -251,6 +276,10 @@ impl Session {
             let json = match lead.as_mut() {
                 Some((leader, batch)) => {
                     leader.gather(batch);
+                    if !batch.is_empty() {
+                        tokio::task::yield_now().await;
+                        leader.gather(batch);
+                    }
                     if batch.is_empty() {
                         own
                     } else {
@@ -263,8 +292,7 @@ impl Session {
             if expected.as_deref() == Some(json.as_str()) {
                 loaded.changes.forget_attribute(name);
                 if let Some((_, batch)) = lead.as_mut() {
-                    let written: std::sync::Arc<str> = json.into();
-                    batch.finish(|| ToMember::Written(written.clone()));
+                    batch.written(&json.into());
                 }
                 return Ok(new);
             }
@@ -280,7 +308,7 @@ impl Session {
                     loaded.known.insert(name, Some(json.clone()));
                     if let Some((leader, batch)) = lead.as_mut() {
                         let written: Arc<str> = json.into();
-                        batch.finish(|| ToMember::Written(written.clone()));
+                        batch.written(&written);
                         self.write_on(name, &mut loaded, verifier, leader, batch, written)
                             .await;
                     }
@@ -346,13 +374,15 @@ impl Session {
             if batch.is_empty() {
                 return;
             }
+            tokio::task::yield_now().await;
+            leader.gather(batch);
             let json = batch.compute(current.to_string()).await;
             if batch.is_empty() {
                 // Every member failed on its own closure, or went away.
                 return;
             }
             if *json == *current {
-                batch.finish(|| ToMember::Written(current.clone()));
+                batch.written(&current);
                 continue;
             }
             match self
@@ -362,13 +392,16 @@ impl Session {
                 Ok(Swap::Swapped) => {
                     loaded.known.insert(name, Some(json.clone()));
                     current = json.into();
-                    batch.finish(|| ToMember::Written(current.clone()));
+                    batch.written(&current);
                 }
                 Ok(Swap::Gone) => {
                     batch.finish(|| ToMember::Ended);
                     return;
                 }
                 Ok(Swap::Mismatch { .. }) | Err(_) => {
+                    // What this leader wrote is no longer what the store
+                    // holds: the next one reads.
+                    batch.take_written();
                     batch.finish(|| ToMember::Alone);
                     return;
                 }

@@ -172,9 +172,21 @@ pub struct Counting {
     /// How long partial loads and compare-and-sets take, in microseconds,
     /// as over a network: lets concurrent requests interleave.
     pub latency_us: AtomicU64,
-    /// Compare-and-sets wait while a test holds this for writing (after
-    /// they are counted), so that the test can queue requests behind one.
-    pub swap_gate: tokio::sync::RwLock<()>,
+    /// While set, each compare-and-set (after it is counted) waits for a
+    /// permit the test adds to `swap_permits`, one call per permit, so that
+    /// the test can queue requests behind one.
+    pub swaps_one_by_one: AtomicBool,
+    pub swap_permits: Permits,
+}
+
+/// A semaphore that starts with no permit.
+#[derive(Debug)]
+pub struct Permits(pub tokio::sync::Semaphore);
+
+impl Default for Permits {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(0))
+    }
 }
 
 impl Counting {
@@ -235,7 +247,9 @@ impl SessionStore for Counting {
     ) -> Result<Swap, StoreError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.swaps.fetch_add(1, Ordering::SeqCst);
-        drop(self.swap_gate.read().await);
+        if self.swaps_one_by_one.load(Ordering::SeqCst) {
+            self.swap_permits.0.acquire().await.expect("open").forget();
+        }
         self.network().await;
         self.inner
             .compare_and_set(key, verifier, name, expected, new)
