@@ -110,6 +110,38 @@ async fn the_cleanup_deletes_every_expired_session_in_bounded_batches_and_no_liv
     println!("cleanup test took {:?}", started.elapsed());
 }
 
+/// A cleanup batch commits without waiting for the WAL flush, and that
+/// setting ends with its own transaction: the next statement on the same
+/// connection (the store's only one here), such as a session write, waits
+/// for the flush as the server is configured to.
+#[tokio::test]
+async fn the_cleanup_skips_the_flush_wait_in_its_own_transaction_only() {
+    let guard = SchemaGuard::new().await;
+    let store = PostgresStore::builder(database_url())
+        .with_schema(&guard.name)
+        .with_max_connections(1)
+        .connect()
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let mut conn = connect().await;
+    let configured: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the server's setting");
+    seed_expired(&mut conn, &guard.name, 10, &["expires_at", "sweep_at"]).await;
+    let swept = store.sweep_expired(100).await.expect("sweep");
+    assert_eq!(swept.deleted, 10, "every expired session deleted");
+    let after: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(store.pool())
+        .await
+        .expect("the connection's setting");
+    assert_eq!(
+        after, configured,
+        "the cleanup's setting outlived its transaction"
+    );
+}
+
 #[tokio::test]
 async fn a_touch_keeps_the_mark_unless_it_moves_the_expiry_before_it() {
     let (store, schema) = store().await;
