@@ -44,7 +44,6 @@ pub(crate) fn slot_id(key: StoreKey, verifier: &VerifierHash, name: &str) -> Slo
 }
 
 /// What a leader tells a member.
-#[derive(Debug)]
 pub(crate) enum ToMember {
     /// Apply your closure to this stored value (`None`: absent) and answer
     /// the JSON of the result, or `None` if you failed (you then return
@@ -66,6 +65,21 @@ pub(crate) enum ToMember {
     /// the store held it then, so start from it without reading (the
     /// compare-and-set still checks it in the store).
     Lead(Option<Arc<str>>),
+}
+
+/// The variant only: the values it carries are attribute values, which
+/// never appear in `Debug` output.
+impl fmt::Debug for ToMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Compute { .. } => "Compute",
+            Self::Written(_) => "Written",
+            Self::Ended => "Ended",
+            Self::Contended => "Contended",
+            Self::Alone => "Alone",
+            Self::Lead(_) => "Lead",
+        })
+    }
 }
 
 type Outbox = mpsc::UnboundedSender<ToMember>;
@@ -369,6 +383,24 @@ mod tests {
         drop(combiner.leader(&id));
         drop(next);
         assert_eq!(combiner.in_use(), 0, "the slot is freed");
+    }
+
+    #[test]
+    fn a_message_s_debug_output_holds_no_attribute_value() {
+        let value: Arc<str> = Arc::from("\"a secret value\"");
+        let (reply, _answer) = oneshot::channel();
+        let messages = [
+            ToMember::Compute {
+                input: Some(value.clone()),
+                reply,
+            },
+            ToMember::Written(value.clone()),
+            ToMember::Lead(Some(value)),
+        ];
+        for message in &messages {
+            let shown = format!("{message:?}");
+            assert!(!shown.contains("secret"), "{shown}");
+        }
     }
 
     #[tokio::test]
